@@ -1,0 +1,216 @@
+//! Shared helpers for the process-level tests: the simulated device's
+//! environment, C test programs built with gcc, and running them.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The environment `eval "$(scripts/simgpu-env SPEC)"` would set.
+type EnvVars = Vec<(String, String)>;
+
+pub fn simgpu_env(spec: &str) -> EnvVars {
+    static CACHE: OnceLock<Mutex<HashMap<String, EnvVars>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().unwrap().get(spec) {
+        return v.clone();
+    }
+    let out = Command::new(root().join("scripts/simgpu-env"))
+        .arg(spec)
+        .output()
+        .expect("run scripts/simgpu-env");
+    assert!(
+        out.status.success(),
+        "simgpu-env {spec}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut vars = Vec::new();
+    for line in text.lines() {
+        let rest = line.strip_prefix("export ").expect("export line");
+        let (k, v) = rest.split_once('=').unwrap();
+        // Values are single-quoted; LD_LIBRARY_PATH appends the caller's value.
+        let v = v.split('\'').nth(1).unwrap().to_string();
+        vars.push((k.to_string(), v));
+    }
+    cache.lock().unwrap().insert(spec.to_string(), vars.clone());
+    vars
+}
+
+pub fn simgpu_lib() -> PathBuf {
+    let out = Command::new(root().join("scripts/simgpu-build"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Builds tests/programs/NAME.c (or a path relative to the repository) once per test process.
+pub fn program(name: &str) -> PathBuf {
+    program_with(name, &[])
+}
+
+pub fn program_with(name: &str, extra: &[&str]) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let key = format!("{name}{extra:?}");
+    let mut map = built.lock().unwrap();
+    if let Some(p) = map.get(&key) {
+        return p.clone();
+    }
+    let lib = simgpu_lib();
+    let src = if name.contains('/') {
+        root().join(name)
+    } else {
+        root().join("tests/programs").join(format!("{name}.c"))
+    };
+    let dir = root().join("target/test-programs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stem = Path::new(name)
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let shared = extra.contains(&"-shared");
+    let out = dir.join(format!(
+        "{}{}{}",
+        if shared { "lib" } else { "" },
+        stem,
+        if shared { ".so" } else { "" }
+    ));
+    let tmp = dir.join(format!("{stem}.{}.tmp", std::process::id()));
+    let mut cmd = Command::new("gcc");
+    cmd.args([
+        "-std=gnu11",
+        "-O1",
+        "-g",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-pthread",
+    ])
+    .arg("-I")
+    .arg(root().join("tests/simgpu"))
+    .arg("-I")
+    .arg(root().join("include"))
+    .args(extra)
+    .arg("-o")
+    .arg(&tmp)
+    .arg(&src);
+    if !shared {
+        cmd.arg("-L")
+            .arg(&lib)
+            .args(["-lamdhip64", "-lhsa-runtime64", "-ldl"]);
+    } else {
+        cmd.args(["-fPIC", "-ldl"]);
+    }
+    let o = cmd.output().expect("gcc");
+    assert!(
+        o.status.success(),
+        "gcc {name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::rename(&tmp, &out).unwrap();
+    map.insert(key, out.clone());
+    out
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn from(o: Output) -> Run {
+        use std::os::unix::process::ExitStatusExt;
+        Run {
+            code: o.status.code(),
+            signal: o.status.signal(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    pub fn aborted(&self) -> bool {
+        self.signal == Some(libc_sigabrt())
+    }
+    /// The ROCr fault line, if the process printed one.
+    pub fn rocr_message(&self) -> Option<&str> {
+        self.stderr
+            .lines()
+            .find(|l| l.starts_with("Memory access fault by GPU node-"))
+    }
+}
+
+fn libc_sigabrt() -> i32 {
+    6
+}
+
+/// A clean environment with the simulated device `spec` in front.
+pub fn sim_command(prog: &Path, spec: &str) -> Command {
+    let mut cmd = Command::new(prog);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SIMGPU_")
+            || k.starts_with("HSA_")
+            || k.starts_with("HIP_")
+            || k.starts_with("ROCM_FIX")
+            || k == "LD_PRELOAD"
+        {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in simgpu_env(spec) {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs simwork with `steps` on the simulated `spec`, extra env applied last.
+pub fn simwork(spec: &str, env: &[(&str, &str)], steps: &[&str]) -> Run {
+    let prog = program("simwork");
+    let mut cmd = sim_command(&prog, spec);
+    cmd.envs(env.iter().copied()).args(steps);
+    Run::from(cmd.output().expect("run simwork"))
+}
+
+/// The exact ROCr message shape (rocm-facts §1), with the node number.
+pub fn assert_rocr_page_fault(run: &Run, node: u32) {
+    let line = run
+        .rocr_message()
+        .unwrap_or_else(|| panic!("no ROCr message in {run:#?}"));
+    let prefix = format!("Memory access fault by GPU node-{node} (Agent handle: 0x");
+    assert!(line.starts_with(&prefix), "{line}");
+    assert!(line.contains(") on address 0x"), "{line}");
+    assert!(
+        line.ends_with(". Reason: Page not present or supervisor privilege."),
+        "{line}"
+    );
+    assert!(run.aborted(), "ROCr aborts after the message: {run:#?}");
+}
+
+/// Lines of a call log as (fn, line).
+pub fn call_log(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rocm-fix-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -1,0 +1,100 @@
+/*
+ * simwork: a scriptable HIP/HSA client for the tests. Each argument is one
+ * step; the program prints one line per step ("<step> -> <result>") and
+ * exits 0 when every step returned success, 1 otherwise.
+ *   malloc:SIZE  hostmalloc:SIZE:FLAGS  hostalloc:SIZE:FLAGS  managed:SIZE:FLAGS
+ *   ext:SIZE:FLAGS  hsa-alloc:AGENT:POOLFLAGS:SIZE   (buffers are numbered from 0)
+ *   read:BUF:OFFSET:BYTES  write:BUF:OFFSET:BYTES  advise:BUF:ADVICE  free:BUF
+ *   hostfree:BUF  hsa-free:BUF  memset:BUF:BYTES  sync  setdev:N  count  arch
+ *   handler:suppress|pass  (registers a system event handler; prints events)
+ *   early-handler  (registers before hsa_init)  init  hsa-init
+ * Numbers accept 0x prefixes.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "simgpu.h"
+
+static void *bufs[256];
+static size_t nbufs;
+
+static unsigned long long num(const char *s) { return strtoull(s, NULL, 0); }
+
+static hsa_status_t on_event(const hsa_amd_event_t *ev, void *data) {
+  printf("event type=%u addr=0x%llx mask=0x%x\n", ev->event_type,
+         (unsigned long long)ev->memory_fault.virtual_address, ev->memory_fault.fault_reason_mask);
+  fflush(stdout);
+  return data ? HSA_STATUS_SUCCESS : HSA_STATUS_ERROR;
+}
+
+struct pool_query { uint32_t want; hsa_amd_memory_pool_t found; };
+static hsa_status_t find_pool(hsa_amd_memory_pool_t p, void *d) {
+  struct pool_query *q = d;
+  uint32_t f = 0;
+  hsa_amd_memory_pool_get_info(p, HSA_AMD_MEMORY_POOL_INFO_GLOBAL_FLAGS, &f);
+  if (f == q->want) { q->found = p; return HSA_STATUS_INFO_BREAK; }
+  return HSA_STATUS_SUCCESS;
+}
+struct agent_query { int want; int seen; hsa_agent_t found; };
+static hsa_status_t find_agent(hsa_agent_t a, void *d) {
+  struct agent_query *q = d;
+  if (q->seen++ == q->want) { q->found = a; return HSA_STATUS_INFO_BREAK; }
+  return HSA_STATUS_SUCCESS;
+}
+
+int main(int argc, char **argv) {
+  int failed = 0;
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  for (int i = 1; i < argc; i++) {
+    char step[256];
+    snprintf(step, sizeof step, "%s", argv[i]);
+    char *f[5] = {0};
+    int nf = 0;
+    for (char *save = NULL, *t = strtok_r(step, ":", &save); t && nf < 5; t = strtok_r(NULL, ":", &save)) f[nf++] = t;
+    long r = 0;
+    void *p = NULL;
+    const char *op = f[0] ? f[0] : "";
+#define ARG(k) (nf > (k) ? num(f[k]) : 0)
+    if (!strcmp(op, "init")) r = hipInit(0);
+    else if (!strcmp(op, "hsa-init")) r = hsa_init();
+    else if (!strcmp(op, "malloc")) { r = hipMalloc(&p, ARG(1)); if (!r) bufs[nbufs++] = p; }
+    else if (!strcmp(op, "hostmalloc")) { r = hipHostMalloc(&p, ARG(1), (unsigned)ARG(2)); if (!r) bufs[nbufs++] = p; }
+    else if (!strcmp(op, "hostalloc")) { r = hipHostAlloc(&p, ARG(1), (unsigned)ARG(2)); if (!r) bufs[nbufs++] = p; }
+    else if (!strcmp(op, "managed")) { r = hipMallocManaged(&p, ARG(1), nf > 2 ? (unsigned)ARG(2) : 1); if (!r) bufs[nbufs++] = p; }
+    else if (!strcmp(op, "ext")) { r = hipExtMallocWithFlags(&p, ARG(1), (unsigned)ARG(2)); if (!r) bufs[nbufs++] = p; }
+    else if (!strcmp(op, "hsa-alloc")) {
+      struct agent_query aq = {(int)ARG(1), 0, {0}};
+      hsa_iterate_agents(find_agent, &aq);
+      struct pool_query pq = {(uint32_t)ARG(2), {0}};
+      if (aq.found.handle) hsa_amd_agent_iterate_memory_pools(aq.found, find_pool, &pq);
+      r = pq.found.handle ? hsa_amd_memory_pool_allocate(pq.found, ARG(3), 0, &p) : HSA_STATUS_ERROR_INVALID_ARGUMENT;
+      if (!r) bufs[nbufs++] = p;
+    }
+    else if (!strcmp(op, "read")) r = simgpuLaunchRead(bufs[ARG(1)], ARG(2), ARG(3));
+    else if (!strcmp(op, "write")) r = simgpuLaunchWrite(bufs[ARG(1)], ARG(2), ARG(3));
+    else if (!strcmp(op, "memset")) r = hipMemset(bufs[ARG(1)], 0x5a, ARG(2));
+    else if (!strcmp(op, "advise")) r = hipMemAdvise(bufs[ARG(1)], 4096, (int)ARG(2), 0);
+    else if (!strcmp(op, "free")) r = hipFree(bufs[ARG(1)]);
+    else if (!strcmp(op, "hostfree")) r = hipHostFree(bufs[ARG(1)]);
+    else if (!strcmp(op, "hsa-free")) r = hsa_amd_memory_pool_free(bufs[ARG(1)]);
+    else if (!strcmp(op, "sync")) r = hipDeviceSynchronize();
+    else if (!strcmp(op, "setdev")) r = hipSetDevice((int)ARG(1));
+    else if (!strcmp(op, "count")) { int n = -1; r = hipGetDeviceCount(&n); printf("devices %d\n", n); }
+    else if (!strcmp(op, "arch")) {
+      hipDeviceProp_tR0600 prop;
+      int d = 0;
+      hipGetDevice(&d);
+      r = hipGetDevicePropertiesR0600(&prop, d);
+      if (!r) printf("arch %s name %s\n", prop.gcnArchName, prop.name);
+    }
+    else if (!strcmp(op, "handler") || !strcmp(op, "early-handler")) {
+      int suppress = nf > 1 && !strcmp(f[1], "suppress");
+      if (!strcmp(op, "handler")) hsa_init();
+      r = hsa_amd_register_system_event_handler(on_event, suppress ? (void *)1 : NULL);
+    }
+    else { fprintf(stderr, "simwork: unknown step '%s'\n", argv[i]); return 2; }
+    printf("%s -> %ld\n", argv[i], r);
+    if (r) failed = 1;
+  }
+  return failed;
+}

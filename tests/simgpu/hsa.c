@@ -1,0 +1,701 @@
+/*
+ * simgpu's libhsa-runtime64.so.1: a stand-in for ROCr that models the pools,
+ * the agent identity and the GPU-fault behaviour of ../shared/rocm-facts.md
+ * ("facts §N" below). Where ROCm releases differ it follows ROCm 6.4;
+ * SIMGPU_ROCM_VERSION=5.2|6.2|6.4 selects the older pool sets. The fault
+ * rules are documented, with their sources, in FAULT-MODEL.md.
+ *
+ * Memory: every allocation is a private anonymous mapping, rounded up to
+ * whole 4 KiB pages, followed by one PROT_NONE guard page, so that the page
+ * after an allocation is never another allocation's (the worst case of real
+ * VA placement; see FAULT-MODEL.md, "not modelled").
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "calllog.h"
+#include "simgpu.h"
+#include "simgpu_private.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define PAGE 4096UL
+#define MAX_AGENTS 16
+#define MAX_POOLS 64
+#define MAX_HANDLERS 32
+
+/* ---- configuration ---- */
+
+static int rocm_version(void) { /* 504 = 5.4 etc. */
+  const char *v = getenv("SIMGPU_ROCM_VERSION");
+  if (!v || !*v) return 604;
+  int maj = 0, min = 0;
+  if (sscanf(v, "%d.%d", &maj, &min) != 2) return 604;
+  return maj * 100 + min;
+}
+
+static int env_is(const char *name, const char *val) {
+  const char *v = getenv(name);
+  return v && strcmp(v, val) == 0;
+}
+
+/* The fault rules in force: SIMGPU_FAULT_RULES=list|all|none (FAULT-MODEL.md). */
+static unsigned rules_mask(void) {
+  static unsigned cached = ~0u;
+  if (cached != ~0u) return cached;
+  const char *v = getenv("SIMGPU_FAULT_RULES");
+  unsigned m = SIMGPU_RULES_DEFAULT;
+  if (v) {
+    m = 0;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", v);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+      while (*t == ' ') t++;
+      if (!strcmp(t, "all")) m |= SIMGPU_RULES_ALL;
+      else if (!strcmp(t, "default")) m |= SIMGPU_RULES_DEFAULT;
+      else if (!strcmp(t, "none") || !*t) ;
+      else if (!strcmp(t, "page-not-present")) m |= RULE_PAGE_NOT_PRESENT;
+      else if (!strcmp(t, "seed-coherent")) m |= RULE_SEED_COHERENT;
+      else if (!strcmp(t, "override-family")) m |= RULE_OVERRIDE_FAMILY;
+      else if (!strcmp(t, "override-rdna1-as-rdna2")) m |= RULE_OVERRIDE_RDNA1_AS_RDNA2;
+      else if (!strcmp(t, "internal-coherence")) m |= RULE_INTERNAL_COHERENCE;
+      else fprintf(stderr, "simgpu: unknown fault rule '%s' in SIMGPU_FAULT_RULES (ignored)\n", t);
+    }
+  }
+  cached = m;
+  return m;
+}
+
+EXPORT unsigned simgpu_fault_rules(void) { return rules_mask(); }
+
+/* ---- agents and pools ---- */
+
+struct agent {
+  int is_gpu;
+  uint32_t node;          /* KFD topology node */
+  uint32_t real_version;  /* gfx_target_version from sysfs: never overridden */
+  uint32_t report_version;/* after HSA_OVERRIDE_GFX_VERSION (facts §5) */
+  uint32_t device_id;
+  uint32_t simd_count, simd_per_cu, wave_front_size;
+  uint64_t mem_size, mem_used;
+  char name[64];
+  char product[64];
+  int pools[6];
+  int npools;
+};
+
+struct pool {
+  int agent;
+  uint32_t flags;
+  int location;
+};
+
+struct alloc {
+  uintptr_t base;
+  size_t mapped;   /* whole pages */
+  size_t size;     /* as asked */
+  int pool;
+};
+
+struct svm {
+  uintptr_t base;
+  size_t size;
+  int coarse;             /* GLOBAL_FLAG: KFD default is coherent (facts §3) */
+  uint32_t accessible;    /* bit per agent */
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int init_count;
+static struct agent agents[MAX_AGENTS];
+static int nagents;
+static struct pool pools[MAX_POOLS];
+static int npools;
+static struct alloc *allocs;
+static size_t nallocs, cap_allocs;
+static struct svm *svms;
+static size_t nsvms, cap_svms;
+static struct { hsa_amd_system_event_callback_t cb; void *data; } handlers[MAX_HANDLERS];
+static int nhandlers;
+static int fault_taken;   /* the fault signal is not re-armed (facts §1) */
+static int queues_dead;   /* KFD evicted the queues (facts §1) */
+static int launched;      /* first-launch rules (override-family) */
+
+static const char *topology_root(void) {
+  const char *r = getenv("SIMGPU_KFD_TOPOLOGY");
+  return (r && *r) ? r : "/sys/class/kfd/kfd/topology";
+}
+
+static int read_props(const char *root, int node, struct agent *a) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/nodes/%d/properties", root, node);
+  FILE *f = fopen(path, "re");
+  if (!f) return -1;
+  memset(a, 0, sizeof *a);
+  a->node = (uint32_t)node;
+  char key[128];
+  unsigned long long val;
+  uint64_t mem = 0;
+  while (fscanf(f, "%127s %llu", key, &val) == 2) {
+    if (!strcmp(key, "simd_count")) a->simd_count = (uint32_t)val;
+    else if (!strcmp(key, "gfx_target_version")) a->real_version = (uint32_t)val;
+    else if (!strcmp(key, "device_id")) a->device_id = (uint32_t)val;
+    else if (!strcmp(key, "simd_per_cu")) a->simd_per_cu = (uint32_t)val;
+    else if (!strcmp(key, "wave_front_size")) a->wave_front_size = (uint32_t)val;
+    else if (!strcmp(key, "local_mem_size")) mem = val;
+  }
+  fclose(f);
+  a->is_gpu = a->simd_count > 0;
+  a->mem_size = mem ? mem : (a->is_gpu ? (8ULL << 30) : (64ULL << 30));
+  return 0;
+}
+
+static void version_name(uint32_t v, char *out, size_t n) {
+  /* gfx_target_version = major*10000 + minor*100 + stepping; stepping is hex in the name (facts §5). */
+  snprintf(out, n, "gfx%u%u%x", v / 10000, (v / 100) % 100, v % 100);
+}
+
+/* HSA_OVERRIDE_GFX_VERSION=major.minor.stepping, decimal; 6.3+ also _<node> (facts §5). */
+static uint32_t override_for(uint32_t node, uint32_t real) {
+  char var[64];
+  snprintf(var, sizeof var, "HSA_OVERRIDE_GFX_VERSION_%u", node);
+  const char *v = rocm_version() >= 603 ? getenv(var) : NULL;
+  if (!v) v = getenv("HSA_OVERRIDE_GFX_VERSION");
+  unsigned a, b, c;
+  char extra;
+  if (v && sscanf(v, "%u.%u.%u%c", &a, &b, &c, &extra) == 3 && b < 100 && c < 100) return a * 10000 + b * 100 + c;
+  return real;
+}
+
+static const char *marketing_name(uint32_t device_id) {
+  /* A few entries of libdrm's amdgpu.ids, by PCI device id. */
+  switch (device_id) {
+  case 0x731f: return "AMD Radeon RX 5700 XT";
+  case 0x7340: return "AMD Radeon RX 5500 XT";
+  case 0x7360: return "AMD Radeon Pro 5600M";
+  case 0x73bf: return "AMD Radeon RX 6900 XT";
+  case 0x73df: return "AMD Radeon RX 6700 XT";
+  case 0x73ff: return "AMD Radeon RX 6600 XT";
+  case 0x743f: return "AMD Radeon RX 6500 XT";
+  case 0x744c: return "AMD Radeon RX 7900 XTX";
+  case 0x747e: return "AMD Radeon RX 7800 XT";
+  case 0x7480: return "AMD Radeon RX 7600";
+  case 0x7550: return "AMD Radeon RX 9070 XT";
+  case 0x740f: return "AMD Instinct MI210";
+  default: return "AMD Radeon Graphics";
+  }
+}
+
+static void add_pool(struct agent *a, int agent_idx, uint32_t flags, int location) {
+  if (npools >= MAX_POOLS || a->npools >= 6) return;
+  pools[npools] = (struct pool){agent_idx, flags, location};
+  a->pools[a->npools++] = npools++;
+}
+
+/* The pools each agent exposes (facts §3). */
+static void build_pools(void) {
+  int ver = rocm_version();
+  for (int i = 0; i < nagents; i++) {
+    struct agent *a = &agents[i];
+    if (a->is_gpu) {
+      add_pool(a, i, HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_COARSE_GRAINED, HSA_AMD_MEMORY_POOL_LOCATION_GPU);
+      int gfx12_0 = a->real_version / 100 == 1200;
+      if (ver >= 507 && !gfx12_0)
+        add_pool(a, i, HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_EXTENDED_SCOPE_FINE_GRAINED, HSA_AMD_MEMORY_POOL_LOCATION_GPU);
+      if (env_is("HSA_FORCE_FINE_GRAIN_PCIE", "1"))
+        add_pool(a, i, HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_FINE_GRAINED, HSA_AMD_MEMORY_POOL_LOCATION_GPU);
+    } else {
+      add_pool(a, i, HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_FINE_GRAINED, HSA_AMD_MEMORY_POOL_LOCATION_CPU);
+      add_pool(a, i, HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_FINE_GRAINED | HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_KERNARG_INIT,
+               HSA_AMD_MEMORY_POOL_LOCATION_CPU);
+      add_pool(a, i, HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_COARSE_GRAINED, HSA_AMD_MEMORY_POOL_LOCATION_CPU);
+      if (ver >= 604)
+        add_pool(a, i, HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_EXTENDED_SCOPE_FINE_GRAINED, HSA_AMD_MEMORY_POOL_LOCATION_CPU);
+    }
+  }
+}
+
+static hsa_status_t load_topology(void) {
+  const char *root = topology_root();
+  char path[4096];
+  snprintf(path, sizeof path, "%s/nodes", root);
+  DIR *d = opendir(path);
+  if (!d) return HSA_STATUS_ERROR_OUT_OF_RESOURCES; /* no KFD: ROCr's hsa_init fails the same way */
+  closedir(d);
+  nagents = 0;
+  npools = 0;
+  for (int node = 0; node < MAX_AGENTS; node++) {
+    struct agent a;
+    if (read_props(root, node, &a) != 0) break;
+    if (a.is_gpu) {
+      a.report_version = override_for(a.node, a.real_version);
+      version_name(a.report_version, a.name, sizeof a.name);
+      snprintf(a.product, sizeof a.product, "%s", marketing_name(a.device_id));
+    } else {
+      snprintf(a.name, sizeof a.name, "Simulated x86_64 CPU");
+      snprintf(a.product, sizeof a.product, "Simulated x86_64 CPU");
+    }
+    agents[nagents++] = a;
+  }
+  if (nagents == 0) return HSA_STATUS_ERROR_OUT_OF_RESOURCES;
+  build_pools();
+  return HSA_STATUS_SUCCESS;
+}
+
+static int agent_index(hsa_agent_t a) {
+  uintptr_t h = (uintptr_t)a.handle, b = (uintptr_t)&agents[0];
+  if (h < b || h >= (uintptr_t)&agents[nagents] || (h - b) % sizeof(struct agent)) return -1;
+  return (int)((h - b) / sizeof(struct agent));
+}
+static hsa_agent_t agent_handle(int i) { return (hsa_agent_t){(uint64_t)(uintptr_t)&agents[i]}; }
+static int pool_index(hsa_amd_memory_pool_t p) {
+  uintptr_t h = (uintptr_t)p.handle, b = (uintptr_t)&pools[0];
+  if (h < b || h >= (uintptr_t)&pools[npools] || (h - b) % sizeof(struct pool)) return -1;
+  return (int)((h - b) / sizeof(struct pool));
+}
+static hsa_amd_memory_pool_t pool_handle(int i) { return (hsa_amd_memory_pool_t){(uint64_t)(uintptr_t)&pools[i]}; }
+
+static int initialized(void) {
+  pthread_mutex_lock(&lock);
+  int r = init_count > 0;
+  pthread_mutex_unlock(&lock);
+  return r;
+}
+
+/* ---- the API ---- */
+
+EXPORT hsa_status_t hsa_init(void) {
+  pthread_mutex_lock(&lock);
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  if (init_count == 0) st = load_topology();
+  if (st == HSA_STATUS_SUCCESS) init_count++;
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_init", st, " ");
+  return st;
+}
+
+EXPORT hsa_status_t hsa_shut_down(void) {
+  pthread_mutex_lock(&lock);
+  hsa_status_t st = init_count > 0 ? HSA_STATUS_SUCCESS : HSA_STATUS_ERROR_NOT_INITIALIZED;
+  if (init_count > 0) init_count--;
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_shut_down", st, " ");
+  return st;
+}
+
+EXPORT hsa_status_t hsa_system_get_info(uint32_t attribute, void *value) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  if (!initialized()) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (!value) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else if (attribute == HSA_AMD_SYSTEM_INFO_SVM_SUPPORTED)
+    *(bool *)value = !env_is("SIMGPU_HMM", "0"); /* a kernel without HMM: SIMGPU_HMM=0 */
+  else if (attribute == HSA_AMD_SYSTEM_INFO_SVM_ACCESSIBLE_BY_DEFAULT)
+    *(bool *)value = false; /* true only with XNACK, which RDNA never enables (facts §6) */
+  else st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  calllog("hsa", "hsa_system_get_info", st, "\"attribute\":%u", attribute);
+  return st;
+}
+
+EXPORT hsa_status_t hsa_iterate_agents(hsa_status_t (*cb)(hsa_agent_t, void *), void *data) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  if (!initialized()) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (!cb) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else
+    for (int i = 0; i < nagents; i++) {
+      hsa_status_t r = cb(agent_handle(i), data);
+      if (r != HSA_STATUS_SUCCESS) { st = r; break; }
+    }
+  calllog("hsa", "hsa_iterate_agents", st, " ");
+  return st;
+}
+
+EXPORT hsa_status_t hsa_agent_get_info(hsa_agent_t agent, uint32_t attribute, void *value) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  int i = initialized() ? agent_index(agent) : -2;
+  char hs[32];
+  if (i == -2) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (i < 0) st = HSA_STATUS_ERROR_INVALID_AGENT;
+  else if (!value) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else {
+    struct agent *a = &agents[i];
+    switch (attribute) {
+    case HSA_AGENT_INFO_NAME: memset(value, 0, 64); memcpy(value, a->name, strlen(a->name)); break;
+    case HSA_AGENT_INFO_DEVICE: *(uint32_t *)value = a->is_gpu ? HSA_DEVICE_TYPE_GPU : HSA_DEVICE_TYPE_CPU; break;
+    case HSA_AMD_AGENT_INFO_CHIP_ID: *(uint32_t *)value = a->device_id; break;
+    case HSA_AMD_AGENT_INFO_DRIVER_NODE_ID: *(uint32_t *)value = a->node; break;
+    case HSA_AMD_AGENT_INFO_PRODUCT_NAME: memset(value, 0, 64); memcpy(value, a->product, strlen(a->product)); break;
+    case HSA_AMD_AGENT_INFO_ASIC_REVISION: *(uint32_t *)value = 0; break;
+    default: st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+    }
+  }
+  calllog("hsa", "hsa_agent_get_info", st, "\"agent\":%s,\"attribute\":%u", PTRSTR(hs, agent.handle), attribute);
+  return st;
+}
+
+EXPORT hsa_status_t hsa_amd_agent_iterate_memory_pools(hsa_agent_t agent,
+                                                       hsa_status_t (*cb)(hsa_amd_memory_pool_t, void *),
+                                                       void *data) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  int i = initialized() ? agent_index(agent) : -2;
+  char hs[32];
+  if (i == -2) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (i < 0) st = HSA_STATUS_ERROR_INVALID_AGENT;
+  else if (!cb) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else
+    for (int k = 0; k < agents[i].npools; k++) {
+      hsa_status_t r = cb(pool_handle(agents[i].pools[k]), data);
+      if (r != HSA_STATUS_SUCCESS) { st = r; break; }
+    }
+  calllog("hsa", "hsa_amd_agent_iterate_memory_pools", st, "\"agent\":%s", PTRSTR(hs, agent.handle));
+  return st;
+}
+
+EXPORT hsa_status_t hsa_amd_memory_pool_get_info(hsa_amd_memory_pool_t pool, uint32_t attribute, void *value) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  int i = initialized() ? pool_index(pool) : -2;
+  char hs[32];
+  if (i == -2) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (i < 0 || !value) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else {
+    struct pool *p = &pools[i];
+    switch (attribute) {
+    case HSA_AMD_MEMORY_POOL_INFO_SEGMENT: *(uint32_t *)value = HSA_AMD_SEGMENT_GLOBAL; break;
+    case HSA_AMD_MEMORY_POOL_INFO_GLOBAL_FLAGS: *(uint32_t *)value = p->flags; break;
+    case HSA_AMD_MEMORY_POOL_INFO_SIZE: *(size_t *)value = agents[p->agent].mem_size; break;
+    case HSA_AMD_MEMORY_POOL_INFO_RUNTIME_ALLOC_ALLOWED: *(bool *)value = true; break;
+    case HSA_AMD_MEMORY_POOL_INFO_RUNTIME_ALLOC_GRANULE:
+    case HSA_AMD_MEMORY_POOL_INFO_RUNTIME_ALLOC_ALIGNMENT: *(size_t *)value = PAGE; break;
+    case HSA_AMD_MEMORY_POOL_INFO_ACCESSIBLE_BY_ALL: *(bool *)value = p->location == HSA_AMD_MEMORY_POOL_LOCATION_CPU; break;
+    case HSA_AMD_MEMORY_POOL_INFO_ALLOC_MAX_SIZE: *(size_t *)value = agents[p->agent].mem_size; break;
+    case HSA_AMD_MEMORY_POOL_INFO_LOCATION:
+      if (rocm_version() >= 505) *(uint32_t *)value = (uint32_t)p->location;
+      else st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+      break;
+    default: st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+    }
+  }
+  calllog("hsa", "hsa_amd_memory_pool_get_info", st, "\"pool\":%s,\"attribute\":%u", PTRSTR(hs, pool.handle), attribute);
+  return st;
+}
+
+/* Caller holds lock. Finds the allocation whose mapped pages contain addr. */
+static struct alloc *find_alloc_locked(uintptr_t addr) {
+  for (size_t i = 0; i < nallocs; i++)
+    if (addr >= allocs[i].base && addr < allocs[i].base + allocs[i].mapped) return &allocs[i];
+  return NULL;
+}
+static struct svm *find_svm_locked(uintptr_t addr) {
+  for (size_t i = 0; i < nsvms; i++)
+    if (addr >= svms[i].base && addr < svms[i].base + svms[i].size) return &svms[i];
+  return NULL;
+}
+
+EXPORT hsa_status_t hsa_amd_memory_pool_allocate(hsa_amd_memory_pool_t pool, size_t size, uint32_t flags, void **ptr) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  void *out = NULL;
+  char hs[32], ps[32];
+  pthread_mutex_lock(&lock);
+  int i = init_count > 0 ? pool_index(pool) : -2;
+  if (i == -2) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (i < 0 || !ptr || size == 0) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else if (flags & ~7u) st = HSA_STATUS_ERROR_INVALID_ARGUMENT; /* STANDARD|PCIE|CONTIGUOUS|EXECUTABLE (facts §2) */
+  else {
+    struct agent *a = &agents[pools[i].agent];
+    size_t mapped = (size + PAGE - 1) & ~(PAGE - 1);
+    if (mapped < size || a->mem_used + mapped > a->mem_size) st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
+    else if (nallocs == cap_allocs &&
+             !(allocs = realloc(allocs, (cap_allocs = cap_allocs ? cap_allocs * 2 : 64) * sizeof *allocs)))
+      st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
+    else {
+      void *m = mmap(NULL, mapped + PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (m == MAP_FAILED) st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
+      else {
+        mprotect((char *)m + mapped, PAGE, PROT_NONE); /* the guard page */
+        allocs[nallocs++] = (struct alloc){(uintptr_t)m, mapped, size, i};
+        a->mem_used += mapped;
+        out = m;
+        *ptr = m;
+      }
+    }
+  }
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_amd_memory_pool_allocate", st, "\"pool\":%s,\"pool_flags\":%u,\"pool_location\":%d,\"size\":%zu,\"flags\":%u,\"ptr\":%s",
+          PTRSTR(hs, pool.handle), i >= 0 ? pools[i].flags : 0u, i >= 0 ? pools[i].location : -1, size, flags,
+          PTRSTR(ps, out));
+  return st;
+}
+
+EXPORT hsa_status_t hsa_amd_memory_pool_free(void *ptr) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  char ps[32];
+  pthread_mutex_lock(&lock);
+  if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (ptr) {
+    size_t k;
+    for (k = 0; k < nallocs && allocs[k].base != (uintptr_t)ptr; k++) ;
+    if (k == nallocs) st = HSA_STATUS_ERROR_INVALID_ALLOCATION;
+    else {
+      munmap((void *)allocs[k].base, allocs[k].mapped + PAGE);
+      agents[pools[allocs[k].pool].agent].mem_used -= allocs[k].mapped;
+      allocs[k] = allocs[--nallocs];
+    }
+  }
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_amd_memory_pool_free", st, "\"ptr\":%s", PTRSTR(ps, ptr));
+  return st;
+}
+
+EXPORT hsa_status_t hsa_amd_register_system_event_handler(hsa_amd_system_event_callback_t cb, void *data) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  char cs[32];
+  pthread_mutex_lock(&lock);
+  if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED; /* facts §1 */
+  else if (!cb) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else if (nhandlers == MAX_HANDLERS) st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
+  else { handlers[nhandlers].cb = cb; handlers[nhandlers].data = data; nhandlers++; } /* appends (facts §1) */
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_amd_register_system_event_handler", st, "\"callback\":%s", PTRSTR(cs, (void *)cb));
+  return st;
+}
+
+/* svm_attributes_set on host VA that is not a pool allocation registers an SVM
+ * range; KFD's default range flags are HOST_ACCESS|COHERENT (facts §3). */
+EXPORT hsa_status_t hsa_amd_svm_attributes_set(void *ptr, size_t size, hsa_amd_svm_attribute_pair_t *list,
+                                               size_t count) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  char ps[32];
+  char attrs[400] = "";
+  size_t used = 0;
+  for (size_t k = 0; list && k < count && used < sizeof attrs - 64; k++)
+    used += (size_t)snprintf(attrs + used, sizeof attrs - used, "%s[%lu,\"0x%lx\"]", k ? "," : "",
+                             (unsigned long)list[k].attribute, (unsigned long)list[k].value);
+  pthread_mutex_lock(&lock);
+  uintptr_t b = (uintptr_t)ptr;
+  if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (!ptr || !size || (!list && count)) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else if (find_alloc_locked(b)) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else {
+    struct svm *r = find_svm_locked(b);
+    if (!r) {
+      if (nsvms == cap_svms && !(svms = realloc(svms, (cap_svms = cap_svms ? cap_svms * 2 : 16) * sizeof *svms)))
+        st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
+      else {
+        r = &svms[nsvms++];
+        *r = (struct svm){b, size, 0, 0};
+      }
+    }
+    for (size_t k = 0; r && st == HSA_STATUS_SUCCESS && k < count; k++) {
+      uint64_t at = list[k].attribute, v = list[k].value;
+      if (at == HSA_AMD_SVM_ATTRIB_GLOBAL_FLAG) {
+        if (v == HSA_AMD_SVM_GLOBAL_FLAG_COARSE_GRAINED) r->coarse = 1;
+        else if (v == HSA_AMD_SVM_GLOBAL_FLAG_FINE_GRAINED) r->coarse = 0;
+        else st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+      } else if (at == HSA_AMD_SVM_ATTRIB_AGENT_ACCESSIBLE || at == HSA_AMD_SVM_ATTRIB_AGENT_ACCESSIBLE_IN_PLACE ||
+                 at == HSA_AMD_SVM_ATTRIB_AGENT_NO_ACCESS) {
+        int ai = agent_index((hsa_agent_t){v});
+        if (ai < 0) st = HSA_STATUS_ERROR_INVALID_AGENT;
+        else if (at == HSA_AMD_SVM_ATTRIB_AGENT_NO_ACCESS) r->accessible &= ~(1u << ai);
+        else r->accessible |= 1u << ai;
+      } else if (at > HSA_AMD_SVM_ATTRIB_READ_MOSTLY && at != 7) {
+        st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+      } /* other attributes: accepted, no effect on the model */
+    }
+  }
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_amd_svm_attributes_set", st, "\"ptr\":%s,\"size\":%zu,\"attributes\":[%s]", PTRSTR(ps, ptr), size,
+          attrs);
+  return st;
+}
+
+EXPORT hsa_status_t hsa_amd_svm_attributes_get(void *ptr, size_t size, hsa_amd_svm_attribute_pair_t *list,
+                                               size_t count) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  char ps[32];
+  pthread_mutex_lock(&lock);
+  struct svm *r = init_count ? find_svm_locked((uintptr_t)ptr) : NULL;
+  if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (!r || !list || !size) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else
+    for (size_t k = 0; k < count; k++) {
+      if (list[k].attribute == HSA_AMD_SVM_ATTRIB_GLOBAL_FLAG)
+        list[k].value = r->coarse ? HSA_AMD_SVM_GLOBAL_FLAG_COARSE_GRAINED : HSA_AMD_SVM_GLOBAL_FLAG_FINE_GRAINED;
+      else if (list[k].attribute == HSA_AMD_SVM_ATTRIB_AGENT_ACCESSIBLE) {
+        int ai = agent_index((hsa_agent_t){list[k].value});
+        if (ai < 0) { st = HSA_STATUS_ERROR_INVALID_AGENT; break; }
+        if (!(r->accessible & (1u << ai))) list[k].attribute = HSA_AMD_SVM_ATTRIB_AGENT_NO_ACCESS;
+      }
+    }
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_amd_svm_attributes_get", st, "\"ptr\":%s,\"size\":%zu", PTRSTR(ps, ptr), size);
+  return st;
+}
+
+/* ---- the fault path (facts §1) ---- */
+
+static const char *reason_text(uint32_t mask) {
+  if (mask & HSA_AMD_MEMORY_FAULT_PAGE_NOT_PRESENT) return "Page not present or supervisor privilege";
+  if (mask & HSA_AMD_MEMORY_FAULT_READ_ONLY) return "Write access to a read-only page";
+  if (mask & HSA_AMD_MEMORY_FAULT_NX) return "Execute access to a page marked NX";
+  if (mask & HSA_AMD_MEMORY_FAULT_HOST_ONLY) return "Host access only";
+  if (mask & HSA_AMD_MEMORY_FAULT_DRAMECC) return "DRAM ECC failure";
+  if (mask & HSA_AMD_MEMORY_FAULT_SRAMECC) return "SRAM ECC failure";
+  if (mask & HSA_AMD_MEMORY_FAULT_HANG) return "Generic hang recovery";
+  return "Unknown";
+}
+
+struct fault_job {
+  hsa_amd_event_t ev;
+  int agent;
+  int handled;
+};
+
+/* ROCr delivers the event on its own event thread, not the launching one. */
+static void *fault_thread(void *arg) {
+  struct fault_job *job = arg;
+  pthread_mutex_lock(&lock);
+  int n = nhandlers;
+  __typeof__(handlers[0]) copy[MAX_HANDLERS];
+  memcpy(copy, handlers, sizeof copy);
+  pthread_mutex_unlock(&lock);
+  for (int k = 0; k < n; k++)
+    if (copy[k].cb(&job->ev, copy[k].data) == HSA_STATUS_SUCCESS) job->handled = 1; /* every handler is called */
+  if (job->handled) return NULL;
+  if (!env_is("HSA_ENABLE_VM_FAULT_MESSAGE", "0")) {
+    const hsa_amd_gpu_memory_fault_info_t *f = &job->ev.memory_fault;
+    fprintf(stderr, "Memory access fault by GPU node-%u (Agent handle: %p) on address %p%s. Reason: %s.\n",
+            agents[job->agent].node, (void *)(uintptr_t)f->agent.handle, (void *)(uintptr_t)f->virtual_address,
+            (f->fault_reason_mask & HSA_AMD_MEMORY_FAULT_IMPRECISE) ? "(may not be exact address)" : "",
+            reason_text(f->fault_reason_mask));
+    fflush(stderr);
+  }
+  abort();
+}
+
+static void raise_fault(int agent, uintptr_t va, uint32_t mask) {
+  pthread_mutex_lock(&lock);
+  int first = !fault_taken;
+  fault_taken = 1;
+  queues_dead = 1; /* KFD has evicted the queues before the event arrives */
+  pthread_mutex_unlock(&lock);
+  if (!first) return;
+  struct fault_job job;
+  memset(&job, 0, sizeof job);
+  job.ev.event_type = HSA_AMD_GPU_MEMORY_FAULT_EVENT;
+  job.ev.memory_fault.agent = agent_handle(agent);
+  job.ev.memory_fault.virtual_address = va & ~(PAGE - 1);
+  job.ev.memory_fault.fault_reason_mask = mask;
+  job.agent = agent;
+  pthread_t t;
+  if (pthread_create(&t, NULL, fault_thread, &job) != 0) fault_thread(&job);
+  else pthread_join(t, NULL);
+}
+
+static int is_rdna12(uint32_t v) { return v / 100 == 1001 || v / 100 == 1003; }
+
+static int coherent_flags(uint32_t f) {
+  return (f & (HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_FINE_GRAINED | HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_EXTENDED_SCOPE_FINE_GRAINED)) != 0;
+}
+
+/* A kernel on `agent` touching [addr, addr+bytes). Returns SIMGPU_LAUNCH_OK,
+ * _FAULTED (a handler suppressed the fault) or _DEAD (queues already gone).
+ * Unsuppressed faults do not return. */
+EXPORT int simgpu_hsa_launch(hsa_agent_t agent_h, const void *addr, size_t bytes, int write) {
+  unsigned rules = rules_mask();
+  pthread_mutex_lock(&lock);
+  int ai = init_count ? agent_index(agent_h) : -1;
+  if (ai < 0 || !agents[ai].is_gpu) { pthread_mutex_unlock(&lock); return SIMGPU_LAUNCH_BAD; }
+  if (queues_dead) { pthread_mutex_unlock(&lock); return SIMGPU_LAUNCH_DEAD; }
+  struct agent *a = &agents[ai];
+  int first = !launched;
+  launched = 1;
+  uintptr_t start = (uintptr_t)addr, end = start + bytes;
+  uintptr_t fault_va = 0;
+  uint32_t mask = 0;
+  /* override-family (ROCm#1880) and override-rdna1-as-rdna2 (ROCm#887): on the first launch. */
+  uint32_t real_major = a->real_version / 10000, rep_major = a->report_version / 10000;
+  if (first && (rules & RULE_OVERRIDE_FAMILY) && real_major != rep_major) { fault_va = start; mask = HSA_AMD_MEMORY_FAULT_PAGE_NOT_PRESENT; }
+  if (!mask && first && (rules & RULE_OVERRIDE_RDNA1_AS_RDNA2) && a->real_version / 100 == 1001 &&
+      a->report_version / 100 == 1003) { fault_va = start; mask = HSA_AMD_MEMORY_FAULT_PAGE_NOT_PRESENT; }
+  for (uintptr_t p = start & ~(PAGE - 1); !mask && bytes && p < end; p += PAGE) {
+    struct alloc *al = find_alloc_locked(p);
+    struct svm *sv = al ? NULL : find_svm_locked(p);
+    int mapped = al || (sv && (sv->accessible & (1u << ai)));
+    /* page-not-present: any byte of a page no live allocation maps. */
+    if (!mapped) {
+      if (rules & RULE_PAGE_NOT_PRESENT) { fault_va = p < start ? start : p; mask = HSA_AMD_MEMORY_FAULT_PAGE_NOT_PRESENT; }
+      else { pthread_mutex_unlock(&lock); return SIMGPU_LAUNCH_SKIPPED_UNMAPPED; }
+      break;
+    }
+    /* seed-coherent (the seed's hypothesis, NOT confirmed upstream): on real RDNA1/2,
+     * fine-grained/coherent/uncached memory (MTYPE_UC, facts §6) faults. */
+    int coh = al ? coherent_flags(pools[al->pool].flags) : !sv->coarse;
+    if ((rules & RULE_SEED_COHERENT) && coh && is_rdna12(a->real_version)) {
+      fault_va = p < start ? start : p;
+      mask = HSA_AMD_MEMORY_FAULT_PAGE_NOT_PRESENT;
+    }
+  }
+  pthread_mutex_unlock(&lock);
+  if (mask) {
+    raise_fault(ai, fault_va, mask);
+    return SIMGPU_LAUNCH_FAULTED;
+  }
+  /* The kernel really touches the memory: padding must be readable. */
+  static volatile unsigned char sink;
+  if (write) memset((void *)start, 0xA5, bytes);
+  else
+    for (uintptr_t p = start; p < end; p += 64) sink ^= *(volatile unsigned char *)p;
+  return SIMGPU_LAUNCH_OK;
+}
+
+EXPORT int simgpu_hsa_queues_dead(void) {
+  pthread_mutex_lock(&lock);
+  int d = queues_dead;
+  pthread_mutex_unlock(&lock);
+  return d;
+}
+
+/* Pool flags of the allocation holding ptr, or 0 if none. */
+EXPORT uint32_t simgpu_hsa_alloc_flags(const void *ptr) {
+  pthread_mutex_lock(&lock);
+  struct alloc *al = find_alloc_locked((uintptr_t)ptr);
+  uint32_t f = al ? pools[al->pool].flags : 0;
+  pthread_mutex_unlock(&lock);
+  return f;
+}
+
+/* 1 if [ptr, ptr+n) lies inside one live allocation or SVM range, 0 if it is
+ * not device memory at all, -1 if it starts inside one and runs past its end. */
+EXPORT int simgpu_hsa_range_state(const void *ptr, size_t n) {
+  pthread_mutex_lock(&lock);
+  uintptr_t b = (uintptr_t)ptr;
+  int r = 0;
+  struct alloc *al = find_alloc_locked(b);
+  struct svm *sv = al ? NULL : find_svm_locked(b);
+  if (al) r = (b + n <= al->base + al->mapped) ? 1 : -1;
+  else if (sv) r = (b + n <= sv->base + sv->size) ? 1 : -1;
+  pthread_mutex_unlock(&lock);
+  return r;
+}
+
+/* Removes the SVM range starting at ptr (HIP's hipFree of managed memory). */
+EXPORT int simgpu_hsa_svm_forget(const void *ptr, size_t *size) {
+  pthread_mutex_lock(&lock);
+  int found = 0;
+  for (size_t k = 0; k < nsvms; k++)
+    if (svms[k].base == (uintptr_t)ptr) {
+      *size = svms[k].size;
+      svms[k] = svms[--nsvms];
+      found = 1;
+      break;
+    }
+  pthread_mutex_unlock(&lock);
+  return found;
+}
+
+EXPORT int simgpu_hsa_rocm_version(void) { return rocm_version(); }
