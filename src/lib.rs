@@ -1,8 +1,27 @@
 //! rocm-fix: keeps ROCm workloads on AMD RDNA1/RDNA2 GPUs alive through
 //! "Memory access fault … Page not present" crashes.
 //!
-//! The interposer (`librocm_fix.so`) lands with issue 4; this crate holds
-//! the plain-Rust modules it is built from.
+//! This crate is the engine, `librocm_fix_engine.so`, that the preloaded
+//! front (`src/preload`, `librocm_fix.so`) opens on the first HIP/HSA call;
+//! it is also an rlib of plain modules that unit tests drive directly:
+//!
+//! - [`policy`]: every rewrite rule (coherent → non-coherent, padding, …)
+//! - [`topology`]: the real chip of each GPU, from the KFD topology
+//! - [`registry`]: live allocations, for fault forensics
+//! - [`config`]: settings from /etc/rocm-fix.conf and ROCM_FIX_* variables
+//! - [`engine`]: what each hook does; [`forensics`]: the fault handler
+
+pub mod callers;
+pub mod config;
+pub mod engine;
+pub mod engine_abi;
+pub mod forensics;
+pub mod logging;
+pub mod policy;
+pub mod pools;
+pub mod process;
+pub mod registry;
+pub mod topology;
 
 /// The version of rocm-fix, as the C API and the command report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

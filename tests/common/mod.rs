@@ -214,3 +214,52 @@ pub fn tmpdir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// target/rocm-fix/librocm_fix.so, built once per test process by scripts/build.
+pub fn preload() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Command::new(root().join("scripts/build"))
+                .output()
+                .expect("scripts/build");
+            assert!(
+                out.status.success(),
+                "scripts/build: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("librocm_fix.so")
+        })
+        .clone()
+}
+
+/// Runs `cmd` twice, without and with the preload, after `env`.
+pub fn both(mut make: impl FnMut() -> Command, env: &[(&str, &str)]) -> (Run, Run) {
+    let mut a = make();
+    a.envs(env.iter().copied());
+    let without = Run::from(a.output().unwrap());
+    let mut b = make();
+    b.envs(env.iter().copied()).env("LD_PRELOAD", preload());
+    let with = Run::from(b.output().unwrap());
+    (without, with)
+}
+
+/// A call log with every "0x…" value replaced, for comparing runs.
+pub fn masked_log(path: &Path) -> Vec<String> {
+    call_log(path)
+        .into_iter()
+        .map(|l| {
+            let mut out = String::new();
+            let mut rest = l.as_str();
+            while let Some(i) = rest.find("\"0x") {
+                out.push_str(&rest[..i]);
+                let tail = &rest[i + 1..];
+                let end = tail.find('"').map(|e| i + 1 + e + 1).unwrap_or(rest.len());
+                out.push_str("\"PTR\"");
+                rest = &rest[end..];
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect()
+}

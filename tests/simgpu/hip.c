@@ -389,6 +389,17 @@ EXPORT hipError_t hipDeviceSynchronize(void) {
   return ret(e);
 }
 
+/* HIP_VERSION of the release modelled: major*10000000 + minor*100000 + patch. */
+EXPORT hipError_t hipRuntimeGetVersion(int *version) {
+  hipError_t e = version ? hipSuccess : hipErrorInvalidValue;
+  if (version) {
+    int v = rocm_version();
+    *version = (v / 100) * 10000000 + (v % 100) * 100000;
+  }
+  calllog("hip", "hipRuntimeGetVersion", e, "\"version\":%d", version ? *version : -1);
+  return ret(e);
+}
+
 EXPORT hipError_t hipGetLastError(void) {
   hipError_t e = last_error;
   last_error = hipSuccess;

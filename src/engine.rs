@@ -1,0 +1,693 @@
+//! The engine: what each hook does, once the front has handed it the call.
+//!
+//! Decisions come from [`crate::policy`]; this module applies them to real
+//! calls and keeps the books (registry, statistics). Every entry point
+//! catches panics and then forwards the call unchanged: nothing of ours may
+//! crash the application.
+
+use crate::config::{self, Config};
+use crate::engine_abi::*;
+use crate::policy::{self, AdviseAction, HostAlloc, Mode};
+use crate::process;
+use crate::registry::{Alloc, Kind, Registry};
+use crate::topology::{self, Family};
+use std::ffi::{c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Everything decided once, on the first hooked call.
+pub struct State {
+    pub cfg: Config,
+    pub secure: bool,
+    /// Real chip of each HIP device ordinal, in the order HIP numbers them.
+    pub devices: Vec<(u32, Family)>,
+    /// Rewrites and padding apply to device i.
+    pub active: Vec<bool>,
+    pub any_active: bool,
+    /// Registry and fault handler in use (active somewhere, or observe mode).
+    pub tracking: bool,
+    /// Every GPU of the topology, by KFD node (HSA agents name their node).
+    pub gpus: Vec<topology::Gpu>,
+}
+
+impl State {
+    /// Decides, from the configuration and the real chips, what rocm-fix does.
+    pub fn new(
+        cfg: Config,
+        secure: bool,
+        gpus: Vec<topology::Gpu>,
+        devices: Vec<(u32, Family)>,
+    ) -> State {
+        let active: Vec<bool> = devices
+            .iter()
+            .map(|&(_, f)| policy::active(cfg.mode, f))
+            .collect();
+        let any_active = active.iter().any(|&a| a);
+        let tracking = any_active || cfg.mode == Mode::Observe;
+        State {
+            cfg,
+            secure,
+            devices,
+            active,
+            any_active,
+            tracking,
+            gpus,
+        }
+    }
+
+    /// Whether rewrites apply to the GPU at KFD `node`.
+    pub fn node_active(&self, node: u32) -> bool {
+        self.gpus
+            .iter()
+            .find(|g| g.node == node)
+            .is_some_and(|g| policy::active(self.cfg.mode, topology::family(g.gfx_target_version)))
+    }
+
+    fn active_for(&self, device: i32) -> bool {
+        usize::try_from(device)
+            .ok()
+            .and_then(|d| self.active.get(d))
+            .copied()
+            .unwrap_or(self.any_active)
+    }
+}
+
+static SERVICES: AtomicPtr<FrontServices> = AtomicPtr::new(std::ptr::null_mut());
+static STATE: OnceLock<State> = OnceLock::new();
+pub static REGISTRY: Registry = Registry::new();
+static HANDLER_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// The statistics of include/rocm_fix.h.
+pub struct Counters {
+    pub intercepted: AtomicU64,
+    pub rewritten: AtomicU64,
+    pub padded: AtomicU64,
+    pub padded_bytes: AtomicU64,
+    pub retried: AtomicU64,
+    pub faults: AtomicU64,
+}
+pub static STATS: Counters = Counters {
+    intercepted: AtomicU64::new(0),
+    rewritten: AtomicU64::new(0),
+    padded: AtomicU64::new(0),
+    padded_bytes: AtomicU64::new(0),
+    retried: AtomicU64::new(0),
+    faults: AtomicU64::new(0),
+};
+
+fn bump(c: &AtomicU64, by: u64) {
+    c.fetch_add(by, Ordering::Relaxed);
+}
+
+/// The real function `id`, or 0.
+pub fn real(id: RealFn) -> usize {
+    let s = SERVICES.load(Ordering::Acquire);
+    // SAFETY: set once to the front's 'static services table.
+    match unsafe { s.as_ref() } {
+        // SAFETY: the front's resolver takes any id and returns 0 when unknown.
+        Some(s) => unsafe { (s.resolve)(id as u32) },
+        None => 0,
+    }
+}
+
+macro_rules! real_fn {
+    ($id:expr, $t:ty) => {
+        match real($id) {
+            0 => None,
+            // SAFETY: the front resolved the real function of this signature.
+            f => Some(unsafe { std::mem::transmute::<usize, $t>(f) }),
+        }
+    };
+}
+
+pub fn state() -> &'static State {
+    STATE.get_or_init(|| {
+        let secure = process::secure_execution();
+        let file = std::fs::read_to_string(config::SYSTEM_CONFIG).ok();
+        let env = |k: &str| std::env::var(k).ok();
+        let (cfg, warnings) = config::from_sources(file.as_deref(), &env, secure);
+        for w in &warnings {
+            eprintln!("{w}");
+        }
+        crate::logging::init(cfg.log_filter.as_deref());
+        let root = process::topology_root(secure);
+        let gpus = topology::read_topology(std::path::Path::new(&root));
+        let visible = process::visible_devices(&env, secure);
+        let devices = process::hip_devices(&gpus, visible.as_deref());
+        let st = State::new(cfg, secure, gpus, devices);
+        if st.cfg.stats {
+            // SAFETY: registering a plain extern "C" function; at exit only.
+            unsafe { libc::atexit(print_stats_at_exit) };
+        }
+        log::debug!(
+            "rocm-fix {}: mode {}, devices {:?}, active {:?}",
+            crate::VERSION,
+            st.cfg.mode.as_str(),
+            st.devices,
+            st.active
+        );
+        st
+    })
+}
+
+extern "C" fn print_stats_at_exit() {
+    let s = snapshot();
+    eprintln!(
+        "rocm-fix: intercepted {} rewritten {} padded {} ({} bytes) retried {} faults {} live {}",
+        s.intercepted,
+        s.rewritten,
+        s.padded,
+        s.padded_bytes,
+        s.retried,
+        s.faults,
+        s.live_allocations
+    );
+}
+
+pub fn snapshot() -> Stats {
+    let mut version = [0u8; 16];
+    let v = crate::VERSION.as_bytes();
+    let n = v.len().min(15);
+    version[..n].copy_from_slice(&v[..n]);
+    Stats {
+        intercepted: STATS.intercepted.load(Ordering::Relaxed),
+        rewritten: STATS.rewritten.load(Ordering::Relaxed),
+        padded: STATS.padded.load(Ordering::Relaxed),
+        padded_bytes: STATS.padded_bytes.load(Ordering::Relaxed),
+        retried: STATS.retried.load(Ordering::Relaxed),
+        faults: STATS.faults.load(Ordering::Relaxed),
+        version,
+        live_allocations: REGISTRY.len() as u64,
+    }
+}
+
+/// Runs `f`; on a panic, runs `fallback` (which forwards the call unchanged).
+fn guarded<R>(f: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| fallback())
+}
+
+/// The HIP device the calling thread allocates on. Asks HIP only when it
+/// matters (several devices, some active).
+fn current_device(st: &State) -> i32 {
+    if st.devices.len() <= 1 || !st.any_active {
+        return 0;
+    }
+    let mut d: c_int = 0;
+    match real_fn!(RealFn::HipGetDevice, HipGetDeviceFn) {
+        // SAFETY: a valid out-pointer.
+        Some(f) if unsafe { f(&mut d) } == policy::HIP_SUCCESS => d,
+        _ => -1,
+    }
+}
+
+fn record(ptr: *mut *mut c_void, size: usize, padding: usize, kind: Kind, device: i32) {
+    // SAFETY: the runtime wrote *ptr on success.
+    let base = unsafe { *ptr } as u64;
+    if base != 0 {
+        REGISTRY.insert(Alloc {
+            base,
+            size: size as u64,
+            padding: padding as u64,
+            kind,
+            device,
+        });
+    }
+}
+
+/// Allocates `size` plus padding with `alloc(size)`, falling back to exactly
+/// `size` when the padded call fails: padding never turns a fitting
+/// allocation into a failure.
+fn padded_alloc(
+    st: &State,
+    ptr: *mut *mut c_void,
+    size: usize,
+    kind: Kind,
+    device: i32,
+    rewritten: bool,
+    alloc: impl Fn(usize, bool) -> c_int,
+) -> c_int {
+    let pad = st.cfg.pad_bytes;
+    if let Some(total) = (pad > 0).then(|| policy::padded_size(size, pad)).flatten() {
+        let r = alloc(total, rewritten);
+        if r == policy::HIP_SUCCESS {
+            bump(&STATS.padded, 1);
+            bump(&STATS.padded_bytes, (total - size) as u64);
+            if rewritten {
+                bump(&STATS.rewritten, 1);
+            }
+            record(ptr, size, total - size, kind, device);
+            return r;
+        }
+        bump(&STATS.retried, 1);
+    } else if rewritten {
+        let r = alloc(size, true);
+        if r == policy::HIP_SUCCESS {
+            bump(&STATS.rewritten, 1);
+            record(ptr, size, 0, kind, device);
+            return r;
+        }
+        bump(&STATS.retried, 1);
+    }
+    let r = alloc(size, false);
+    if r == policy::HIP_SUCCESS {
+        record(ptr, size, 0, kind, device);
+    }
+    r
+}
+
+// ---- HIP hooks ------------------------------------------------------------------
+
+unsafe extern "C" fn hip_malloc(ptr: *mut *mut c_void, size: usize) -> c_int {
+    let Some(f) = real_fn!(RealFn::HipMalloc, HipAlloc) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY (all calls of f below): the caller's arguments, or a larger size.
+    let forward = || unsafe { f(ptr, size) };
+    guarded(
+        || {
+            bump(&STATS.intercepted, 1);
+            let st = state();
+            if !st.tracking || ptr.is_null() || size == 0 {
+                return forward();
+            }
+            let dev = current_device(st);
+            if !st.active_for(dev) {
+                let r = forward();
+                if r == policy::HIP_SUCCESS {
+                    record(ptr, size, 0, Kind::Device, dev);
+                }
+                return r;
+            }
+            padded_alloc(st, ptr, size, Kind::Device, dev, false, |n, _| unsafe {
+                f(ptr, n)
+            })
+        },
+        forward,
+    )
+}
+
+unsafe fn free_with(id: RealFn, ptr: *mut c_void) -> c_int {
+    let Some(f) = real_fn!(id, HipFreeFn) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    guarded(
+        || {
+            bump(&STATS.intercepted, 1);
+            if state().tracking && !ptr.is_null() {
+                REGISTRY.remove(ptr as u64);
+            }
+            // SAFETY: the caller's pointer.
+            unsafe { f(ptr) }
+        },
+        // SAFETY: as above.
+        || unsafe { f(ptr) },
+    )
+}
+
+unsafe extern "C" fn hip_free(ptr: *mut c_void) -> c_int {
+    unsafe { free_with(RealFn::HipFree, ptr) }
+}
+unsafe extern "C" fn hip_host_free(ptr: *mut c_void) -> c_int {
+    unsafe { free_with(RealFn::HipHostFree, ptr) }
+}
+unsafe extern "C" fn hip_free_host(ptr: *mut c_void) -> c_int {
+    unsafe { free_with(RealFn::HipFreeHost, ptr) }
+}
+
+/// hipHostMalloc(ptr, size, flags) with `new` flags, falling back to the
+/// caller's flags when the rewritten call fails.
+fn host_malloc_as(
+    f: HipAllocFlags,
+    ptr: *mut *mut c_void,
+    size: usize,
+    flags: u32,
+    new: u32,
+    st: &State,
+) -> c_int {
+    // SAFETY: the caller's arguments with other flags.
+    let call = |fl: u32| unsafe { f(ptr, size, fl) };
+    if new != flags {
+        let r = call(new);
+        if r == policy::HIP_SUCCESS {
+            bump(&STATS.rewritten, 1);
+            record(ptr, size, 0, Kind::Host, -1);
+            return r;
+        }
+        bump(&STATS.retried, 1);
+    }
+    let r = call(flags);
+    if r == policy::HIP_SUCCESS && st.tracking {
+        record(ptr, size, 0, Kind::Host, -1);
+    }
+    r
+}
+
+unsafe extern "C" fn hip_host_malloc(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int {
+    let Some(f) = real_fn!(RealFn::HipHostMalloc, HipAllocFlags) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: the caller's arguments.
+    let forward = || unsafe { f(ptr, size, flags) };
+    guarded(
+        || {
+            bump(&STATS.intercepted, 1);
+            let st = state();
+            if !st.tracking || ptr.is_null() || size == 0 {
+                return forward();
+            }
+            // Host memory serves every GPU: rewritten when any GPU is active.
+            let new = if st.any_active {
+                policy::host_malloc_flags(flags)
+            } else {
+                flags
+            };
+            host_malloc_as(f, ptr, size, flags, new, st)
+        },
+        forward,
+    )
+}
+
+/// HIP_VERSION of the running runtime (major*10000000 + minor*100000 + patch).
+fn runtime_version() -> Option<i32> {
+    static V: OnceLock<Option<i32>> = OnceLock::new();
+    *V.get_or_init(|| {
+        let f = real_fn!(RealFn::HipRuntimeGetVersion, HipRuntimeGetVersionFn)?;
+        let mut v: c_int = 0;
+        // SAFETY: a valid out-pointer.
+        (unsafe { f(&mut v) } == policy::HIP_SUCCESS).then_some(v)
+    })
+}
+
+unsafe extern "C" fn hip_host_alloc(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int {
+    let Some(f) = real_fn!(RealFn::HipHostAlloc, HipAllocFlags) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: the caller's arguments.
+    let forward = || unsafe { f(ptr, size, flags) };
+    guarded(
+        || {
+            bump(&STATS.intercepted, 1);
+            let st = state();
+            if !st.any_active || ptr.is_null() || size == 0 {
+                return forward();
+            }
+            // Up to 6.2 hipHostAlloc returns coarse VRAM: nothing to rewrite (facts §3).
+            if runtime_version().is_none_or(|v| v < 60_300_000) {
+                return forward();
+            }
+            match (
+                policy::host_alloc_flags(flags),
+                real_fn!(RealFn::HipHostMalloc, HipAllocFlags),
+            ) {
+                (HostAlloc::UseHostMalloc(new), Some(hm)) => {
+                    // SAFETY: hipHostMalloc with the caller's pointer and size.
+                    let r = unsafe { hm(ptr, size, new) };
+                    if r == policy::HIP_SUCCESS {
+                        bump(&STATS.rewritten, 1);
+                        record(ptr, size, 0, Kind::Host, -1);
+                        return r;
+                    }
+                    bump(&STATS.retried, 1);
+                    forward()
+                }
+                _ => forward(),
+            }
+        },
+        forward,
+    )
+}
+
+unsafe extern "C" fn hip_ext_malloc_with_flags(
+    ptr: *mut *mut c_void,
+    size: usize,
+    flags: u32,
+) -> c_int {
+    let Some(f) = real_fn!(RealFn::HipExtMallocWithFlags, HipAllocFlags) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: the caller's arguments.
+    let forward = || unsafe { f(ptr, size, flags) };
+    guarded(
+        || {
+            bump(&STATS.intercepted, 1);
+            let st = state();
+            if !st.tracking
+                || ptr.is_null()
+                || size == 0
+                || flags == policy::HIP_MALLOC_SIGNAL_MEMORY
+            {
+                return forward();
+            }
+            let dev = current_device(st);
+            let kind = if flags == policy::HIP_DEVICE_MALLOC_DEFAULT {
+                Kind::Device
+            } else {
+                Kind::ExtFine
+            };
+            if !st.active_for(dev) {
+                let r = forward();
+                if r == policy::HIP_SUCCESS {
+                    record(ptr, size, 0, kind, dev);
+                }
+                return r;
+            }
+            let new = policy::ext_malloc_flags(flags);
+            // SAFETY: the caller's pointer; the size and flags as decided.
+            padded_alloc(st, ptr, size, kind, dev, new != flags, |n, rw| unsafe {
+                f(ptr, n, if rw { new } else { flags })
+            })
+        },
+        forward,
+    )
+}
+
+unsafe extern "C" fn hip_malloc_managed(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int {
+    let Some(f) = real_fn!(RealFn::HipMallocManaged, HipAllocFlags) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: the caller's arguments.
+    let forward = || unsafe { f(ptr, size, flags) };
+    guarded(
+        || {
+            bump(&STATS.intercepted, 1);
+            let st = state();
+            if !st.tracking || ptr.is_null() || size == 0 {
+                return forward();
+            }
+            let dev = current_device(st);
+            if !st.any_active {
+                let r = forward();
+                if r == policy::HIP_SUCCESS {
+                    record(ptr, size, 0, Kind::Managed, dev);
+                }
+                return r;
+            }
+            // SAFETY: the caller's pointer and flags, a padded size.
+            let r = padded_alloc(st, ptr, size, Kind::Managed, dev, false, |n, _| unsafe {
+                f(ptr, n, flags)
+            });
+            if r == policy::HIP_SUCCESS {
+                make_coarse(ptr, size, dev);
+            }
+            r
+        },
+        forward,
+    )
+}
+
+/// Managed memory is coherent by KFD's default (facts §3): ask for
+/// coarse-grained coherence over the whole range, padding included.
+fn make_coarse(ptr: *mut *mut c_void, size: usize, dev: i32) {
+    let Some(advise) = real_fn!(RealFn::HipMemAdvise, HipMemAdviseFn) else {
+        return;
+    };
+    // SAFETY: the allocation just succeeded, so *ptr is its base.
+    let base = unsafe { *ptr };
+    let span = REGISTRY
+        .get(base as u64)
+        .map(|a| (a.size + a.padding) as usize)
+        .unwrap_or(size);
+    // SAFETY: the range HIP just allocated.
+    if unsafe {
+        advise(
+            base,
+            span,
+            policy::HIP_MEM_ADVISE_SET_COARSE_GRAIN,
+            dev.max(0),
+        )
+    } == policy::HIP_SUCCESS
+    {
+        bump(&STATS.rewritten, 1);
+    }
+}
+
+unsafe extern "C" fn hip_mem_advise(
+    ptr: *const c_void,
+    count: usize,
+    advice: c_int,
+    device: c_int,
+) -> c_int {
+    let Some(f) = real_fn!(RealFn::HipMemAdvise, HipMemAdviseFn) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: the caller's arguments.
+    let forward = || unsafe { f(ptr, count, advice, device) };
+    guarded(
+        || {
+            bump(&STATS.intercepted, 1);
+            let st = state();
+            if st.active_for(device)
+                && policy::mem_advise(advice) == AdviseAction::Skip
+                && !ptr.is_null()
+            {
+                bump(&STATS.rewritten, 1);
+                log::debug!("hipMemAdvise UnsetCoarseGrain on {ptr:p} not applied");
+                return policy::HIP_SUCCESS;
+            }
+            forward()
+        },
+        forward,
+    )
+}
+
+// ---- HSA hooks ----------------------------------------------------------------------
+
+unsafe extern "C" fn hsa_init() -> u32 {
+    let Some(f) = real_fn!(RealFn::HsaInit, HsaInitFn) else {
+        return policy::HSA_STATUS_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: no arguments.
+    let r = unsafe { f() };
+    guarded(
+        || {
+            bump(&STATS.intercepted, 1);
+            let st = state();
+            if r == policy::HSA_STATUS_SUCCESS
+                && st.tracking
+                && !HANDLER_REGISTERED.swap(true, Ordering::AcqRel)
+            {
+                crate::forensics::register_handler();
+            }
+        },
+        || (),
+    );
+    r
+}
+
+unsafe extern "C" fn hsa_pool_allocate(
+    pool: u64,
+    size: usize,
+    flags: u32,
+    ptr: *mut *mut c_void,
+    caller: usize,
+) -> u32 {
+    let Some(f) = real_fn!(RealFn::HsaPoolAllocate, HsaPoolAllocateFn) else {
+        return policy::HSA_STATUS_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: the caller's arguments.
+    let forward = || unsafe { f(pool, size, flags, ptr) };
+    guarded(
+        || {
+            bump(&STATS.intercepted, 1);
+            let st = state();
+            // The runtime's own allocations (and HIP's, already handled at the HIP
+            // level) pass untouched.
+            if !st.tracking || ptr.is_null() || size == 0 || crate::callers::is_runtime(caller) {
+                return forward();
+            }
+            let plan = crate::pools::plan(pool, st);
+            if !plan.active {
+                let r = forward();
+                if r == policy::HSA_STATUS_SUCCESS {
+                    record(ptr, size, 0, Kind::Hsa, plan.device);
+                }
+                return r;
+            }
+            let r = padded_alloc(
+                st,
+                ptr,
+                size,
+                Kind::Hsa,
+                plan.device,
+                plan.coarse.is_some(),
+                |n, rw| {
+                    let p = if rw {
+                        plan.coarse.unwrap_or(pool)
+                    } else {
+                        pool
+                    };
+                    // SAFETY: the caller's pointer and flags; a pool of the same agent.
+                    unsafe { f(p, n, flags, ptr) as c_int }
+                },
+            );
+            r as u32
+        },
+        forward,
+    )
+}
+
+unsafe extern "C" fn hsa_pool_free(ptr: *mut c_void) -> u32 {
+    let Some(f) = real_fn!(RealFn::HsaPoolFree, HsaPoolFreeFn) else {
+        return policy::HSA_STATUS_ERROR_NOT_INITIALIZED;
+    };
+    guarded(
+        || {
+            bump(&STATS.intercepted, 1);
+            if state().tracking && !ptr.is_null() {
+                REGISTRY.remove(ptr as u64);
+            }
+            // SAFETY: the caller's pointer.
+            unsafe { f(ptr) }
+        },
+        // SAFETY: as above.
+        || unsafe { f(ptr) },
+    )
+}
+
+unsafe extern "C" fn get_stats(out: *mut c_void, size: usize) -> c_int {
+    let s = snapshot();
+    if !out.is_null() {
+        let n = size.min(std::mem::size_of::<Stats>());
+        // SAFETY: the caller provides `size` writable bytes at `out`.
+        unsafe {
+            std::ptr::copy_nonoverlapping((&s as *const Stats).cast::<u8>(), out.cast::<u8>(), n)
+        };
+    }
+    0
+}
+
+static HOOKS: EngineHooks = EngineHooks {
+    abi_version: ABI_VERSION,
+    hip_malloc,
+    hip_free,
+    hip_host_malloc,
+    hip_host_alloc,
+    hip_host_free,
+    hip_free_host,
+    hip_malloc_managed,
+    hip_ext_malloc_with_flags,
+    hip_mem_advise,
+    hsa_init,
+    hsa_pool_allocate,
+    hsa_pool_free,
+    get_stats,
+};
+
+/// The engine's one export, called once by the front.
+///
+/// # Safety
+/// `services` must point to the front's 'static [`FrontServices`].
+#[no_mangle]
+pub unsafe extern "C" fn rocm_fix_engine_init(
+    services: *const FrontServices,
+) -> *const EngineHooks {
+    // SAFETY: the front passes its 'static table.
+    match unsafe { services.as_ref() } {
+        Some(s) if s.abi_version == ABI_VERSION => {
+            SERVICES.store(services as *mut FrontServices, Ordering::Release);
+            &HOOKS
+        }
+        _ => std::ptr::null(),
+    }
+}

@@ -1,0 +1,164 @@
+//! The contract between the std-free front (`librocm_fix.so`, src/preload)
+//! and the engine (`librocm_fix_engine.so`, this crate) that the front opens
+//! with dlopen on the first HIP/HSA call. Both crates compile this one file,
+//! so it uses `core` only.
+//!
+//! Why two objects: the dynamic linker loads the front into every process
+//! (LD_PRELOAD, /etc/ld.so.preload); a std cdylib costs ~63k instructions at
+//! start-up (rocm-facts §8), the front ~10k. Processes that never touch HIP
+//! never load the engine.
+
+use core::ffi::{c_char, c_int, c_void};
+
+/// Bumped whenever a field below changes; the front refuses another version.
+pub const ABI_VERSION: u32 = 1;
+
+/// File name of the engine, looked up next to the front.
+pub const ENGINE_FILE: &[u8] = b"librocm_fix_engine.so\0";
+
+/// The real functions rocm-fix forwards to, by index into [`REAL`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RealFn {
+    HipMalloc = 0,
+    HipFree,
+    HipHostMalloc,
+    HipHostAlloc,
+    HipHostFree,
+    HipFreeHost,
+    HipMallocManaged,
+    HipExtMallocWithFlags,
+    HipMemAdvise,
+    HipGetProcAddress,
+    HipGetDevice,
+    HipRuntimeGetVersion,
+    HsaInit,
+    HsaPoolAllocate,
+    HsaPoolFree,
+    HsaRegisterSystemEventHandler,
+    HsaPoolGetInfo,
+    HsaIterateAgents,
+    HsaAgentGetInfo,
+    HsaAgentIteratePools,
+}
+
+/// Which runtime library defines a real function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lib {
+    Hip,
+    Hsa,
+}
+
+/// (name, version node, library) of every [`RealFn`], in its order. The
+/// version nodes are those of rocm-facts §2 and §4.
+pub const REAL: [(&[u8], &[u8], Lib); 20] = [
+    (b"hipMalloc\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipFree\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipHostMalloc\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipHostAlloc\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipHostFree\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipFreeHost\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipMallocManaged\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipExtMallocWithFlags\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipMemAdvise\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipGetProcAddress\0", b"hip_6.1\0", Lib::Hip),
+    (b"hipGetDevice\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipRuntimeGetVersion\0", b"hip_4.2\0", Lib::Hip),
+    (b"hsa_init\0", b"ROCR_1\0", Lib::Hsa),
+    (b"hsa_amd_memory_pool_allocate\0", b"ROCR_1\0", Lib::Hsa),
+    (b"hsa_amd_memory_pool_free\0", b"ROCR_1\0", Lib::Hsa),
+    (
+        b"hsa_amd_register_system_event_handler\0",
+        b"ROCR_1\0",
+        Lib::Hsa,
+    ),
+    (b"hsa_amd_memory_pool_get_info\0", b"ROCR_1\0", Lib::Hsa),
+    (b"hsa_iterate_agents\0", b"ROCR_1\0", Lib::Hsa),
+    (b"hsa_agent_get_info\0", b"ROCR_1\0", Lib::Hsa),
+    (
+        b"hsa_amd_agent_iterate_memory_pools\0",
+        b"ROCR_1\0",
+        Lib::Hsa,
+    ),
+];
+
+/// Sonames tried, already loaded only (RTLD_NOLOAD), when RTLD_NEXT cannot
+/// see a runtime that was opened with dlopen(RTLD_LOCAL) (rocm-facts §8).
+pub const HIP_SONAMES: [&[u8]; 4] = [
+    b"libamdhip64.so.6\0",
+    b"libamdhip64.so.7\0",
+    b"libamdhip64.so.5\0",
+    b"libamdhip64.so\0",
+];
+pub const HSA_SONAMES: [&[u8]; 1] = [b"libhsa-runtime64.so.1\0"];
+
+/// What the front lends the engine.
+#[repr(C)]
+pub struct FrontServices {
+    pub abi_version: u32,
+    /// The real function `id` (a [`RealFn`]), or 0 when it cannot be found.
+    pub resolve: unsafe extern "C" fn(id: u32) -> usize,
+}
+
+pub type HipAlloc = unsafe extern "C" fn(*mut *mut c_void, usize) -> c_int;
+pub type HipAllocFlags = unsafe extern "C" fn(*mut *mut c_void, usize, u32) -> c_int;
+pub type HipFreeFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+pub type HipMemAdviseFn = unsafe extern "C" fn(*const c_void, usize, c_int, c_int) -> c_int;
+pub type HipGetProcAddressFn =
+    unsafe extern "C" fn(*const c_char, *mut *mut c_void, c_int, u64, *mut c_int) -> c_int;
+pub type HipGetDeviceFn = unsafe extern "C" fn(*mut c_int) -> c_int;
+pub type HipRuntimeGetVersionFn = unsafe extern "C" fn(*mut c_int) -> c_int;
+pub type HsaRegisterFn = unsafe extern "C" fn(HsaEventCallback, *mut c_void) -> u32;
+pub type HsaEventCallback = unsafe extern "C" fn(*const c_void, *mut c_void) -> u32;
+pub type HsaPoolGetInfoFn = unsafe extern "C" fn(u64, u32, *mut c_void) -> u32;
+pub type HsaAgentGetInfoFn = unsafe extern "C" fn(u64, u32, *mut c_void) -> u32;
+pub type HsaIterateAgentsFn =
+    unsafe extern "C" fn(unsafe extern "C" fn(u64, *mut c_void) -> u32, *mut c_void) -> u32;
+pub type HsaIteratePoolsFn =
+    unsafe extern "C" fn(u64, unsafe extern "C" fn(u64, *mut c_void) -> u32, *mut c_void) -> u32;
+pub type HsaInitFn = unsafe extern "C" fn() -> u32;
+pub type HsaPoolAllocateFn = unsafe extern "C" fn(u64, usize, u32, *mut *mut c_void) -> u32;
+/// The front's hook passes the caller's return address as a fifth argument.
+pub type HsaPoolAllocateHook =
+    unsafe extern "C" fn(u64, usize, u32, *mut *mut c_void, usize) -> u32;
+pub type HsaPoolFreeFn = unsafe extern "C" fn(*mut c_void) -> u32;
+pub type StatsFn = unsafe extern "C" fn(*mut c_void, usize) -> c_int;
+
+/// The engine's implementation of every hook.
+#[repr(C)]
+pub struct EngineHooks {
+    pub abi_version: u32,
+    pub hip_malloc: HipAlloc,
+    pub hip_free: HipFreeFn,
+    pub hip_host_malloc: HipAllocFlags,
+    pub hip_host_alloc: HipAllocFlags,
+    pub hip_host_free: HipFreeFn,
+    pub hip_free_host: HipFreeFn,
+    pub hip_malloc_managed: HipAllocFlags,
+    pub hip_ext_malloc_with_flags: HipAllocFlags,
+    pub hip_mem_advise: HipMemAdviseFn,
+    pub hsa_init: HsaInitFn,
+    pub hsa_pool_allocate: HsaPoolAllocateHook,
+    pub hsa_pool_free: HsaPoolFreeFn,
+    pub get_stats: StatsFn,
+}
+
+/// The engine's one export: called once by the front.
+pub const ENGINE_ENTRY: &[u8] = b"rocm_fix_engine_init\0";
+pub type EngineInit = unsafe extern "C" fn(*const FrontServices) -> *const EngineHooks;
+
+/// The C API's statistics (include/rocm_fix.h), in this order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub intercepted: u64,
+    pub rewritten: u64,
+    pub padded: u64,
+    pub padded_bytes: u64,
+    pub retried: u64,
+    pub faults: u64,
+    /// NUL-terminated version string.
+    pub version: [u8; 16],
+    /// Allocations the registry tracks right now.
+    pub live_allocations: u64,
+}

@@ -1,0 +1,536 @@
+//! Pure decisions: which allocations rocm-fix rewrites and how. No I/O.
+//!
+//! The values are declared here from facts §2–§4 (ROCm headers), not copied.
+//! The rewrites move allocations that land in fine-grained (coherent) memory,
+//! which GFX10/10.3 maps MTYPE_UC (facts §6), to the coarse-grained equivalent.
+
+use crate::topology::Family;
+
+// ---- hipHostMalloc flags (facts §4) ----
+
+/// `hipHostMallocDefault`.
+pub const HIP_HOST_MALLOC_DEFAULT: u32 = 0;
+/// `hipHostMallocPortable` (= `hipHostAllocPortable`).
+pub const HIP_HOST_MALLOC_PORTABLE: u32 = 0x1;
+/// `hipHostMallocMapped` (= `hipHostAllocMapped`).
+pub const HIP_HOST_MALLOC_MAPPED: u32 = 0x2;
+/// `hipHostMallocWriteCombined` (= `hipHostAllocWriteCombined`).
+pub const HIP_HOST_MALLOC_WRITE_COMBINED: u32 = 0x4;
+/// `hipHostMallocUncached` (= `hipHostAllocUncached`, 7.x).
+pub const HIP_HOST_MALLOC_UNCACHED: u32 = 0x1000_0000;
+/// `hipHostMallocNumaUser`.
+pub const HIP_HOST_MALLOC_NUMA_USER: u32 = 0x2000_0000;
+/// `hipHostMallocCoherent`.
+pub const HIP_HOST_MALLOC_COHERENT: u32 = 0x4000_0000;
+/// `hipHostMallocNonCoherent`.
+pub const HIP_HOST_MALLOC_NON_COHERENT: u32 = 0x8000_0000;
+
+/// The flags `hipHostAlloc` accepts from 6.3 (facts §3); 7.x also Uncached.
+pub const HIP_HOST_ALLOC_VALID: u32 =
+    HIP_HOST_MALLOC_PORTABLE | HIP_HOST_MALLOC_MAPPED | HIP_HOST_MALLOC_WRITE_COMBINED;
+
+/// Every hipHostMalloc flag rocm-fix knows; anything else is left to the runtime.
+const HIP_HOST_MALLOC_KNOWN: u32 = HIP_HOST_MALLOC_PORTABLE
+    | HIP_HOST_MALLOC_MAPPED
+    | HIP_HOST_MALLOC_WRITE_COMBINED
+    | HIP_HOST_MALLOC_UNCACHED
+    | HIP_HOST_MALLOC_NUMA_USER
+    | HIP_HOST_MALLOC_COHERENT
+    | HIP_HOST_MALLOC_NON_COHERENT;
+
+// ---- hipExtMallocWithFlags values (facts §4; compared with ==, facts §3) ----
+
+/// `hipDeviceMallocDefault`: coarse VRAM.
+pub const HIP_DEVICE_MALLOC_DEFAULT: u32 = 0;
+/// `hipDeviceMallocFinegrained`: fine-grained VRAM.
+pub const HIP_DEVICE_MALLOC_FINEGRAINED: u32 = 1;
+/// `hipMallocSignalMemory`: a signal (size must be 8).
+pub const HIP_MALLOC_SIGNAL_MEMORY: u32 = 2;
+/// `hipDeviceMallocUncached` (5.5+ header): extended-scope fine-grained VRAM.
+pub const HIP_DEVICE_MALLOC_UNCACHED: u32 = 3;
+/// `hipDeviceMallocContiguous` (6.2+).
+pub const HIP_DEVICE_MALLOC_CONTIGUOUS: u32 = 4;
+
+// ---- hipMallocManaged attach flags (facts §4) ----
+
+/// `hipMemAttachGlobal`.
+pub const HIP_MEM_ATTACH_GLOBAL: u32 = 1;
+/// `hipMemAttachHost`.
+pub const HIP_MEM_ATTACH_HOST: u32 = 2;
+/// `hipMemAttachSingle`.
+pub const HIP_MEM_ATTACH_SINGLE: u32 = 4;
+
+// ---- hipMemoryAdvise (facts §4) ----
+
+/// `hipMemAdviseSetReadMostly`.
+pub const HIP_MEM_ADVISE_SET_READ_MOSTLY: i32 = 1;
+/// `hipMemAdviseUnsetReadMostly`.
+pub const HIP_MEM_ADVISE_UNSET_READ_MOSTLY: i32 = 2;
+/// `hipMemAdviseSetPreferredLocation`.
+pub const HIP_MEM_ADVISE_SET_PREFERRED_LOCATION: i32 = 3;
+/// `hipMemAdviseUnsetPreferredLocation`.
+pub const HIP_MEM_ADVISE_UNSET_PREFERRED_LOCATION: i32 = 4;
+/// `hipMemAdviseSetAccessedBy`.
+pub const HIP_MEM_ADVISE_SET_ACCESSED_BY: i32 = 5;
+/// `hipMemAdviseUnsetAccessedBy`.
+pub const HIP_MEM_ADVISE_UNSET_ACCESSED_BY: i32 = 6;
+/// `hipMemAdviseSetCoarseGrain`.
+pub const HIP_MEM_ADVISE_SET_COARSE_GRAIN: i32 = 100;
+/// `hipMemAdviseUnsetCoarseGrain`: makes an SVM range fine-grained (coherent).
+pub const HIP_MEM_ADVISE_UNSET_COARSE_GRAIN: i32 = 101;
+
+// ---- hipError_t (facts §4) ----
+
+/// `hipSuccess`.
+pub const HIP_SUCCESS: i32 = 0;
+/// `hipErrorInvalidValue`.
+pub const HIP_ERROR_INVALID_VALUE: i32 = 1;
+/// `hipErrorOutOfMemory` (= `hipErrorMemoryAllocation`).
+pub const HIP_ERROR_OUT_OF_MEMORY: i32 = 2;
+/// `hipErrorNotInitialized`.
+pub const HIP_ERROR_NOT_INITIALIZED: i32 = 3;
+/// `hipErrorNoDevice`.
+pub const HIP_ERROR_NO_DEVICE: i32 = 100;
+/// `hipErrorInvalidDevice`.
+pub const HIP_ERROR_INVALID_DEVICE: i32 = 101;
+/// `hipErrorSharedObjectInitFailed`.
+pub const HIP_ERROR_SHARED_OBJECT_INIT_FAILED: i32 = 303;
+/// `hipErrorIllegalAddress`.
+pub const HIP_ERROR_ILLEGAL_ADDRESS: i32 = 700;
+/// `hipErrorLaunchFailure`.
+pub const HIP_ERROR_LAUNCH_FAILURE: i32 = 719;
+/// `hipErrorNotSupported`.
+pub const HIP_ERROR_NOT_SUPPORTED: i32 = 801;
+/// `hipErrorUnknown`.
+pub const HIP_ERROR_UNKNOWN: i32 = 999;
+
+// ---- hsa_status_t (facts §1, §2) ----
+
+/// `HSA_STATUS_SUCCESS`.
+pub const HSA_STATUS_SUCCESS: u32 = 0;
+/// `HSA_STATUS_INFO_BREAK`: stops an iteration early.
+pub const HSA_STATUS_INFO_BREAK: u32 = 0x1;
+/// `HSA_STATUS_ERROR`.
+pub const HSA_STATUS_ERROR: u32 = 0x1000;
+/// `HSA_STATUS_ERROR_INVALID_ARGUMENT`.
+pub const HSA_STATUS_ERROR_INVALID_ARGUMENT: u32 = 0x1001;
+/// `HSA_STATUS_ERROR_INVALID_ALLOCATION`.
+pub const HSA_STATUS_ERROR_INVALID_ALLOCATION: u32 = 0x1003;
+/// `HSA_STATUS_ERROR_INVALID_AGENT`.
+pub const HSA_STATUS_ERROR_INVALID_AGENT: u32 = 0x1004;
+/// `HSA_STATUS_ERROR_OUT_OF_RESOURCES`.
+pub const HSA_STATUS_ERROR_OUT_OF_RESOURCES: u32 = 0x1008;
+/// `HSA_STATUS_ERROR_NOT_INITIALIZED`.
+pub const HSA_STATUS_ERROR_NOT_INITIALIZED: u32 = 0x100B;
+
+// ---- HSA memory pools (facts §2) ----
+
+/// `HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_KERNARG_INIT`.
+pub const HSA_POOL_FLAG_KERNARG_INIT: u32 = 1;
+/// `HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_FINE_GRAINED`.
+pub const HSA_POOL_FLAG_FINE_GRAINED: u32 = 2;
+/// `HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_COARSE_GRAINED`.
+pub const HSA_POOL_FLAG_COARSE_GRAINED: u32 = 4;
+/// `HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_EXTENDED_SCOPE_FINE_GRAINED` (5.7+).
+pub const HSA_POOL_FLAG_EXTENDED_SCOPE_FINE_GRAINED: u32 = 8;
+
+/// `hsa_amd_memory_pool_allocate` flag `HSA_AMD_MEMORY_POOL_STANDARD_FLAG`.
+pub const HSA_POOL_ALLOC_STANDARD: u32 = 0;
+/// `HSA_AMD_MEMORY_POOL_PCIE_FLAG` (5.3+).
+pub const HSA_POOL_ALLOC_PCIE: u32 = 1 << 0;
+/// `HSA_AMD_MEMORY_POOL_CONTIGUOUS_FLAG` (6.2+).
+pub const HSA_POOL_ALLOC_CONTIGUOUS: u32 = 1 << 1;
+/// `HSA_AMD_MEMORY_POOL_EXECUTABLE_FLAG` (likely 6.4+).
+pub const HSA_POOL_ALLOC_EXECUTABLE: u32 = 1 << 2;
+
+/// `HSA_AMD_MEMORY_POOL_INFO_SEGMENT` (value: `hsa_amd_segment_t`).
+pub const HSA_POOL_INFO_SEGMENT: u32 = 0;
+/// `HSA_AMD_MEMORY_POOL_INFO_GLOBAL_FLAGS` (value: u32).
+pub const HSA_POOL_INFO_GLOBAL_FLAGS: u32 = 1;
+/// `HSA_AMD_MEMORY_POOL_INFO_SIZE` (value: size_t).
+pub const HSA_POOL_INFO_SIZE: u32 = 2;
+/// `HSA_AMD_MEMORY_POOL_INFO_RUNTIME_ALLOC_ALLOWED` (value: bool).
+pub const HSA_POOL_INFO_RUNTIME_ALLOC_ALLOWED: u32 = 5;
+/// `HSA_AMD_MEMORY_POOL_INFO_RUNTIME_ALLOC_GRANULE` (value: size_t).
+pub const HSA_POOL_INFO_RUNTIME_ALLOC_GRANULE: u32 = 6;
+/// `HSA_AMD_MEMORY_POOL_INFO_RUNTIME_ALLOC_ALIGNMENT` (value: size_t).
+pub const HSA_POOL_INFO_RUNTIME_ALLOC_ALIGNMENT: u32 = 7;
+/// `HSA_AMD_MEMORY_POOL_INFO_ACCESSIBLE_BY_ALL` (value: bool).
+pub const HSA_POOL_INFO_ACCESSIBLE_BY_ALL: u32 = 15;
+/// `HSA_AMD_MEMORY_POOL_INFO_ALLOC_MAX_SIZE` (value: size_t).
+pub const HSA_POOL_INFO_ALLOC_MAX_SIZE: u32 = 16;
+/// `HSA_AMD_MEMORY_POOL_INFO_LOCATION` (5.5+; value: CPU 0, GPU 1).
+pub const HSA_POOL_INFO_LOCATION: u32 = 17;
+/// `HSA_AMD_SEGMENT_GLOBAL`.
+pub const HSA_SEGMENT_GLOBAL: u32 = 0;
+/// `HSA_AMD_MEMORY_POOL_LOCATION_CPU`.
+pub const HSA_POOL_LOCATION_CPU: u32 = 0;
+/// `HSA_AMD_MEMORY_POOL_LOCATION_GPU`.
+pub const HSA_POOL_LOCATION_GPU: u32 = 1;
+
+/// `HSA_AGENT_INFO_NAME` (value: char[64]).
+pub const HSA_AGENT_INFO_NAME: u32 = 0;
+/// `HSA_AGENT_INFO_DEVICE` (value: `hsa_device_type_t`).
+pub const HSA_AGENT_INFO_DEVICE: u32 = 17;
+/// `HSA_AMD_AGENT_INFO_DRIVER_NODE_ID` (value: u32, the KFD topology node).
+pub const HSA_AMD_AGENT_INFO_DRIVER_NODE_ID: u32 = 0xA004;
+/// `HSA_DEVICE_TYPE_CPU`.
+pub const HSA_DEVICE_TYPE_CPU: u32 = 0;
+/// `HSA_DEVICE_TYPE_GPU`.
+pub const HSA_DEVICE_TYPE_GPU: u32 = 1;
+
+/// How much rocm-fix does in a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Rewrite on RDNA1/RDNA2 only (the chips the fix is for).
+    #[default]
+    Auto,
+    /// Rewrite on any AMD GPU.
+    On,
+    /// Forensics only: record allocations and explain faults, rewrite nothing.
+    Observe,
+    /// Do nothing.
+    Off,
+}
+
+impl Mode {
+    /// The name used in configuration and reports.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::On => "on",
+            Mode::Observe => "observe",
+            Mode::Off => "off",
+        }
+    }
+
+    /// `auto`, `on`, `observe` or `off`, case-insensitive.
+    pub fn parse(s: &str) -> Option<Mode> {
+        [Mode::Auto, Mode::On, Mode::Observe, Mode::Off]
+            .into_iter()
+            .find(|m| s.eq_ignore_ascii_case(m.as_str()))
+    }
+}
+
+/// Whether allocation rewrites apply to a GPU of `family` under `mode`.
+///
+/// Auto: only RDNA1/RDNA2, whose real chip (facts §5) maps coherent memory
+/// MTYPE_UC (facts §6). On: every family. Observe and Off never rewrite.
+pub fn active(mode: Mode, family: Family) -> bool {
+    match mode {
+        Mode::Auto => matches!(family, Family::Rdna1 | Family::Rdna2),
+        Mode::On => true,
+        Mode::Observe | Mode::Off => false,
+    }
+}
+
+/// The flags to pass to `hipHostMalloc` instead of `flags`.
+///
+/// Default, Coherent, Mapped and NumaUser allocations (and any without
+/// NonCoherent when `HIP_HOST_COHERENT=1`) come from the CPU fine-grained pool;
+/// NonCoherent selects the coarse-grained pool (facts §3). So Coherent is
+/// dropped and NonCoherent added; Portable, Mapped, WriteCombined and NumaUser
+/// are kept. Left unchanged, so the runtime behaves (and errs) as it would:
+/// flags that already ask for NonCoherent (alone or with Coherent), Uncached
+/// (rejected with NonCoherent, facts §4), and any bit rocm-fix does not know.
+pub fn host_malloc_flags(flags: u32) -> u32 {
+    if flags & (HIP_HOST_MALLOC_NON_COHERENT | HIP_HOST_MALLOC_UNCACHED) != 0
+        || flags & !HIP_HOST_MALLOC_KNOWN != 0
+    {
+        return flags;
+    }
+    (flags & !HIP_HOST_MALLOC_COHERENT) | HIP_HOST_MALLOC_NON_COHERENT
+}
+
+/// What to do with a `hipHostAlloc(ptr, size, flags)` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostAlloc {
+    /// Call `hipHostAlloc` with the caller's flags untouched.
+    Forward,
+    /// Call `hipHostMalloc(ptr, size, flags)` with these flags instead:
+    /// `hipHostAlloc` itself cannot be asked for non-coherent memory.
+    UseHostMalloc(u32),
+}
+
+/// How to keep a `hipHostAlloc` allocation out of the fine-grained pool.
+///
+/// From 6.3 `hipHostAlloc` allocates host memory like `hipHostMalloc` but
+/// rejects any flag outside Portable|Mapped|WriteCombined (7.x: also
+/// Uncached) with hipErrorInvalidValue (facts §3), so NonCoherent cannot be
+/// passed to it: valid flags are redirected to `hipHostMalloc` with
+/// [`host_malloc_flags`]. Invalid flags, and Uncached, are forwarded so the
+/// runtime reports its own result. Up to 6.2 `hipHostAlloc` returns coarse
+/// VRAM (facts §3): callers must only apply this on 6.3 and later.
+pub fn host_alloc_flags(flags: u32) -> HostAlloc {
+    if flags & !HIP_HOST_ALLOC_VALID != 0 {
+        return HostAlloc::Forward;
+    }
+    HostAlloc::UseHostMalloc(host_malloc_flags(flags))
+}
+
+/// The flags to pass to `hipExtMallocWithFlags` instead of `flags`.
+///
+/// Finegrained (fine VRAM) and Uncached (extended-scope fine VRAM) become
+/// Default (coarse VRAM); the call compares flags with ==, so every other
+/// value — Contiguous, SignalMemory, unknown — is passed through (facts §3, §4).
+pub fn ext_malloc_flags(flags: u32) -> u32 {
+    match flags {
+        HIP_DEVICE_MALLOC_FINEGRAINED | HIP_DEVICE_MALLOC_UNCACHED => HIP_DEVICE_MALLOC_DEFAULT,
+        other => other,
+    }
+}
+
+/// What to do with a `hipMemAdvise` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdviseAction {
+    /// Pass the call to HIP.
+    Forward,
+    /// Do not apply the advice; report hipSuccess to the caller.
+    Skip,
+}
+
+/// Whether to apply a `hipMemAdvise` advice.
+///
+/// UnsetCoarseGrain makes an SVM range fine-grained (coherent) through
+/// `hsa_amd_svm_attributes_set` (facts §3), which GFX10 maps MTYPE_UC
+/// (facts §6): it is skipped. HIP itself treats the advice as a no-op without
+/// HMM, so reporting success is a result the caller already handles.
+pub fn mem_advise(advice: i32) -> AdviseAction {
+    if advice == HIP_MEM_ADVISE_UNSET_COARSE_GRAIN {
+        AdviseAction::Skip
+    } else {
+        AdviseAction::Forward
+    }
+}
+
+/// Whether an application allocation from a pool with these global flags
+/// should instead come from the coarse-grained pool of the same agent.
+///
+/// True for FINE_GRAINED and EXTENDED_SCOPE_FINE_GRAINED pools (facts §2,
+/// UC on GFX10, facts §6), except the kernarg pool (KERNARG_INIT), which
+/// kernel arguments need coherent. The runtime's own fine-grained buffers
+/// (signals, hostcall) must stay where they are: callers apply this only to
+/// allocations made on the application's behalf.
+pub fn hsa_pool_rewrite(pool_flags: u32) -> bool {
+    pool_flags & (HSA_POOL_FLAG_FINE_GRAINED | HSA_POOL_FLAG_EXTENDED_SCOPE_FINE_GRAINED) != 0
+        && pool_flags & HSA_POOL_FLAG_KERNARG_INIT == 0
+}
+
+/// Page size used for rounding; GPU mappings are made of whole 4 KiB pages.
+pub const PAGE: usize = 4096;
+
+/// The size to allocate so that `pad` bytes of mapped memory follow the
+/// caller's `size` bytes: both rounded up to whole pages (facts §7: an
+/// over-read faults only when the next page is unmapped).
+///
+/// None when `size` is 0 (nothing to pad: forward as is) or on overflow.
+pub fn padded_size(size: usize, pad: usize) -> Option<usize> {
+    if size == 0 {
+        return None;
+    }
+    round_up_page(size)?.checked_add(round_up_page(pad)?)
+}
+
+fn round_up_page(n: usize) -> Option<usize> {
+    Some(n.checked_add(PAGE - 1)? & !(PAGE - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_FAMILIES: [Family; 7] = [
+        Family::Rdna1,
+        Family::Rdna2,
+        Family::Rdna3,
+        Family::Rdna4,
+        Family::Gcn5,
+        Family::Cdna,
+        Family::Other,
+    ];
+
+    #[test]
+    fn header_values() {
+        assert_eq!(HIP_HOST_MALLOC_NON_COHERENT, 1 << 31);
+        assert_eq!(HIP_HOST_MALLOC_COHERENT, 1 << 30);
+        assert_eq!(HIP_HOST_MALLOC_NUMA_USER, 1 << 29);
+        assert_eq!(HIP_HOST_ALLOC_VALID, 0x7);
+        assert_eq!(HSA_STATUS_ERROR_NOT_INITIALIZED, 0x100B);
+        assert_eq!(HIP_MEM_ADVISE_UNSET_COARSE_GRAIN, 101);
+    }
+
+    #[test]
+    fn mode_names_round_trip() {
+        for m in [Mode::Auto, Mode::On, Mode::Observe, Mode::Off] {
+            assert_eq!(Mode::parse(m.as_str()), Some(m));
+            assert_eq!(Mode::parse(&m.as_str().to_uppercase()), Some(m));
+        }
+        assert_eq!(Mode::parse("OBSERVE"), Some(Mode::Observe));
+        assert_eq!(Mode::parse(""), None);
+        assert_eq!(Mode::parse(" on"), None);
+        assert_eq!(Mode::parse("1"), None);
+        assert_eq!(Mode::default(), Mode::Auto);
+    }
+
+    #[test]
+    fn auto_is_active_on_rdna1_and_rdna2_only() {
+        for f in ALL_FAMILIES {
+            let want = matches!(f, Family::Rdna1 | Family::Rdna2);
+            assert_eq!(active(Mode::Auto, f), want, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn on_is_active_everywhere_observe_and_off_nowhere() {
+        for f in ALL_FAMILIES {
+            assert!(active(Mode::On, f), "{f:?}");
+            assert!(!active(Mode::Observe, f), "{f:?}");
+            assert!(!active(Mode::Off, f), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn host_malloc_goes_non_coherent() {
+        let nc = HIP_HOST_MALLOC_NON_COHERENT;
+        assert_eq!(host_malloc_flags(HIP_HOST_MALLOC_DEFAULT), nc);
+        assert_eq!(host_malloc_flags(HIP_HOST_MALLOC_COHERENT), nc);
+        assert_eq!(
+            host_malloc_flags(HIP_HOST_MALLOC_MAPPED),
+            HIP_HOST_MALLOC_MAPPED | nc
+        );
+        assert_eq!(
+            host_malloc_flags(HIP_HOST_MALLOC_NUMA_USER),
+            HIP_HOST_MALLOC_NUMA_USER | nc
+        );
+        assert_eq!(
+            host_malloc_flags(HIP_HOST_MALLOC_COHERENT | HIP_HOST_MALLOC_MAPPED),
+            HIP_HOST_MALLOC_MAPPED | nc
+        );
+        let keep = HIP_HOST_MALLOC_PORTABLE
+            | HIP_HOST_MALLOC_MAPPED
+            | HIP_HOST_MALLOC_WRITE_COMBINED
+            | HIP_HOST_MALLOC_NUMA_USER;
+        assert_eq!(
+            host_malloc_flags(keep | HIP_HOST_MALLOC_COHERENT),
+            keep | nc
+        );
+        // Portable / WriteCombined alone are coarse only while HIP_HOST_COHERENT=0.
+        assert_eq!(
+            host_malloc_flags(HIP_HOST_MALLOC_PORTABLE),
+            HIP_HOST_MALLOC_PORTABLE | nc
+        );
+        assert_eq!(
+            host_malloc_flags(HIP_HOST_MALLOC_WRITE_COMBINED),
+            HIP_HOST_MALLOC_WRITE_COMBINED | nc
+        );
+    }
+
+    #[test]
+    fn host_malloc_leaves_runtime_errors_alone() {
+        let nc = HIP_HOST_MALLOC_NON_COHERENT;
+        for f in [
+            nc,
+            nc | HIP_HOST_MALLOC_MAPPED,
+            nc | HIP_HOST_MALLOC_COHERENT,
+            HIP_HOST_MALLOC_UNCACHED,
+            HIP_HOST_MALLOC_UNCACHED | HIP_HOST_MALLOC_COHERENT,
+            0x8,
+            0x100 | HIP_HOST_MALLOC_COHERENT,
+            u32::MAX,
+        ] {
+            assert_eq!(host_malloc_flags(f), f, "{f:#x}");
+        }
+    }
+
+    #[test]
+    fn host_alloc_redirects_valid_flags_to_host_malloc() {
+        let nc = HIP_HOST_MALLOC_NON_COHERENT;
+        assert_eq!(host_alloc_flags(0), HostAlloc::UseHostMalloc(nc));
+        for f in 0..=HIP_HOST_ALLOC_VALID {
+            assert_eq!(
+                host_alloc_flags(f),
+                HostAlloc::UseHostMalloc(f | nc),
+                "{f:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_alloc_forwards_what_it_would_reject() {
+        for f in [
+            HIP_HOST_MALLOC_COHERENT,
+            HIP_HOST_MALLOC_NON_COHERENT,
+            HIP_HOST_MALLOC_NUMA_USER,
+            HIP_HOST_MALLOC_UNCACHED,
+            HIP_HOST_MALLOC_MAPPED | HIP_HOST_MALLOC_UNCACHED,
+            0x8,
+            u32::MAX,
+        ] {
+            assert_eq!(host_alloc_flags(f), HostAlloc::Forward, "{f:#x}");
+        }
+    }
+
+    #[test]
+    fn ext_malloc_fine_and_uncached_become_default() {
+        assert_eq!(ext_malloc_flags(HIP_DEVICE_MALLOC_FINEGRAINED), 0);
+        assert_eq!(ext_malloc_flags(HIP_DEVICE_MALLOC_UNCACHED), 0);
+        for f in [
+            HIP_DEVICE_MALLOC_DEFAULT,
+            HIP_MALLOC_SIGNAL_MEMORY,
+            HIP_DEVICE_MALLOC_CONTIGUOUS,
+            5,
+            HIP_DEVICE_MALLOC_FINEGRAINED | HIP_DEVICE_MALLOC_CONTIGUOUS,
+            u32::MAX,
+        ] {
+            assert_eq!(ext_malloc_flags(f), f, "{f}");
+        }
+    }
+
+    #[test]
+    fn mem_advise_skips_only_unset_coarse_grain() {
+        assert_eq!(
+            mem_advise(HIP_MEM_ADVISE_UNSET_COARSE_GRAIN),
+            AdviseAction::Skip
+        );
+        for a in [1, 2, 3, 4, 5, 6, 100, 0, -1, 102, i32::MIN, i32::MAX] {
+            assert_eq!(mem_advise(a), AdviseAction::Forward, "{a}");
+        }
+    }
+
+    #[test]
+    fn hsa_pool_rewrite_targets_fine_pools_but_not_kernarg() {
+        assert!(hsa_pool_rewrite(HSA_POOL_FLAG_FINE_GRAINED));
+        assert!(hsa_pool_rewrite(HSA_POOL_FLAG_EXTENDED_SCOPE_FINE_GRAINED));
+        assert!(!hsa_pool_rewrite(
+            HSA_POOL_FLAG_FINE_GRAINED | HSA_POOL_FLAG_KERNARG_INIT
+        ));
+        assert!(!hsa_pool_rewrite(HSA_POOL_FLAG_COARSE_GRAINED));
+        assert!(!hsa_pool_rewrite(HSA_POOL_FLAG_KERNARG_INIT));
+        assert!(!hsa_pool_rewrite(0));
+    }
+
+    #[test]
+    fn padded_size_rounds_to_pages() {
+        assert_eq!(padded_size(1, 0), Some(4096));
+        assert_eq!(padded_size(4096, 0), Some(4096));
+        assert_eq!(padded_size(4097, 0), Some(8192));
+        assert_eq!(padded_size(100, 1), Some(8192));
+        assert_eq!(padded_size(100, 1 << 20), Some(4096 + (1 << 20)));
+        assert_eq!(padded_size(1 << 20, 65536), Some((1 << 20) + 65536));
+        assert_eq!(padded_size(4096, 4095), Some(8192));
+    }
+
+    #[test]
+    fn padded_size_rejects_zero_and_overflow() {
+        assert_eq!(padded_size(0, 0), None);
+        assert_eq!(padded_size(0, 4096), None);
+        assert_eq!(padded_size(usize::MAX, 0), None);
+        assert_eq!(padded_size(usize::MAX - 4094, 0), None);
+        assert_eq!(padded_size(1, usize::MAX), None);
+        assert_eq!(padded_size(usize::MAX / 2 + 1, usize::MAX / 2 + 1), None);
+        let top = usize::MAX & !(PAGE - 1);
+        assert_eq!(padded_size(top, 0), Some(top));
+        assert_eq!(padded_size(top - PAGE, 1), Some(top));
+        assert_eq!(padded_size(top, 1), None);
+    }
+}

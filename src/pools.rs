@@ -1,0 +1,148 @@
+//! The HSA memory pools of this process, for an application's own
+//! `hsa_amd_memory_pool_allocate` calls: which agent a pool belongs to, and
+//! that agent's coarse-grained pool (rocm-facts §2, §3). Learnt once, from
+//! the runtime, the first time an application allocates through HSA.
+
+use crate::engine::{real, State};
+use crate::engine_abi::*;
+use crate::policy;
+use std::ffi::c_void;
+use std::sync::OnceLock;
+
+#[derive(Clone, Copy, Debug)]
+struct PoolInfo {
+    pool: u64,
+    flags: u32,
+    /// KFD node of the GPU agent; None for the CPU agent.
+    node: Option<u32>,
+    /// The coarse-grained pool of the same agent.
+    coarse: Option<u64>,
+}
+
+/// What to do with one application allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Padding (and the rewrite, if any) applies.
+    pub active: bool,
+    /// The coarse pool to use instead, when the asked pool is fine-grained.
+    pub coarse: Option<u64>,
+    /// Index of the GPU in the topology, -1 for host memory.
+    pub device: i32,
+}
+
+pub fn plan(pool: u64, st: &State) -> Plan {
+    let Some(info) = pools().iter().find(|p| p.pool == pool) else {
+        return Plan {
+            active: false,
+            coarse: None,
+            device: -1,
+        };
+    };
+    let (active, device) = match info.node {
+        Some(node) => (
+            st.node_active(node),
+            st.gpus
+                .iter()
+                .position(|g| g.node == node)
+                .map_or(-1, |i| i as i32),
+        ),
+        None => (st.any_active, -1),
+    };
+    let coarse = (active && policy::hsa_pool_rewrite(info.flags))
+        .then_some(info.coarse)
+        .flatten();
+    Plan {
+        active,
+        coarse,
+        device,
+    }
+}
+
+fn pools() -> &'static [PoolInfo] {
+    static POOLS: OnceLock<Vec<PoolInfo>> = OnceLock::new();
+    POOLS.get_or_init(learn)
+}
+
+struct Walk {
+    get_pool: HsaPoolGetInfoFn,
+    get_agent: HsaAgentGetInfoFn,
+    iter_pools: HsaIteratePoolsFn,
+    out: Vec<PoolInfo>,
+    node: Option<u32>,
+}
+
+unsafe extern "C" fn on_pool(pool: u64, data: *mut c_void) -> u32 {
+    // SAFETY: data is the &mut Walk passed by learn().
+    let w = unsafe { &mut *(data as *mut Walk) };
+    let mut flags: u32 = 0;
+    // SAFETY: GLOBAL_FLAGS is a u32.
+    unsafe {
+        (w.get_pool)(
+            pool,
+            policy::HSA_POOL_INFO_GLOBAL_FLAGS,
+            (&mut flags as *mut u32).cast(),
+        )
+    };
+    w.out.push(PoolInfo {
+        pool,
+        flags,
+        node: w.node,
+        coarse: None,
+    });
+    policy::HSA_STATUS_SUCCESS
+}
+
+unsafe extern "C" fn on_agent(agent: u64, data: *mut c_void) -> u32 {
+    // SAFETY: data is the &mut Walk passed by learn().
+    let w = unsafe { &mut *(data as *mut Walk) };
+    let mut kind: u32 = 0;
+    let mut node: u32 = 0;
+    // SAFETY: DEVICE and DRIVER_NODE_ID are u32 attributes.
+    unsafe {
+        (w.get_agent)(
+            agent,
+            policy::HSA_AGENT_INFO_DEVICE,
+            (&mut kind as *mut u32).cast(),
+        );
+        (w.get_agent)(
+            agent,
+            policy::HSA_AMD_AGENT_INFO_DRIVER_NODE_ID,
+            (&mut node as *mut u32).cast(),
+        );
+    }
+    w.node = (kind == policy::HSA_DEVICE_TYPE_GPU).then_some(node);
+    let first = w.out.len();
+    // SAFETY: on_pool matches the callback type; data stays valid during the call.
+    unsafe { (w.iter_pools)(agent, on_pool, data) };
+    let coarse = w.out[first..]
+        .iter()
+        .find(|p| p.flags & policy::HSA_POOL_FLAG_COARSE_GRAINED != 0)
+        .map(|p| p.pool);
+    for p in &mut w.out[first..] {
+        p.coarse = coarse;
+    }
+    policy::HSA_STATUS_SUCCESS
+}
+
+fn learn() -> Vec<PoolInfo> {
+    macro_rules! get {
+        ($id:expr, $t:ty) => {
+            match real($id) {
+                0 => return Vec::new(),
+                // SAFETY: the front resolved the real function of this signature.
+                f => unsafe { std::mem::transmute::<usize, $t>(f) },
+            }
+        };
+    }
+    let iter_agents = get!(RealFn::HsaIterateAgents, HsaIterateAgentsFn);
+    let mut w = Walk {
+        get_pool: get!(RealFn::HsaPoolGetInfo, HsaPoolGetInfoFn),
+        get_agent: get!(RealFn::HsaAgentGetInfo, HsaAgentGetInfoFn),
+        iter_pools: get!(RealFn::HsaAgentIteratePools, HsaIteratePoolsFn),
+        out: Vec::new(),
+        node: None,
+    };
+    // SAFETY: on_agent matches the callback type; w outlives the call.
+    unsafe { iter_agents(on_agent, (&mut w as *mut Walk).cast()) };
+    w.out
+}

@@ -1,0 +1,591 @@
+//! librocm_fix.so — the front that the dynamic linker preloads.
+//!
+//! Every `extern "C"` hook of rocm-fix is here, and each is one line: it
+//! hands the call to the engine (`librocm_fix_engine.so`, the std crate at
+//! the repository root), which this front opens with dlopen on the first
+//! HIP/HSA call. Until then the front does nothing at all: no constructor,
+//! no allocation, no file, no thread, one imported symbol (dlvsym). If the
+//! engine cannot be loaded, every hook forwards to the real function.
+//!
+//! Two hooks are naked trampolines: `dlsym` (so that `dlsym(RTLD_NEXT, …)`
+//! from other libraries reaches glibc with *their* return address, the
+//! recursion trap of interposers that wrap dlsym) and
+//! `hsa_amd_memory_pool_allocate` (which passes its caller's return address
+//! on, so the engine can tell the runtime's own allocations from the
+//! application's).
+#![no_std]
+#![allow(non_snake_case, clippy::missing_safety_doc)]
+
+#[path = "../../engine_abi.rs"]
+#[allow(dead_code)]
+mod engine_abi;
+
+use core::ffi::{c_char, c_int, c_void};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use engine_abi::*;
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // The front is written not to panic; if it ever does, stop here rather
+    // than unwind through C frames.
+    // SAFETY: ud2 raises SIGILL; nothing follows.
+    unsafe { core::arch::asm!("ud2", options(noreturn)) }
+}
+
+const HIP_ERROR_NOT_INITIALIZED: c_int = 3;
+const HSA_STATUS_ERROR_NOT_INITIALIZED: u32 = 0x100B;
+
+// ---- byte helpers -----------------------------------------------------------
+// Volatile, so that LLVM does not turn them into memcpy/strlen calls: each
+// libc import is a symbol lookup (an IFUNC resolution for these) in every
+// process at start-up.
+
+unsafe fn c_strlen(s: *const c_char) -> usize {
+    let mut n = 0;
+    // SAFETY: s is NUL-terminated (callers pass loader/caller strings).
+    while unsafe { core::ptr::read_volatile(s.add(n)) } != 0 {
+        n += 1;
+    }
+    n
+}
+
+unsafe fn copy_bytes(dst: *mut u8, src: *const u8, n: usize) {
+    for i in 0..n {
+        // SAFETY: the caller guarantees n readable/writable bytes.
+        unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };
+    }
+}
+
+// ---- real functions -------------------------------------------------------
+
+type DlsymFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
+type DlopenFn = unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void;
+type DladdrFn = unsafe extern "C" fn(*const c_void, *mut libc::Dl_info) -> c_int;
+
+static REAL_DLSYM: AtomicUsize = AtomicUsize::new(0);
+static REAL_DLOPEN: AtomicUsize = AtomicUsize::new(0);
+static REAL_DLADDR: AtomicUsize = AtomicUsize::new(0);
+static REAL_CACHE: [AtomicUsize; REAL.len()] = [const { AtomicUsize::new(0) }; REAL.len()];
+
+/// glibc's own function `name`, found past this library (RTLD_NEXT), cached.
+unsafe fn libc_fn(cache: &AtomicUsize, name: &[u8]) -> usize {
+    let cached = cache.load(Ordering::Acquire);
+    if cached != 0 {
+        return cached;
+    }
+    let mut p = 0;
+    for ver in [&b"GLIBC_2.34\0"[..], b"GLIBC_2.2.5\0"] {
+        // SAFETY: both strings are NUL-terminated constants.
+        p = unsafe { libc::dlvsym(libc::RTLD_NEXT, name.as_ptr().cast(), ver.as_ptr().cast()) }
+            as usize;
+        if p != 0 {
+            break;
+        }
+    }
+    cache.store(p, Ordering::Release);
+    p
+}
+
+/// Called from the naked `dlsym` when the real one is not known yet.
+unsafe extern "C" fn resolve_real_dlsym() -> usize {
+    // SAFETY: a NUL-terminated constant name.
+    unsafe { libc_fn(&REAL_DLSYM, b"dlsym\0") }
+}
+
+unsafe fn real_dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
+    // SAFETY: the address came from glibc's dlvsym for "dlsym".
+    match unsafe { resolve_real_dlsym() } {
+        0 => core::ptr::null_mut(),
+        f => unsafe { core::mem::transmute::<usize, DlsymFn>(f)(handle, name) },
+    }
+}
+
+unsafe fn real_dlopen(name: *const c_char, mode: c_int) -> *mut c_void {
+    // SAFETY: the address came from glibc's dlvsym for "dlopen".
+    match unsafe { libc_fn(&REAL_DLOPEN, b"dlopen\0") } {
+        0 => core::ptr::null_mut(),
+        f => unsafe { core::mem::transmute::<usize, DlopenFn>(f)(name, mode) },
+    }
+}
+
+/// The real function `id`: the next definition after this library, at its
+/// version node or unversioned; failing that, the runtime opened with
+/// dlopen(RTLD_LOCAL), through an RTLD_NOLOAD handle (rocm-facts §8).
+/// Only successes are cached: the runtime may be loaded later.
+unsafe extern "C" fn resolve(id: u32) -> usize {
+    let (Some(&(name, ver, lib)), Some(cache)) =
+        (REAL.get(id as usize), REAL_CACHE.get(id as usize))
+    else {
+        return 0;
+    };
+    let cached = cache.load(Ordering::Acquire);
+    if cached != 0 {
+        return cached;
+    }
+    let (n, v) = (
+        name.as_ptr().cast::<c_char>(),
+        ver.as_ptr().cast::<c_char>(),
+    );
+    // SAFETY: NUL-terminated constants; handles come from the loader.
+    let mut p = unsafe { libc::dlvsym(libc::RTLD_NEXT, n, v) } as usize;
+    if p == 0 {
+        p = unsafe { real_dlsym(libc::RTLD_NEXT, n) } as usize;
+    }
+    let sonames: &[&[u8]] = match lib {
+        Lib::Hip => &HIP_SONAMES,
+        Lib::Hsa => &HSA_SONAMES,
+    };
+    for so in sonames {
+        if p != 0 {
+            break;
+        }
+        // SAFETY: as above. The NOLOAD reference is kept: the runtime stays loaded.
+        let h = unsafe { real_dlopen(so.as_ptr().cast(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+        if !h.is_null() {
+            p = unsafe { libc::dlvsym(h, n, v) } as usize;
+            if p == 0 {
+                p = unsafe { real_dlsym(h, n) } as usize;
+            }
+        }
+    }
+    if p != 0 {
+        cache.store(p, Ordering::Release);
+    }
+    p
+}
+
+// ---- the engine -------------------------------------------------------------
+
+static SERVICES: FrontServices = FrontServices {
+    abi_version: ABI_VERSION,
+    resolve,
+};
+static ENGINE: AtomicPtr<EngineHooks> = AtomicPtr::new(core::ptr::null_mut());
+
+fn engine() -> &'static EngineHooks {
+    let p = ENGINE.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: only ever set to a 'static table (the engine is never closed).
+        return unsafe { &*p };
+    }
+    // SAFETY: load_engine only calls the loader and the engine's entry point.
+    let table = unsafe { load_engine() }.unwrap_or(&FALLBACK);
+    // Two threads may race here; both tables are valid, the first one wins.
+    match ENGINE.compare_exchange(
+        core::ptr::null_mut(),
+        table as *const EngineHooks as *mut EngineHooks,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => table,
+        // SAFETY: as above.
+        Err(winner) => unsafe { &*winner },
+    }
+}
+
+/// Opens librocm_fix_engine.so from the folder this library was loaded from.
+unsafe fn load_engine() -> Option<&'static EngineHooks> {
+    let dladdr = unsafe { libc_fn(&REAL_DLADDR, b"dladdr\0") };
+    if dladdr == 0 {
+        return None;
+    }
+    let mut info = core::mem::MaybeUninit::<libc::Dl_info>::uninit();
+    // SAFETY: dladdr fills info for an address of ours.
+    let found = unsafe {
+        core::mem::transmute::<usize, DladdrFn>(dladdr)(
+            engine as *const () as *const c_void,
+            info.as_mut_ptr(),
+        )
+    };
+    // Not zeroed: a 4 KiB memset would import memset from libc.
+    let mut buf = core::mem::MaybeUninit::<[u8; 4096]>::uninit();
+    let path = buf.as_mut_ptr().cast::<u8>();
+    let mut len = 0;
+    if found != 0 {
+        // SAFETY: dladdr returned non-zero, so info is filled.
+        let fname = unsafe { info.assume_init() }.dli_fname;
+        if !fname.is_null() {
+            // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
+            let n = unsafe { c_strlen(fname) };
+            let name = unsafe { core::slice::from_raw_parts(fname.cast::<u8>(), n) };
+            if let Some(slash) = name.iter().rposition(|&b| b == b'/') {
+                len = slash + 1;
+                if len + ENGINE_FILE.len() > 4096 {
+                    return None;
+                }
+                // SAFETY: len bytes fit in path (checked above).
+                unsafe { copy_bytes(path, name.as_ptr(), len) };
+            }
+        }
+    }
+    // SAFETY: checked above that the file name fits after len.
+    unsafe { copy_bytes(path.add(len), ENGINE_FILE.as_ptr(), ENGINE_FILE.len()) };
+    // SAFETY: path is NUL-terminated.
+    let h = unsafe { real_dlopen(path.cast(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if h.is_null() {
+        return None;
+    }
+    let init = unsafe { real_dlsym(h, ENGINE_ENTRY.as_ptr().cast()) };
+    if init.is_null() {
+        return None;
+    }
+    // SAFETY: the engine exports this entry point with the EngineInit signature.
+    let hooks = unsafe { core::mem::transmute::<*mut c_void, EngineInit>(init)(&SERVICES) };
+    // SAFETY: the engine returns a pointer to a 'static table, or null.
+    let hooks = unsafe { hooks.as_ref() }?;
+    (hooks.abi_version == ABI_VERSION).then_some(hooks)
+}
+
+// ---- the fallback: forward everything unchanged --------------------------------
+
+macro_rules! forward {
+    ($name:ident, $id:expr, $err:expr, fn($($a:ident: $t:ty),*) -> $r:ty) => {
+        unsafe extern "C" fn $name($($a: $t),*) -> $r {
+            // SAFETY: resolve returns the real function of this exact signature.
+            match unsafe { resolve($id as u32) } {
+                0 => $err,
+                f => unsafe { core::mem::transmute::<usize, unsafe extern "C" fn($($t),*) -> $r>(f)($($a),*) },
+            }
+        }
+    };
+}
+forward!(
+    fb_hip_malloc,
+    RealFn::HipMalloc,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut *mut c_void, s: usize) -> c_int
+);
+forward!(
+    fb_hip_free,
+    RealFn::HipFree,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut c_void) -> c_int
+);
+forward!(
+    fb_hip_host_malloc,
+    RealFn::HipHostMalloc,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut *mut c_void, s: usize, f: u32) -> c_int
+);
+forward!(
+    fb_hip_host_alloc,
+    RealFn::HipHostAlloc,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut *mut c_void, s: usize, f: u32) -> c_int
+);
+forward!(
+    fb_hip_host_free,
+    RealFn::HipHostFree,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut c_void) -> c_int
+);
+forward!(
+    fb_hip_free_host,
+    RealFn::HipFreeHost,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut c_void) -> c_int
+);
+forward!(
+    fb_hip_malloc_managed,
+    RealFn::HipMallocManaged,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut *mut c_void, s: usize, f: u32) -> c_int
+);
+forward!(
+    fb_hip_ext_malloc,
+    RealFn::HipExtMallocWithFlags,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut *mut c_void, s: usize, f: u32) -> c_int
+);
+forward!(
+    fb_hip_mem_advise,
+    RealFn::HipMemAdvise,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *const c_void, c: usize, a: c_int, d: c_int) -> c_int
+);
+forward!(
+    fb_hsa_init,
+    RealFn::HsaInit,
+    HSA_STATUS_ERROR_NOT_INITIALIZED,
+    fn() -> u32
+);
+forward!(
+    fb_hsa_pool_free,
+    RealFn::HsaPoolFree,
+    HSA_STATUS_ERROR_NOT_INITIALIZED,
+    fn(p: *mut c_void) -> u32
+);
+
+unsafe extern "C" fn fb_hsa_pool_allocate(
+    pool: u64,
+    size: usize,
+    flags: u32,
+    ptr: *mut *mut c_void,
+    _caller: usize,
+) -> u32 {
+    // SAFETY: resolve returns the real function of this exact signature.
+    match unsafe { resolve(RealFn::HsaPoolAllocate as u32) } {
+        0 => HSA_STATUS_ERROR_NOT_INITIALIZED,
+        f => unsafe { core::mem::transmute::<usize, HsaPoolAllocateFn>(f)(pool, size, flags, ptr) },
+    }
+}
+
+unsafe extern "C" fn fb_get_stats(out: *mut c_void, size: usize) -> c_int {
+    let mut s = Stats {
+        intercepted: 0,
+        rewritten: 0,
+        padded: 0,
+        padded_bytes: 0,
+        retried: 0,
+        faults: 0,
+        version: [0; 16],
+        live_allocations: 0,
+    };
+    let v = env!("CARGO_PKG_VERSION").as_bytes();
+    // SAFETY: at most 15 bytes into a 16-byte array.
+    unsafe { copy_bytes(s.version.as_mut_ptr(), v.as_ptr(), v.len().min(15)) };
+    if !out.is_null() {
+        // SAFETY: the caller provides `size` writable bytes at `out`.
+        unsafe {
+            copy_bytes(
+                out.cast::<u8>(),
+                (&s as *const Stats).cast::<u8>(),
+                size.min(core::mem::size_of::<Stats>()),
+            )
+        };
+    }
+    0
+}
+
+static FALLBACK: EngineHooks = EngineHooks {
+    abi_version: ABI_VERSION,
+    hip_malloc: fb_hip_malloc,
+    hip_free: fb_hip_free,
+    hip_host_malloc: fb_hip_host_malloc,
+    hip_host_alloc: fb_hip_host_alloc,
+    hip_host_free: fb_hip_host_free,
+    hip_free_host: fb_hip_free_host,
+    hip_malloc_managed: fb_hip_malloc_managed,
+    hip_ext_malloc_with_flags: fb_hip_ext_malloc,
+    hip_mem_advise: fb_hip_mem_advise,
+    hsa_init: fb_hsa_init,
+    hsa_pool_allocate: fb_hsa_pool_allocate,
+    hsa_pool_free: fb_hsa_pool_free,
+    get_stats: fb_get_stats,
+};
+
+// ---- the hooks ---------------------------------------------------------------------
+
+#[no_mangle]
+pub unsafe extern "C" fn hipMalloc(ptr: *mut *mut c_void, size: usize) -> c_int {
+    unsafe { (engine().hip_malloc)(ptr, size) }
+}
+#[no_mangle]
+pub unsafe extern "C" fn hipFree(ptr: *mut c_void) -> c_int {
+    unsafe { (engine().hip_free)(ptr) }
+}
+#[no_mangle]
+pub unsafe extern "C" fn hipHostMalloc(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int {
+    unsafe { (engine().hip_host_malloc)(ptr, size, flags) }
+}
+#[no_mangle]
+pub unsafe extern "C" fn hipHostAlloc(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int {
+    unsafe { (engine().hip_host_alloc)(ptr, size, flags) }
+}
+#[no_mangle]
+pub unsafe extern "C" fn hipHostFree(ptr: *mut c_void) -> c_int {
+    unsafe { (engine().hip_host_free)(ptr) }
+}
+#[no_mangle]
+pub unsafe extern "C" fn hipFreeHost(ptr: *mut c_void) -> c_int {
+    unsafe { (engine().hip_free_host)(ptr) }
+}
+#[no_mangle]
+pub unsafe extern "C" fn hipMallocManaged(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int {
+    unsafe { (engine().hip_malloc_managed)(ptr, size, flags) }
+}
+#[no_mangle]
+pub unsafe extern "C" fn hipExtMallocWithFlags(
+    ptr: *mut *mut c_void,
+    size: usize,
+    flags: u32,
+) -> c_int {
+    unsafe { (engine().hip_ext_malloc_with_flags)(ptr, size, flags) }
+}
+#[no_mangle]
+pub unsafe extern "C" fn hipMemAdvise(
+    ptr: *const c_void,
+    count: usize,
+    advice: c_int,
+    device: c_int,
+) -> c_int {
+    unsafe { (engine().hip_mem_advise)(ptr, count, advice, device) }
+}
+#[no_mangle]
+pub unsafe extern "C" fn hsa_init() -> u32 {
+    unsafe { (engine().hsa_init)() }
+}
+#[no_mangle]
+pub unsafe extern "C" fn hsa_amd_memory_pool_free(ptr: *mut c_void) -> u32 {
+    unsafe { (engine().hsa_pool_free)(ptr) }
+}
+/// The C API (include/rocm_fix.h).
+#[no_mangle]
+pub unsafe extern "C" fn rocm_fix_get_stats(out: *mut c_void, size: usize) -> c_int {
+    // Stats never load the engine: a process without HIP calls reads zeros.
+    let p = ENGINE.load(Ordering::Acquire);
+    // SAFETY: a 'static table when set.
+    let table = unsafe { p.as_ref() }.unwrap_or(&FALLBACK);
+    unsafe { (table.get_stats)(out, size) }
+}
+
+/// hsa_amd_memory_pool_allocate(pool, size, flags, ptr): forwards with the
+/// caller's return address as a fifth argument (r8).
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn hsa_amd_memory_pool_allocate(
+    _pool: u64,
+    _size: usize,
+    _flags: u32,
+    _ptr: *mut *mut c_void,
+) -> u32 {
+    core::arch::naked_asm!("mov r8, qword ptr [rsp]", "jmp {imp}", imp = sym pool_allocate_impl)
+}
+
+unsafe extern "C" fn pool_allocate_impl(
+    pool: u64,
+    size: usize,
+    flags: u32,
+    ptr: *mut *mut c_void,
+    caller: usize,
+) -> u32 {
+    unsafe { (engine().hsa_pool_allocate)(pool, size, flags, ptr, caller) }
+}
+
+// ---- clients that bind without the dynamic linker -------------------------------------
+
+/// The hooked names and the real function each stands for.
+fn hook_for(name: &[u8]) -> Option<(RealFn, usize)> {
+    let h: (RealFn, usize) = match name {
+        b"hipMalloc" => (RealFn::HipMalloc, hipMalloc as *const () as usize),
+        b"hipFree" => (RealFn::HipFree, hipFree as *const () as usize),
+        b"hipHostMalloc" => (RealFn::HipHostMalloc, hipHostMalloc as *const () as usize),
+        b"hipHostAlloc" => (RealFn::HipHostAlloc, hipHostAlloc as *const () as usize),
+        b"hipHostFree" => (RealFn::HipHostFree, hipHostFree as *const () as usize),
+        b"hipFreeHost" => (RealFn::HipFreeHost, hipFreeHost as *const () as usize),
+        b"hipMallocManaged" => (
+            RealFn::HipMallocManaged,
+            hipMallocManaged as *const () as usize,
+        ),
+        b"hipExtMallocWithFlags" => (
+            RealFn::HipExtMallocWithFlags,
+            hipExtMallocWithFlags as *const () as usize,
+        ),
+        b"hipMemAdvise" => (RealFn::HipMemAdvise, hipMemAdvise as *const () as usize),
+        b"hipGetProcAddress" => (
+            RealFn::HipGetProcAddress,
+            hipGetProcAddress as *const () as usize,
+        ),
+        b"hsa_init" => (RealFn::HsaInit, hsa_init as *const () as usize),
+        b"hsa_amd_memory_pool_allocate" => (
+            RealFn::HsaPoolAllocate,
+            hsa_amd_memory_pool_allocate as *const () as usize,
+        ),
+        b"hsa_amd_memory_pool_free" => (
+            RealFn::HsaPoolFree,
+            hsa_amd_memory_pool_free as *const () as usize,
+        ),
+        _ => return None,
+    };
+    Some(h)
+}
+
+/// If `found` is the real runtime's `name`, our hook instead.
+unsafe fn swap_for_hook(name: *const c_char, found: *mut c_void) -> *mut c_void {
+    if found.is_null() || name.is_null() {
+        return found;
+    }
+    // SAFETY: name is a NUL-terminated string from the caller.
+    let n = unsafe { core::slice::from_raw_parts(name.cast::<u8>(), c_strlen(name)) };
+    if !(n.starts_with(b"hip") || n.starts_with(b"hsa_")) {
+        return found;
+    }
+    match hook_for(n) {
+        Some((id, hook)) if unsafe { resolve(id as u32) } == found as usize => hook as *mut c_void,
+        _ => found,
+    }
+}
+
+/// dlsym: RTLD_NEXT goes straight to glibc with the original return address
+/// (glibc finds "next" from it); everything else through dlsym_impl.
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn dlsym(_handle: *mut c_void, _name: *const c_char) -> *mut c_void {
+    core::arch::naked_asm!(
+        "cmp rdi, -1",
+        "je 2f",
+        "jmp {imp}",
+        "2:",
+        "mov rax, qword ptr [rip + {real}]",
+        "test rax, rax",
+        "jz 3f",
+        "jmp rax",
+        "3:",
+        "push rdi",
+        "push rsi",
+        "sub rsp, 8",
+        "call {resolve}",
+        "add rsp, 8",
+        "pop rsi",
+        "pop rdi",
+        "test rax, rax",
+        "jz 4f",
+        "jmp rax",
+        "4:",
+        "xor eax, eax",
+        "ret",
+        imp = sym dlsym_impl,
+        real = sym REAL_DLSYM,
+        resolve = sym resolve_real_dlsym,
+    )
+}
+
+unsafe extern "C" fn dlsym_impl(handle: *mut c_void, name: *const c_char) -> *mut c_void {
+    // SAFETY: forwarding the caller's own arguments.
+    let found = unsafe { real_dlsym(handle, name) };
+    if handle.is_null() {
+        // RTLD_DEFAULT already finds our hooks first.
+        return found;
+    }
+    unsafe { swap_for_hook(name, found) }
+}
+
+/// hipGetProcAddress (ROCm 6.2+) looks symbols up on its own dlopen handle,
+/// past any preload (rocm-facts §4): hand back our hook for the names we hook.
+#[no_mangle]
+pub unsafe extern "C" fn hipGetProcAddress(
+    symbol: *const c_char,
+    pfn: *mut *mut c_void,
+    hip_version: c_int,
+    flags: u64,
+    status: *mut c_int,
+) -> c_int {
+    // SAFETY: resolve returns the real function of this exact signature.
+    let r = match unsafe { resolve(RealFn::HipGetProcAddress as u32) } {
+        0 => return HIP_ERROR_NOT_INITIALIZED,
+        f => unsafe {
+            core::mem::transmute::<usize, HipGetProcAddressFn>(f)(
+                symbol,
+                pfn,
+                hip_version,
+                flags,
+                status,
+            )
+        },
+    };
+    if r == 0 && !pfn.is_null() {
+        // SAFETY: the real call succeeded and wrote *pfn.
+        unsafe { *pfn = swap_for_hook(symbol, *pfn) };
+    }
+    r
+}

@@ -1,0 +1,716 @@
+//! A concurrent registry of live allocations, so that a GPU fault address can
+//! be traced back to the allocation it ran past (fault forensics).
+//!
+//! Inserts and removes happen on every allocation and free, from any thread:
+//! the table is split into 64 shards chosen by a hash of the base address,
+//! each behind its own mutex, so threads rarely meet. Each shard is an
+//! open-addressing (linear probing) table with separate key and value arrays,
+//! 32 bytes per slot, grown by 1.5× at 80 % load (so about 53 % just after
+//! growing) and shrunk to 50 % below 20 %: a live entry costs at most 64
+//! bytes once a shard holds more than a handful. `locate` runs once per process
+//! (on the first fault, facts §1) and simply scans every shard.
+
+use std::mem::size_of;
+use std::sync::{Mutex, MutexGuard};
+
+/// What made an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `hipMalloc` and friends (coarse VRAM).
+    Device,
+    /// `hipHostMalloc` / `hipHostAlloc` (pinned host memory).
+    Host,
+    /// `hipMallocManaged`.
+    Managed,
+    /// `hipExtMallocWithFlags`.
+    ExtFine,
+    /// `hsa_amd_memory_pool_allocate` called directly.
+    Hsa,
+    /// Anything else.
+    Other,
+}
+
+impl Kind {
+    /// Short name for reports.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Device => "device",
+            Kind::Host => "host",
+            Kind::Managed => "managed",
+            Kind::ExtFine => "ext-fine",
+            Kind::Hsa => "hsa",
+            Kind::Other => "other",
+        }
+    }
+}
+
+/// One live allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Alloc {
+    /// Address returned to the caller.
+    pub base: u64,
+    /// Bytes the caller asked for.
+    pub size: u64,
+    /// Extra mapped bytes rocm-fix added after `size`.
+    pub padding: u64,
+    /// Which API made it.
+    pub kind: Kind,
+    /// HIP device ordinal (or -1 when not known).
+    pub device: i32,
+}
+
+/// How far past an allocation's end `locate` still attributes an address.
+pub const LOCATE_WINDOW: u64 = 1 << 20;
+
+/// The per-slot value: everything but the key.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    size: u64,
+    padding: u64,
+    device: i32,
+    kind: Kind,
+}
+
+const EMPTY_META: Meta = Meta {
+    size: 0,
+    padding: 0,
+    device: 0,
+    kind: Kind::Other,
+};
+
+/// Key of a free slot; no live allocation has base address 0.
+const EMPTY: u64 = 0;
+
+const SHARD_BITS: u32 = 6;
+const SHARDS: usize = 1 << SHARD_BITS;
+/// Smallest non-empty table per shard.
+const MIN_CAP: usize = 8;
+
+/// murmur3's 64-bit finaliser: base addresses are page- or 2 MiB-aligned, so
+/// their low bits carry no information and must be mixed into the high ones.
+fn mix(x: u64) -> u64 {
+    let mut z = x;
+    z ^= z >> 33;
+    z = z.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    z ^= z >> 33;
+    z = z.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    z ^ (z >> 33)
+}
+
+fn shard_of(base: u64) -> usize {
+    (mix(base) >> (64 - SHARD_BITS)) as usize
+}
+
+/// Home slot in a table of `cap` slots, from the hash bits the shard did not use.
+/// Multiply-shift instead of a mask, so capacities need not be powers of two.
+fn home(key: u64, cap: usize) -> usize {
+    let h = mix(key) << SHARD_BITS;
+    ((u128::from(h) * cap as u128) >> 64) as usize
+}
+
+/// One shard: linear probing with backward-shift deletion (no tombstones).
+/// `keys.len() == vals.len()` is the capacity; `len` counts occupied slots.
+struct Table {
+    keys: Vec<u64>,
+    vals: Vec<Meta>,
+    len: usize,
+}
+
+impl Table {
+    const fn new() -> Table {
+        Table {
+            keys: Vec::new(),
+            vals: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn cap(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn next(&self, i: usize) -> usize {
+        if i + 1 >= self.cap() {
+            0
+        } else {
+            i + 1
+        }
+    }
+
+    fn find(&self, key: u64) -> Option<usize> {
+        let cap = self.cap();
+        if cap == 0 || key == EMPTY {
+            return None;
+        }
+        let mut i = home(key, cap);
+        // Bounded even if the table is completely full (growth failed).
+        for _ in 0..cap {
+            match *self.keys.get(i)? {
+                k if k == key => return Some(i),
+                EMPTY => return None,
+                _ => i = self.next(i),
+            }
+        }
+        None
+    }
+
+    fn get(&self, key: u64) -> Option<Alloc> {
+        let i = self.find(key)?;
+        self.vals.get(i).map(|m| to_alloc(key, m))
+    }
+
+    /// Places a key known to be absent; false when no slot is free.
+    fn place(&mut self, key: u64, meta: Meta) -> bool {
+        let cap = self.cap();
+        if cap == 0 {
+            return false;
+        }
+        let mut i = home(key, cap);
+        for _ in 0..cap {
+            if let (Some(k), Some(v)) = (self.keys.get_mut(i), self.vals.get_mut(i)) {
+                if *k == EMPTY {
+                    *k = key;
+                    *v = meta;
+                    self.len += 1;
+                    return true;
+                }
+            }
+            i = self.next(i);
+        }
+        false
+    }
+
+    /// Inserts or replaces (a reused base means the old block was freed
+    /// behind our back). Returns the replaced entry. On allocation failure the
+    /// table keeps working at a higher load; a full table drops the entry.
+    fn insert(&mut self, key: u64, meta: Meta) -> Option<Alloc> {
+        if let Some(i) = self.find(key) {
+            let slot = self.vals.get_mut(i)?;
+            let old = to_alloc(key, slot);
+            *slot = meta;
+            return Some(old);
+        }
+        if self.len.saturating_add(1).saturating_mul(5) > self.cap().saturating_mul(4) {
+            let want = self.cap().saturating_add(self.cap() / 2).max(MIN_CAP);
+            self.resize(want);
+        }
+        self.place(key, meta);
+        None
+    }
+
+    fn remove(&mut self, key: u64) -> Option<Alloc> {
+        let i = self.find(key)?;
+        let removed = to_alloc(key, self.vals.get(i)?);
+        self.delete_at(i);
+        // Give memory back after mass frees; hysteresis (grow at 80 %,
+        // shrink below 20 % to 50 %) keeps this from thrashing.
+        if self.len == 0 {
+            *self = Table::new();
+        } else if self.cap() > MIN_CAP && self.len.saturating_mul(5) < self.cap() {
+            self.resize(self.len.saturating_mul(2).max(MIN_CAP));
+        }
+        Some(removed)
+    }
+
+    /// Backward-shift deletion: pull later entries of the probe run into the
+    /// hole unless that would move them before their home slot.
+    fn delete_at(&mut self, i: usize) {
+        let cap = self.cap();
+        let mut hole = i;
+        let mut j = self.next(i);
+        for _ in 1..cap {
+            let Some(&k) = self.keys.get(j) else { break };
+            if k == EMPTY {
+                break;
+            }
+            let h = home(k, cap);
+            let stays = if hole <= j {
+                hole < h && h <= j
+            } else {
+                hole < h || h <= j
+            };
+            if !stays {
+                if let Some(&m) = self.vals.get(j) {
+                    if let (Some(hk), Some(hv)) = (self.keys.get_mut(hole), self.vals.get_mut(hole))
+                    {
+                        *hk = k;
+                        *hv = m;
+                    }
+                }
+                hole = j;
+            }
+            j = self.next(j);
+        }
+        if let Some(k) = self.keys.get_mut(hole) {
+            *k = EMPTY;
+            self.len = self.len.saturating_sub(1);
+        }
+    }
+
+    /// Rehashes into `cap` slots; on allocation failure keeps the old table.
+    fn resize(&mut self, cap: usize) {
+        if cap < self.len {
+            return;
+        }
+        let mut keys: Vec<u64> = Vec::new();
+        let mut vals: Vec<Meta> = Vec::new();
+        // try_reserve: no abort or panic on OOM / capacity overflow.
+        if keys.try_reserve_exact(cap).is_err() || vals.try_reserve_exact(cap).is_err() {
+            return;
+        }
+        keys.resize(cap, EMPTY);
+        vals.resize(cap, EMPTY_META);
+        let mut new = Table { keys, vals, len: 0 };
+        for (&k, m) in self.keys.iter().zip(self.vals.iter()) {
+            if k != EMPTY {
+                new.place(k, *m);
+            }
+        }
+        *self = new;
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.keys.capacity() * size_of::<u64>() + self.vals.capacity() * size_of::<Meta>()
+    }
+}
+
+fn to_alloc(base: u64, m: &Meta) -> Alloc {
+    Alloc {
+        base,
+        size: m.size,
+        padding: m.padding,
+        kind: m.kind,
+        device: m.device,
+    }
+}
+
+/// A shard on its own cache line, so neighbouring locks do not false-share.
+#[repr(align(64))]
+struct Shard(Mutex<Table>);
+
+/// The registry. `Registry::new()` is const, so it can live in a `static`.
+pub struct Registry {
+    shards: [Shard; SHARDS],
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    /// An empty registry; allocates nothing until the first insert.
+    pub const fn new() -> Registry {
+        Registry {
+            shards: [const { Shard(Mutex::new(Table::new())) }; SHARDS],
+        }
+    }
+
+    /// A poisoned lock only means another thread panicked while holding it;
+    /// the table is still consistent, so keep going rather than panic.
+    fn shard(&self, base: u64) -> Option<MutexGuard<'_, Table>> {
+        self.shards
+            .get(shard_of(base))
+            .map(|s| s.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn each_shard(&self) -> impl Iterator<Item = MutexGuard<'_, Table>> {
+        self.shards
+            .iter()
+            .map(|s| s.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Records a live allocation, replacing any entry with the same base.
+    /// A null base is ignored (nothing can be live there).
+    pub fn insert(&self, alloc: Alloc) {
+        if alloc.base == EMPTY {
+            return;
+        }
+        let meta = Meta {
+            size: alloc.size,
+            padding: alloc.padding,
+            device: alloc.device,
+            kind: alloc.kind,
+        };
+        if let Some(mut t) = self.shard(alloc.base) {
+            t.insert(alloc.base, meta);
+        }
+    }
+
+    /// Forgets the allocation at `base`, returning it if it was recorded.
+    pub fn remove(&self, base: u64) -> Option<Alloc> {
+        self.shard(base)?.remove(base)
+    }
+
+    /// The allocation recorded at exactly `base`.
+    pub fn get(&self, base: u64) -> Option<Alloc> {
+        self.shard(base)?.get(base)
+    }
+
+    /// Number of live entries (locks every shard in turn).
+    pub fn len(&self) -> usize {
+        self.each_shard().map(|t| t.len).sum()
+    }
+
+    /// True when nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the registry occupies: the shards plus their tables' heap arrays.
+    pub fn memory_bytes(&self) -> usize {
+        size_of::<Self>() + self.each_shard().map(|t| t.memory_bytes()).sum::<usize>()
+    }
+
+    /// Explains a fault address.
+    ///
+    /// Returns the allocation whose mapped range `[base, base+size+padding)`
+    /// contains `addr` or, failing that, the one whose end lies closest below
+    /// `addr` and less than [`LOCATE_WINDOW`] (1 MiB) before it: the buffer a
+    /// kernel ran past. GPU faults name the faulting page (facts §1), so
+    /// `addr` is often page-aligned and past an end that is not.
+    ///
+    /// The `i64` is `addr - (base + size)`: negative inside the caller's
+    /// bytes, 0 or more in the padding or beyond (saturated to the i64 range).
+    pub fn locate(&self, addr: u64) -> Option<(Alloc, i64)> {
+        // Inside: prefer the highest base (stale overlapping entries lose to
+        // the most recent, innermost one). Past: the smallest gap, then the
+        // highest base.
+        let mut inside: Option<Alloc> = None;
+        let mut past: Option<(u64, Alloc)> = None;
+        for t in self.each_shard() {
+            for (&base, m) in t.keys.iter().zip(t.vals.iter()) {
+                if base == EMPTY {
+                    continue;
+                }
+                let end = base.saturating_add(m.size).saturating_add(m.padding);
+                if base <= addr && addr < end {
+                    let better = match inside {
+                        None => true,
+                        Some(a) => base > a.base,
+                    };
+                    if better {
+                        inside = Some(to_alloc(base, m));
+                    }
+                } else if end <= addr {
+                    let gap = addr - end;
+                    let better = match past {
+                        None => true,
+                        Some((g, a)) => gap < g || (gap == g && base > a.base),
+                    };
+                    if gap < LOCATE_WINDOW && better {
+                        past = Some((gap, to_alloc(base, m)));
+                    }
+                }
+            }
+        }
+        let found = inside.or(past.map(|(_, a)| a))?;
+        let distance = i128::from(addr) - (i128::from(found.base) + i128::from(found.size));
+        let distance =
+            i64::try_from(distance).unwrap_or(if distance < 0 { i64::MIN } else { i64::MAX });
+        Some((found, distance))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+
+    fn a(base: u64, size: u64, padding: u64) -> Alloc {
+        Alloc {
+            base,
+            size,
+            padding,
+            kind: Kind::Device,
+            device: 0,
+        }
+    }
+
+    #[test]
+    fn kind_names() {
+        let names: Vec<_> = [
+            Kind::Device,
+            Kind::Host,
+            Kind::Managed,
+            Kind::ExtFine,
+            Kind::Hsa,
+            Kind::Other,
+        ]
+        .iter()
+        .map(Kind::as_str)
+        .collect();
+        assert_eq!(
+            names,
+            ["device", "host", "managed", "ext-fine", "hsa", "other"]
+        );
+    }
+
+    #[test]
+    fn usable_as_a_static() {
+        static R: Registry = Registry::new();
+        R.insert(a(0x1000, 10, 0));
+        assert_eq!(R.get(0x1000).map(|x| x.size), Some(10));
+        assert_eq!(R.remove(0x1000).map(|x| x.size), Some(10));
+        assert!(R.is_empty());
+    }
+
+    #[test]
+    fn insert_get_remove() {
+        let r = Registry::new();
+        assert!(r.is_empty());
+        let x = Alloc {
+            base: 0x7f00_0000_0000,
+            size: 12345,
+            padding: MIB,
+            kind: Kind::Host,
+            device: 3,
+        };
+        r.insert(x);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.get(x.base), Some(x));
+        assert_eq!(r.get(x.base + 4096), None);
+        assert_eq!(r.remove(x.base + 1), None);
+        assert_eq!(r.remove(x.base), Some(x));
+        assert_eq!(r.remove(x.base), None);
+        assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn same_base_replaces() {
+        let r = Registry::new();
+        r.insert(a(0x10000, 100, 0));
+        r.insert(a(0x10000, 200, 4096));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.get(0x10000), Some(a(0x10000, 200, 4096)));
+    }
+
+    #[test]
+    fn null_base_is_ignored() {
+        let r = Registry::new();
+        r.insert(a(0, 100, 0));
+        assert!(r.is_empty());
+        assert_eq!(r.remove(0), None);
+        assert_eq!(r.get(0), None);
+    }
+
+    #[test]
+    fn many_inserts_and_removes_keep_every_entry_reachable() {
+        // Exercises growth, backward-shift deletion and shrinking together.
+        let r = Registry::new();
+        let base = |i: u64| 0x7f00_0000_0000 + i * 0x20_0000;
+        for i in 0..20_000 {
+            r.insert(a(base(i), i + 1, 0));
+        }
+        for i in (0..20_000).filter(|i| i % 3 != 0) {
+            assert_eq!(r.remove(base(i)).map(|x| x.size), Some(i + 1));
+        }
+        assert_eq!(r.len(), 6667);
+        for i in 0..20_000 {
+            assert_eq!(r.get(base(i)).is_some(), i % 3 == 0, "{i}");
+        }
+        for i in (0..20_000).filter(|i| i % 3 == 0) {
+            assert!(r.remove(base(i)).is_some());
+        }
+        assert!(r.is_empty());
+        // Empty shards hand their arrays back.
+        assert_eq!(r.memory_bytes(), size_of::<Registry>());
+    }
+
+    #[test]
+    fn adversarial_keys_in_one_shard() {
+        // Keys that all land in one shard still work (just with longer probes).
+        let r = Registry::new();
+        let keys: Vec<u64> = (1..u64::MAX)
+            .step_by(4096)
+            .filter(|&k| shard_of(k) == 7)
+            .take(3000)
+            .collect();
+        for &k in &keys {
+            r.insert(a(k, 1, 0));
+        }
+        assert_eq!(r.len(), keys.len());
+        for &k in keys.iter().rev() {
+            assert_eq!(r.remove(k).map(|x| x.base), Some(k));
+        }
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn at_most_64_bytes_per_entry_up_to_a_million() {
+        let r = Registry::new();
+        let mut worst = 0.0f64;
+        for i in 0..1_000_000u64 {
+            r.insert(a(0x7000_0000_0000 + i * 0x1000, 4096, 0));
+            // Check across the growth cycles, not only at the end.
+            if (i + 1) % 50_000 == 0 {
+                let per = r.memory_bytes() as f64 / r.len() as f64;
+                worst = worst.max(per);
+            }
+        }
+        assert_eq!(r.len(), 1_000_000);
+        let per = r.memory_bytes() / r.len();
+        assert!(per <= 64, "{per} bytes per entry");
+        assert!(worst <= 64.0, "{worst} bytes per entry at some point");
+        assert_eq!(
+            r.get(0x7000_0000_0000 + 999_999 * 0x1000).map(|x| x.size),
+            Some(4096)
+        );
+        // The last page is 4096 past the last allocation's end.
+        let end = 0x7000_0000_0000 + 1_000_000 * 0x1000;
+        let (x, d) = r.locate(end).unwrap();
+        assert_eq!((x.base, d), (end - 0x1000, 0));
+    }
+
+    #[test]
+    fn concurrent_inserts_and_removes() {
+        let r = Registry::new();
+        let threads = 8u64;
+        let per = 20_000u64;
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let r = &r;
+                s.spawn(move || {
+                    for i in 0..per {
+                        let base = ((t + 1) << 40) + i * 0x1000;
+                        r.insert(Alloc {
+                            base,
+                            size: i,
+                            padding: 0,
+                            kind: Kind::Managed,
+                            device: t as i32,
+                        });
+                        // Lookups from other threads race with these inserts.
+                        let _ = r.get(((threads - t) << 40) + i * 0x1000);
+                        if i % 2 == 1 {
+                            let gone = r.remove(base - 0x1000);
+                            assert_eq!(gone.map(|x| x.size), Some(i - 1));
+                        }
+                    }
+                });
+            }
+        });
+        // Each thread removed the even-indexed entries it inserted.
+        assert_eq!(r.len(), (threads * per / 2) as usize);
+        for t in 0..threads {
+            for i in 0..per {
+                let got = r.get(((t + 1) << 40) + i * 0x1000);
+                assert_eq!(got.is_some(), i % 2 == 1);
+                if let Some(x) = got {
+                    assert_eq!((x.size, x.device), (i, t as i32));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn survives_a_poisoned_shard() {
+        let r = Registry::new();
+        let base = 0x5000_0000u64;
+        r.insert(a(base, 8, 0));
+        let shard = &r.shards[shard_of(base)].0;
+        let _ = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _g = shard.lock();
+                panic!("poison the shard");
+            })
+            .join()
+        });
+        assert!(shard.is_poisoned());
+        assert_eq!(r.get(base).map(|x| x.size), Some(8));
+        r.insert(a(base + 0x1000, 9, 0));
+        assert_eq!(r.len(), 2);
+        assert!(r.locate(base + 4).is_some());
+        assert!(r.remove(base).is_some());
+        assert!(r.memory_bytes() > 0);
+    }
+
+    #[test]
+    fn locate_inside() {
+        let r = Registry::new();
+        let x = a(0x10_0000, 10_000, 0);
+        r.insert(x);
+        assert_eq!(r.locate(0x10_0000), Some((x, -10_000)));
+        assert_eq!(r.locate(0x10_0000 + 9_999), Some((x, -1)));
+        // Page-aligned address inside the allocation.
+        assert_eq!(r.locate(0x10_1000), Some((x, 4096 - 10_000)));
+    }
+
+    #[test]
+    fn locate_in_padding() {
+        let r = Registry::new();
+        let x = a(0x20_0000, 5000, MIB);
+        r.insert(x);
+        assert_eq!(r.locate(0x20_0000 + 5000), Some((x, 0)));
+        // The fault page after the caller's bytes, inside the padding.
+        assert_eq!(r.locate(0x20_2000), Some((x, 0x2000 - 5000)));
+        assert_eq!(
+            r.locate(0x20_0000 + 5000 + MIB - 1),
+            Some((x, MIB as i64 - 1))
+        );
+    }
+
+    #[test]
+    fn locate_just_past_with_page_aligned_fault() {
+        // 100 bytes: HIP maps the whole page; an over-read faults on the next
+        // page, reported at its page-aligned address.
+        let r = Registry::new();
+        let x = a(0x7f12_3450_0000, 100, 0);
+        r.insert(x);
+        assert_eq!(r.locate(0x7f12_3450_1000), Some((x, 4096 - 100)));
+        // Last byte of the window, then just out of it.
+        let end = x.base + 100;
+        assert_eq!(r.locate(end + MIB - 1), Some((x, MIB as i64 - 1)));
+        assert_eq!(r.locate(end + MIB), None);
+        // Before the allocation: nothing.
+        assert_eq!(r.locate(x.base - 1), None);
+        assert_eq!(r.locate(0), None);
+    }
+
+    #[test]
+    fn locate_prefers_containing_then_closest_end() {
+        let r = Registry::new();
+        let first = a(0x100_0000, 0x1000, 0); // ends 0x100_1000
+        let second = a(0x100_3000, 0x800, 0); // ends 0x100_3800
+        let third = a(0x100_5000, 0x2000, 0);
+        r.insert(first);
+        r.insert(second);
+        r.insert(third);
+        // Between second and third: second's end is closest below.
+        assert_eq!(r.locate(0x100_4000), Some((second, 0x800)));
+        // Between first and second.
+        assert_eq!(r.locate(0x100_2000), Some((first, 0x1000)));
+        // Inside third even though second's end is within the window.
+        assert_eq!(r.locate(0x100_6000), Some((third, -0x1000)));
+        // Past third.
+        assert_eq!(r.locate(0x100_7000), Some((third, 0)));
+    }
+
+    #[test]
+    fn locate_on_empty_and_extreme_values() {
+        let r = Registry::new();
+        assert_eq!(r.locate(0x1000), None);
+        let huge = a(1, u64::MAX, u64::MAX);
+        r.insert(huge);
+        // 2 - (1 + u64::MAX) does not fit in i64: saturated.
+        assert_eq!(r.locate(2), Some((huge, i64::MIN)));
+        let r = Registry::new();
+        let top = a(u64::MAX - 4095, 4096, 0);
+        r.insert(top);
+        assert_eq!(r.locate(u64::MAX), Some((top, -1)));
+        let r = Registry::new();
+        let low = a(0x1000, 16, 0);
+        r.insert(low);
+        assert_eq!(r.locate(0x1000 + 16 + 3 * GIB), None);
+    }
+
+    #[test]
+    fn memory_of_an_empty_registry_is_just_the_shards() {
+        let r = Registry::new();
+        assert_eq!(r.memory_bytes(), size_of::<Registry>());
+        assert!(size_of::<Registry>() <= SHARDS * 64);
+    }
+}

@@ -1,0 +1,481 @@
+//! librocm_fix.so in real processes on the simulated device: workloads that
+//! crash without it and complete with it, through every way a client can
+//! bind to HIP; exact passthrough where it is not active; the fault journal;
+//! threads, fork and exec; processes that never touch HIP.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn simwork_cmd(spec: &str, steps: &[&str]) -> impl FnMut() -> Command {
+    let prog = program("simwork");
+    let spec = spec.to_string();
+    let steps: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+    move || {
+        let mut c = sim_command(&prog, &spec);
+        c.args(&steps);
+        c
+    }
+}
+
+/// Crashes with ROCr's message without the preload, completes with it.
+fn crash_then_survive(spec: &str, env: &[(&str, &str)], steps: &[&str]) -> Run {
+    let (without, with) = both(simwork_cmd(spec, steps), env);
+    assert_rocr_page_fault(&without, 1);
+    assert_eq!(
+        with.code,
+        Some(0),
+        "{spec} {steps:?} with rocm-fix: {with:#?}"
+    );
+    assert!(with.rocr_message().is_none());
+    with
+}
+
+#[test]
+fn rdna1_and_rdna2_workloads_survive_with_the_preload() {
+    for spec in ["gfx1010", "gfx1030"] {
+        // Coherent pinned host memory (hipHostMalloc default, Coherent, Mapped).
+        for flags in ["0", "0x40000000", "0x2"] {
+            crash_then_survive(
+                spec,
+                &[],
+                &[
+                    &format!("hostmalloc:100000:{flags}"),
+                    "read:0:0:100000",
+                    "hostfree:0",
+                ],
+            );
+        }
+        // Managed memory (coherent SVM by default).
+        crash_then_survive(
+            spec,
+            &[],
+            &[
+                "managed:65536:1",
+                "write:0:0:65536",
+                "read:0:0:65536",
+                "free:0",
+            ],
+        );
+        // hipExtMallocWithFlags Uncached, and Finegrained where the fine pool is visible.
+        crash_then_survive(spec, &[], &["ext:8192:3", "read:0:0:8192", "free:0"]);
+        crash_then_survive(
+            spec,
+            &[("HSA_FORCE_FINE_GRAIN_PCIE", "1")],
+            &["ext:8192:1", "read:0:0:8192"],
+        );
+        // A kernel over-reading by up to the padding (64 KiB by default).
+        crash_then_survive(spec, &[], &["malloc:10000", "read:0:0:77536", "free:0"]);
+        // UnsetCoarseGrain is not applied.
+        crash_then_survive(
+            spec,
+            &[],
+            &[
+                "managed:4096:1",
+                "advise:0:100",
+                "advise:0:101",
+                "read:0:0:4096",
+            ],
+        );
+    }
+}
+
+#[test]
+fn hip_host_alloc_is_rewritten_from_rocm_6_3() {
+    crash_then_survive("gfx1010", &[], &["hostalloc:4096:0", "read:0:0:4096"]);
+    // Up to 6.2 it returns coarse VRAM: nothing to fix, nothing changed.
+    let (without, with) = both(
+        simwork_cmd("gfx1010", &["hostalloc:4096:0", "read:0:0:4096"]),
+        &[("SIMGPU_ROCM_VERSION", "6.2")],
+    );
+    assert_eq!(
+        (without.code, with.code),
+        (Some(0), Some(0)),
+        "{without:#?} {with:#?}"
+    );
+}
+
+#[test]
+fn an_over_read_past_the_padding_still_faults_and_the_journal_names_the_buffer() {
+    let dir = tmpdir("journal");
+    let journal = dir.join("faults.jsonl");
+    let env = [
+        ("ROCM_FIX_JOURNAL", journal.to_str().unwrap()),
+        ("ROCM_FIX_PAD", "8K"),
+    ];
+    let (_, with) = both(
+        simwork_cmd(
+            "gfx1010",
+            &["malloc:10000", "malloc:4096", "read:0:0:40000"],
+        ),
+        &env,
+    );
+    assert_rocr_page_fault(&with, 1);
+    assert!(
+        with.stderr
+            .contains("bytes past the end of a 10000-byte device allocation"),
+        "the hint names the buffer: {}",
+        with.stderr
+    );
+    let text = std::fs::read_to_string(&journal).expect("a journal record");
+    let lines: Vec<_> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let rec = lines[0];
+    // 10000 bytes + 8 KiB padding = pages up to 0x5000 mapped; the fault is at the page 0x5000.
+    for want in [
+        "\"event\":\"gpu-memory-fault\"",
+        "\"node\":1",
+        "\"gfx\":\"gfx1010\"",
+        "\"size\":10000",
+        "\"padding\":10480",
+        "\"kind\":\"device\"",
+        "\"device\":0",
+        "\"past_end\":10480",
+        "\"reason_mask\":1",
+    ] {
+        assert!(rec.contains(want), "{want} in {rec}");
+    }
+    let json = Command::new("python3")
+        .args(["-c", "import json,sys; json.loads(sys.argv[1])", rec])
+        .status()
+        .unwrap();
+    assert!(json.success(), "valid JSON: {rec}");
+}
+
+#[test]
+fn rocm_fix_mode_off_crashes_exactly_as_without() {
+    let dir = tmpdir("off");
+    let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    let steps = ["hostmalloc:4096:0", "malloc:100", "read:0:0:64"];
+    let mut cmd = simwork_cmd("gfx1010", &steps);
+    let mut c = cmd();
+    c.env("SIMGPU_CALL_LOG", &a);
+    let without = Run::from(c.output().unwrap());
+    let mut c = cmd();
+    c.env("SIMGPU_CALL_LOG", &b)
+        .env("ROCM_FIX_MODE", "off")
+        .env("LD_PRELOAD", preload());
+    let with = Run::from(c.output().unwrap());
+    assert_rocr_page_fault(&without, 1);
+    assert_rocr_page_fault(&with, 1);
+    assert_eq!(without.stdout, with.stdout);
+    assert_eq!(masked_log(&a), masked_log(&b));
+}
+
+#[test]
+fn not_active_on_rdna3_the_runtime_sees_exactly_the_applications_calls() {
+    let steps = [
+        "count",
+        "arch",
+        "malloc:10000",
+        "hostmalloc:4096:0",
+        "hostalloc:4096:0",
+        "managed:8192:1",
+        "ext:4096:3",
+        "ext:4096:1",
+        "advise:3:101",
+        "read:0:0:10000",
+        "read:1:0:4096",
+        "hsa-alloc:0:2:4096",
+        "free:0",
+        "hostfree:1",
+        "hsa-free:6",
+        "sync",
+    ];
+    let dir = tmpdir("rdna3");
+    for (i, env) in [
+        vec![],
+        vec![("ROCM_FIX_MODE", "auto")],
+        vec![("ROCM_FIX_MODE", "observe")],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (a, b) = (
+            dir.join(format!("a{i}.jsonl")),
+            dir.join(format!("b{i}.jsonl")),
+        );
+        let mut cmd = simwork_cmd("gfx1100", &steps);
+        let mut c = cmd();
+        c.env("SIMGPU_CALL_LOG", &a).envs(env.iter().copied());
+        let without = Run::from(c.output().unwrap());
+        let mut c = cmd();
+        c.env("SIMGPU_CALL_LOG", &b)
+            .envs(env.iter().copied())
+            .env("LD_PRELOAD", preload());
+        let with = Run::from(c.output().unwrap());
+        assert_eq!(without.code, Some(0), "{without:#?}");
+        assert_eq!(without.stdout, with.stdout);
+        let (la, lb) = (masked_log(&a), masked_log(&b));
+        if env.is_empty() || env[0].1 == "auto" {
+            assert_eq!(la, lb, "identical call logs on gfx1100 ({env:?})");
+        } else {
+            // observe: the only call of our own is the fault handler registration.
+            let extra: Vec<_> = lb.iter().filter(|l| !la.contains(l)).collect();
+            assert!(
+                extra
+                    .iter()
+                    .all(|l| l.contains("register_system_event_handler")),
+                "{extra:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn overrides_neither_switch_us_on_nor_off() {
+    // An RDNA3 card reported as gfx1030: not RDNA2, so nothing is rewritten.
+    let dir = tmpdir("override");
+    let rules = (
+        "SIMGPU_FAULT_RULES",
+        "page-not-present,seed-coherent,internal-coherence",
+    );
+    let ov = ("HSA_OVERRIDE_GFX_VERSION", "10.3.0");
+    let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    let mut cmd = simwork_cmd("gfx1100", &["arch", "hostmalloc:4096:0", "read:0:0:64"]);
+    let mut c = cmd();
+    c.envs([rules, ov]).env("SIMGPU_CALL_LOG", &a);
+    let without = Run::from(c.output().unwrap());
+    let mut c = cmd();
+    c.envs([rules, ov])
+        .env("SIMGPU_CALL_LOG", &b)
+        .env("LD_PRELOAD", preload());
+    let with = Run::from(c.output().unwrap());
+    assert!(with.stdout.contains("arch gfx1030"), "{with:#?}");
+    assert_eq!((without.code, with.code), (Some(0), Some(0)));
+    assert_eq!(masked_log(&a), masked_log(&b));
+    // An RDNA1 card reported as gfx1100 is still RDNA1: still protected.
+    crash_then_survive(
+        "gfx1010",
+        &[rules, ("HSA_OVERRIDE_GFX_VERSION", "11.0.0")],
+        &["arch", "hostmalloc:4096:0", "read:0:0:64"],
+    );
+}
+
+#[test]
+fn each_allocation_is_judged_by_its_device() {
+    // gfx1100 first, gfx1030 second: device allocations are padded only on device 1.
+    let steps = [
+        "malloc:4096",
+        "setdev:1",
+        "malloc:4096",
+        "read:1:0:8192",
+        "setdev:0",
+        "read:0:0:8192",
+    ];
+    let (_, with) = both(simwork_cmd("gfx1100,gfx1030", &steps), &[]);
+    assert!(
+        with.stdout.contains("read:1:0:8192 -> 0"),
+        "padded on the RDNA2 device: {with:#?}"
+    );
+    assert_rocr_page_fault(&with, 1);
+}
+
+#[test]
+fn a_failing_padded_allocation_is_retried_exactly_as_asked() {
+    // 1 MiB of VRAM: a 1 MiB buffer fits only without padding.
+    let (_, with) = both(
+        simwork_cmd("gfx1010:vram=1M", &["malloc:0x100000", "read:0:0:4096"]),
+        &[],
+    );
+    assert_eq!(with.code, Some(0), "{with:#?}");
+    let prog = program("stats");
+    let mut c = sim_command(&prog, "gfx1010:vram=8K");
+    c.env("LD_PRELOAD", preload()).args(["dev", "dev", "dev"]);
+    let run = Run::from(c.output().unwrap());
+    assert!(run.stdout.contains("retried=3"), "{run:#?}");
+}
+
+#[test]
+fn dlopen_local_dlsym_clients_get_the_same_treatment() {
+    let prog = program("dlclient");
+    let (without, with) = both(|| sim_command(&prog, "gfx1010"), &[]);
+    assert_rocr_page_fault(&without, 1);
+    assert_eq!(with.code, Some(0), "{with:#?}");
+    assert!(
+        with.stdout.contains("read 0") && with.stdout.contains("over-read 0"),
+        "{with:#?}"
+    );
+    let (without, _) = both(
+        || {
+            let mut c = sim_command(&prog, "gfx1010");
+            c.env("SIMGPU_FAULT_RULES", "page-not-present").arg("4096");
+            c
+        },
+        &[],
+    );
+    assert_rocr_page_fault(&without, 1);
+}
+
+#[test]
+fn python_ctypes_clients_get_the_same_treatment() {
+    let script = root().join("tests/programs/ctypes_client.py");
+    let make = || {
+        let mut c = sim_command(std::path::Path::new("python3"), "gfx1010");
+        c.arg(&script).arg("4096");
+        c
+    };
+    let (without, with) = both(make, &[]);
+    assert_rocr_page_fault(&without, 1);
+    assert_eq!(with.code, Some(0), "{with:#?}");
+    assert!(with.stdout.contains("over-read 0"), "{with:#?}");
+}
+
+#[test]
+fn hip_get_proc_address_clients_get_the_same_treatment() {
+    let prog = program("getproc_client");
+    let (without, with) = both(
+        || {
+            let mut c = sim_command(&prog, "gfx1010");
+            c.arg("4096");
+            c
+        },
+        &[],
+    );
+    assert_rocr_page_fault(&without, 1);
+    assert_eq!(with.code, Some(0), "{with:#?}");
+}
+
+#[test]
+fn thirty_two_threads_leave_no_registry_entry_behind() {
+    let prog = program("threads");
+    let mut c = sim_command(&prog, "gfx1010");
+    c.env("LD_PRELOAD", preload()).env("ROCM_FIX_STATS", "1");
+    let run = Run::from(c.output().unwrap());
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    // 32 x 300 device + host allocations were made and freed; only the last whole-VRAM one is live.
+    assert!(run.stderr.contains(" live 1"), "{}", run.stderr);
+    assert!(run.stderr.contains("padded 9600 "), "{}", run.stderr);
+}
+
+#[test]
+fn fork_and_exec_work_under_the_preload() {
+    let prog = program("forkexec");
+    let mut c = sim_command(&prog, "gfx1010");
+    c.env("LD_PRELOAD", preload()).arg("/bin/true");
+    let run = Run::from(c.output().unwrap());
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(run.stdout.contains("child 0 parent-read 0"), "{run:#?}");
+}
+
+#[test]
+fn the_stats_api_copies_what_it_is_asked_for() {
+    let prog = program("stats");
+    let mut c = sim_command(&prog, "gfx1010");
+    c.env("LD_PRELOAD", preload()).args(["host", "dev"]);
+    let run = Run::from(c.output().unwrap());
+    // Six hooked calls: hsa_init, the runtime's own buffer, hipHostMalloc and
+    // hipMalloc, and the HSA allocation each of them makes.
+    let want = format!(
+        "r=0 intercepted=6 rewritten=1 padded=1 padded_bytes=65536 retried=0 faults=0 live=2 version={}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(run.stdout.contains(&want), "{want}\n{run:#?}");
+    assert!(run.stdout.contains("untouched=1"), "{run:#?}");
+    let run = Run::from(sim_command(&prog, "gfx1010").output().unwrap());
+    assert!(run.stdout.contains("no rocm-fix"));
+}
+
+#[test]
+fn a_process_that_never_touches_hip_does_not_notice_us() {
+    let dir = tmpdir("nohip");
+    let maps = Command::new("cat")
+        .arg("/proc/self/maps")
+        .env("LD_PRELOAD", preload())
+        .env("ROCM_FIX_STATS", "1")
+        .env("ROCM_FIX_LOG", "trace")
+        .env("ROCM_FIX_MODE", "bogus")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&maps.stdout);
+    assert!(text.contains("librocm_fix.so"), "preloaded");
+    assert!(
+        !text.contains("librocm_fix_engine"),
+        "the engine is never loaded without HIP"
+    );
+    assert!(
+        maps.stderr.is_empty(),
+        "no output: {}",
+        String::from_utf8_lossy(&maps.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no files");
+    for args in [
+        &["-c", "echo hi; exit 3"][..],
+        &["-c", "printf '%s' \"$LD_PRELOAD\" | wc -c"],
+    ] {
+        let a = Command::new("sh").args(args).output().unwrap();
+        let b = Command::new("sh")
+            .args(args)
+            .env("LD_PRELOAD", preload())
+            .output()
+            .unwrap();
+        assert_eq!(a.status.code(), b.status.code());
+        if args[1].starts_with("echo") {
+            assert_eq!(a.stdout, b.stdout);
+        }
+    }
+    let needed = Command::new("readelf")
+        .arg("-dW")
+        .arg(preload())
+        .output()
+        .unwrap();
+    let needed: Vec<_> = String::from_utf8_lossy(&needed.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(needed.len(), 1, "{needed:?}");
+    assert!(needed[0].contains("[libc.so.6]"));
+}
+
+#[test]
+fn bad_settings_get_one_warning_and_a_safe_default() {
+    let (_, with) = both(
+        simwork_cmd("gfx1010", &["hostmalloc:4096:0", "read:0:0:64"]),
+        &[("ROCM_FIX_MODE", "sometimes")],
+    );
+    assert_eq!(with.code, Some(0), "auto is kept: {with:#?}");
+    let warnings: Vec<_> = with
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("rocm-fix:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", with.stderr);
+    assert!(
+        warnings[0].contains("ROCM_FIX_MODE=sometimes") && warnings[0].ends_with("using auto"),
+        "{}",
+        warnings[0]
+    );
+}
+
+#[test]
+fn a_missing_engine_means_plain_forwarding() {
+    let dir = tmpdir("noengine");
+    let front = dir.join("librocm_fix.so");
+    std::fs::copy(preload(), &front).unwrap();
+    let mut c = sim_command(&program("simwork"), "gfx1010");
+    c.env("LD_PRELOAD", &front)
+        .args(["malloc:4096", "hostmalloc:4096:0", "read:1:0:64"]);
+    let run = Run::from(c.output().unwrap());
+    assert!(run.stdout.contains("malloc:4096 -> 0"), "{run:#?}");
+    assert_rocr_page_fault(&run, 1);
+}
+
+#[test]
+fn the_runtime_itself_is_never_rewritten() {
+    // The simulated runtime's own fine-grained buffer stays fine-grained
+    // (internal-coherence), while an application's own HSA allocation from
+    // the fine-grained host pool goes to the coarse pool.
+    crash_then_survive(
+        "gfx1010",
+        &[],
+        &[
+            "init",
+            "hsa-alloc:0:2:4096",
+            "read:0:0:4096",
+            "malloc:64",
+            "read:1:0:64",
+        ],
+    );
+}
