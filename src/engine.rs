@@ -537,15 +537,15 @@ unsafe extern "C" fn hip_mem_advise(
         || {
             bump(&STATS.intercepted, 1);
             let st = state();
-            if st.active_for(device)
-                && policy::mem_advise(advice) == AdviseAction::Skip
-                && !ptr.is_null()
-            {
-                bump(&STATS.rewritten, 1);
-                log::debug!("hipMemAdvise UnsetCoarseGrain on {ptr:p} not applied");
-                return policy::HIP_SUCCESS;
+            match policy::mem_advise(advice) {
+                AdviseAction::Replace(new) if st.active_for(device) => {
+                    bump(&STATS.rewritten, 1);
+                    log::debug!("hipMemAdvise {advice} on {ptr:p} replaced by {new}");
+                    // SAFETY: the caller's arguments with another advice.
+                    unsafe { f(ptr, count, new, device) }
+                }
+                _ => forward(),
             }
-            forward()
         },
         forward,
     )

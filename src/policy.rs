@@ -285,19 +285,21 @@ pub fn ext_malloc_flags(flags: u32) -> u32 {
 pub enum AdviseAction {
     /// Pass the call to HIP.
     Forward,
-    /// Do not apply the advice; report hipSuccess to the caller.
-    Skip,
+    /// Pass the call with this advice instead.
+    Replace(i32),
 }
 
 /// Whether to apply a `hipMemAdvise` advice.
 ///
 /// UnsetCoarseGrain makes an SVM range fine-grained (coherent) through
 /// `hsa_amd_svm_attributes_set` (facts §3), which GFX10 maps MTYPE_UC
-/// (facts §6): it is skipped. HIP itself treats the advice as a no-op without
-/// HMM, so reporting success is a result the caller already handles.
+/// (facts §6): it is not applied. It is replaced by SetCoarseGrain rather
+/// than skipped, so that HIP still validates the pointer and device and the
+/// caller gets the runtime's own answer (an error for a bad range stays an
+/// error); the range stays coarse-grained.
 pub fn mem_advise(advice: i32) -> AdviseAction {
     if advice == HIP_MEM_ADVISE_UNSET_COARSE_GRAIN {
-        AdviseAction::Skip
+        AdviseAction::Replace(HIP_MEM_ADVISE_SET_COARSE_GRAIN)
     } else {
         AdviseAction::Forward
     }
@@ -487,10 +489,10 @@ mod tests {
     }
 
     #[test]
-    fn mem_advise_skips_only_unset_coarse_grain() {
+    fn mem_advise_replaces_only_unset_coarse_grain() {
         assert_eq!(
             mem_advise(HIP_MEM_ADVISE_UNSET_COARSE_GRAIN),
-            AdviseAction::Skip
+            AdviseAction::Replace(HIP_MEM_ADVISE_SET_COARSE_GRAIN)
         );
         for a in [1, 2, 3, 4, 5, 6, 100, 0, -1, 102, i32::MIN, i32::MAX] {
             assert_eq!(mem_advise(a), AdviseAction::Forward, "{a}");

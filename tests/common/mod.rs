@@ -81,6 +81,13 @@ pub fn program_with(name: &str, extra: &[&str]) -> PathBuf {
         .to_string_lossy()
         .to_string();
     let shared = extra.contains(&"-shared");
+    // "--real-rocm": built against Debian's ROCm headers and libamdhip64.so.5.
+    let real = extra.contains(&"--real-rocm");
+    let extra: Vec<&str> = extra
+        .iter()
+        .copied()
+        .filter(|a| *a != "--real-rocm")
+        .collect();
     let out = dir.join(format!(
         "{}{}{}",
         if shared { "lib" } else { "" },
@@ -97,16 +104,17 @@ pub fn program_with(name: &str, extra: &[&str]) -> PathBuf {
         "-Wextra",
         "-Werror",
         "-pthread",
-    ])
-    .arg("-I")
-    .arg(root().join("tests/simgpu"))
-    .arg("-I")
-    .arg(root().join("include"))
-    .args(extra)
-    .arg("-o")
-    .arg(&tmp)
-    .arg(&src);
-    if !shared {
+    ]);
+    if real {
+        cmd.arg("-Wno-deprecated-declarations");
+    } else {
+        cmd.arg("-I").arg(root().join("tests/simgpu"));
+    }
+    cmd.arg("-I").arg(root().join("include"));
+    cmd.args(&extra).arg("-o").arg(&tmp).arg(&src);
+    if real {
+        cmd.args(["-lamdhip64", "-ldl"]);
+    } else if !shared {
         cmd.arg("-L")
             .arg(&lib)
             .args(["-lamdhip64", "-lhsa-runtime64", "-ldl"]);
