@@ -10,10 +10,11 @@ use crate::engine_abi::*;
 use crate::policy::{self, AdviseAction, HostAlloc, Mode};
 use crate::process;
 use crate::registry::{Alloc, Kind, Registry};
+use crate::stats::{self, Stat};
 use crate::topology::{self, Family};
 use std::ffi::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::OnceLock;
 
 /// Everything decided once, on the first hooked call.
@@ -77,28 +78,6 @@ static SERVICES: AtomicPtr<FrontServices> = AtomicPtr::new(std::ptr::null_mut())
 static STATE: OnceLock<State> = OnceLock::new();
 pub static REGISTRY: Registry = Registry::new();
 static HANDLER_REGISTERED: AtomicBool = AtomicBool::new(false);
-
-/// The statistics of include/rocm_fix.h.
-pub struct Counters {
-    pub intercepted: AtomicU64,
-    pub rewritten: AtomicU64,
-    pub padded: AtomicU64,
-    pub padded_bytes: AtomicU64,
-    pub retried: AtomicU64,
-    pub faults: AtomicU64,
-}
-pub static STATS: Counters = Counters {
-    intercepted: AtomicU64::new(0),
-    rewritten: AtomicU64::new(0),
-    padded: AtomicU64::new(0),
-    padded_bytes: AtomicU64::new(0),
-    retried: AtomicU64::new(0),
-    faults: AtomicU64::new(0),
-};
-
-fn bump(c: &AtomicU64, by: u64) {
-    c.fetch_add(by, Ordering::Relaxed);
-}
 
 /// The real function `id`, or 0.
 pub fn real(id: RealFn) -> usize {
@@ -171,12 +150,12 @@ pub fn snapshot() -> Stats {
     let n = v.len().min(15);
     version[..n].copy_from_slice(&v[..n]);
     Stats {
-        intercepted: STATS.intercepted.load(Ordering::Relaxed),
-        rewritten: STATS.rewritten.load(Ordering::Relaxed),
-        padded: STATS.padded.load(Ordering::Relaxed),
-        padded_bytes: STATS.padded_bytes.load(Ordering::Relaxed),
-        retried: STATS.retried.load(Ordering::Relaxed),
-        faults: STATS.faults.load(Ordering::Relaxed),
+        intercepted: stats::total(Stat::Intercepted),
+        rewritten: stats::total(Stat::Rewritten),
+        padded: stats::total(Stat::Padded),
+        padded_bytes: stats::total(Stat::PaddedBytes),
+        retried: stats::total(Stat::Retried),
+        faults: stats::total(Stat::Faults),
         version,
         live_allocations: REGISTRY.len() as u64,
     }
@@ -231,23 +210,23 @@ fn padded_alloc(
     if let Some(total) = (pad > 0).then(|| policy::padded_size(size, pad)).flatten() {
         let r = alloc(total, rewritten);
         if r == policy::HIP_SUCCESS {
-            bump(&STATS.padded, 1);
-            bump(&STATS.padded_bytes, (total - size) as u64);
+            stats::add(Stat::Padded, 1);
+            stats::add(Stat::PaddedBytes, (total - size) as u64);
             if rewritten {
-                bump(&STATS.rewritten, 1);
+                stats::add(Stat::Rewritten, 1);
             }
             record(ptr, size, total - size, kind, device);
             return r;
         }
-        bump(&STATS.retried, 1);
+        stats::add(Stat::Retried, 1);
     } else if rewritten {
         let r = alloc(size, true);
         if r == policy::HIP_SUCCESS {
-            bump(&STATS.rewritten, 1);
+            stats::add(Stat::Rewritten, 1);
             record(ptr, size, 0, kind, device);
             return r;
         }
-        bump(&STATS.retried, 1);
+        stats::add(Stat::Retried, 1);
     }
     let r = alloc(size, false);
     if r == policy::HIP_SUCCESS {
@@ -266,7 +245,7 @@ unsafe extern "C" fn hip_malloc(ptr: *mut *mut c_void, size: usize) -> c_int {
     let forward = || unsafe { f(ptr, size) };
     guarded(
         || {
-            bump(&STATS.intercepted, 1);
+            stats::add(Stat::Intercepted, 1);
             let st = state();
             if !st.tracking || ptr.is_null() || size == 0 {
                 return forward();
@@ -293,7 +272,7 @@ unsafe fn free_with(id: RealFn, ptr: *mut c_void) -> c_int {
     };
     guarded(
         || {
-            bump(&STATS.intercepted, 1);
+            stats::add(Stat::Intercepted, 1);
             if state().tracking && !ptr.is_null() {
                 REGISTRY.remove(ptr as u64);
             }
@@ -330,11 +309,11 @@ fn host_malloc_as(
     if new != flags {
         let r = call(new);
         if r == policy::HIP_SUCCESS {
-            bump(&STATS.rewritten, 1);
+            stats::add(Stat::Rewritten, 1);
             record(ptr, size, 0, Kind::Host, -1);
             return r;
         }
-        bump(&STATS.retried, 1);
+        stats::add(Stat::Retried, 1);
     }
     let r = call(flags);
     if r == policy::HIP_SUCCESS && st.tracking {
@@ -351,7 +330,7 @@ unsafe extern "C" fn hip_host_malloc(ptr: *mut *mut c_void, size: usize, flags: 
     let forward = || unsafe { f(ptr, size, flags) };
     guarded(
         || {
-            bump(&STATS.intercepted, 1);
+            stats::add(Stat::Intercepted, 1);
             let st = state();
             if !st.tracking || ptr.is_null() || size == 0 {
                 return forward();
@@ -387,7 +366,7 @@ unsafe extern "C" fn hip_host_alloc(ptr: *mut *mut c_void, size: usize, flags: u
     let forward = || unsafe { f(ptr, size, flags) };
     guarded(
         || {
-            bump(&STATS.intercepted, 1);
+            stats::add(Stat::Intercepted, 1);
             let st = state();
             if !st.any_active || ptr.is_null() || size == 0 {
                 return forward();
@@ -404,11 +383,11 @@ unsafe extern "C" fn hip_host_alloc(ptr: *mut *mut c_void, size: usize, flags: u
                     // SAFETY: hipHostMalloc with the caller's pointer and size.
                     let r = unsafe { hm(ptr, size, new) };
                     if r == policy::HIP_SUCCESS {
-                        bump(&STATS.rewritten, 1);
+                        stats::add(Stat::Rewritten, 1);
                         record(ptr, size, 0, Kind::Host, -1);
                         return r;
                     }
-                    bump(&STATS.retried, 1);
+                    stats::add(Stat::Retried, 1);
                     forward()
                 }
                 _ => forward(),
@@ -430,7 +409,7 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
     let forward = || unsafe { f(ptr, size, flags) };
     guarded(
         || {
-            bump(&STATS.intercepted, 1);
+            stats::add(Stat::Intercepted, 1);
             let st = state();
             if !st.tracking
                 || ptr.is_null()
@@ -470,7 +449,7 @@ unsafe extern "C" fn hip_malloc_managed(ptr: *mut *mut c_void, size: usize, flag
     let forward = || unsafe { f(ptr, size, flags) };
     guarded(
         || {
-            bump(&STATS.intercepted, 1);
+            stats::add(Stat::Intercepted, 1);
             let st = state();
             if !st.tracking || ptr.is_null() || size == 0 {
                 return forward();
@@ -518,7 +497,7 @@ fn make_coarse(ptr: *mut *mut c_void, size: usize, dev: i32) {
         )
     } == policy::HIP_SUCCESS
     {
-        bump(&STATS.rewritten, 1);
+        stats::add(Stat::Rewritten, 1);
     }
 }
 
@@ -535,11 +514,11 @@ unsafe extern "C" fn hip_mem_advise(
     let forward = || unsafe { f(ptr, count, advice, device) };
     guarded(
         || {
-            bump(&STATS.intercepted, 1);
+            stats::add(Stat::Intercepted, 1);
             let st = state();
             match policy::mem_advise(advice) {
                 AdviseAction::Replace(new) if st.active_for(device) => {
-                    bump(&STATS.rewritten, 1);
+                    stats::add(Stat::Rewritten, 1);
                     log::debug!("hipMemAdvise {advice} on {ptr:p} replaced by {new}");
                     // SAFETY: the caller's arguments with another advice.
                     unsafe { f(ptr, count, new, device) }
@@ -561,7 +540,7 @@ unsafe extern "C" fn hsa_init() -> u32 {
     let r = unsafe { f() };
     guarded(
         || {
-            bump(&STATS.intercepted, 1);
+            stats::add(Stat::Intercepted, 1);
             let st = state();
             if r == policy::HSA_STATUS_SUCCESS
                 && st.tracking
@@ -589,7 +568,7 @@ unsafe extern "C" fn hsa_pool_allocate(
     let forward = || unsafe { f(pool, size, flags, ptr) };
     guarded(
         || {
-            bump(&STATS.intercepted, 1);
+            stats::add(Stat::Intercepted, 1);
             let st = state();
             // The runtime's own allocations (and HIP's, already handled at the HIP
             // level) pass untouched.
@@ -627,14 +606,15 @@ unsafe extern "C" fn hsa_pool_allocate(
     )
 }
 
-unsafe extern "C" fn hsa_pool_free(ptr: *mut c_void) -> u32 {
+unsafe extern "C" fn hsa_pool_free(ptr: *mut c_void, caller: usize) -> u32 {
     let Some(f) = real_fn!(RealFn::HsaPoolFree, HsaPoolFreeFn) else {
         return policy::HSA_STATUS_ERROR_NOT_INITIALIZED;
     };
     guarded(
         || {
-            bump(&STATS.intercepted, 1);
-            if state().tracking && !ptr.is_null() {
+            stats::add(Stat::Intercepted, 1);
+            // The runtime frees what hipFree already took off the books.
+            if state().tracking && !ptr.is_null() && !crate::callers::is_runtime(caller) {
                 REGISTRY.remove(ptr as u64);
             }
             // SAFETY: the caller's pointer.
@@ -642,6 +622,56 @@ unsafe extern "C" fn hsa_pool_free(ptr: *mut c_void) -> u32 {
         },
         // SAFETY: as above.
         || unsafe { f(ptr) },
+    )
+}
+
+/// An application's own SVM attributes: a fine-grained (coherent) GLOBAL_FLAG
+/// is set coarse-grained instead, as managed memory is (facts §3, §6). The
+/// runtime's own calls (hipMemAdvise, hipMallocManaged) pass untouched: the
+/// HIP hooks already decided those.
+unsafe extern "C" fn hsa_svm_attributes_set(
+    ptr: *mut c_void,
+    size: usize,
+    list: *mut [u64; 2],
+    count: usize,
+    caller: usize,
+) -> u32 {
+    let Some(f) = real_fn!(RealFn::HsaSvmAttributesSet, HsaSvmSetFn) else {
+        return policy::HSA_STATUS_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: the caller's arguments.
+    let forward = || unsafe { f(ptr, size, list, count) };
+    guarded(
+        || {
+            stats::add(Stat::Intercepted, 1);
+            let st = state();
+            if !st.any_active || list.is_null() || count == 0 || crate::callers::is_runtime(caller)
+            {
+                return forward();
+            }
+            // SAFETY: the caller passes `count` attribute pairs at `list`.
+            let attrs = unsafe { std::slice::from_raw_parts(list, count) };
+            let mut copy = attrs.to_vec();
+            let mut changed = false;
+            for pair in &mut copy {
+                if let Some(v) = policy::svm_global_flag(pair[0], pair[1]) {
+                    pair[1] = v;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return forward();
+            }
+            // SAFETY: the same call with our copy of the list.
+            let r = unsafe { f(ptr, size, copy.as_mut_ptr(), count) };
+            if r == policy::HSA_STATUS_SUCCESS {
+                stats::add(Stat::Rewritten, 1);
+                return r;
+            }
+            stats::add(Stat::Retried, 1);
+            forward()
+        },
+        forward,
     )
 }
 
@@ -671,6 +701,7 @@ static HOOKS: EngineHooks = EngineHooks {
     hsa_init,
     hsa_pool_allocate,
     hsa_pool_free,
+    hsa_svm_attributes_set,
     get_stats,
 };
 

@@ -11,7 +11,7 @@
 use core::ffi::{c_char, c_int, c_void};
 
 /// Bumped whenever a field below changes; the front refuses another version.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// File name of the engine, looked up next to the front.
 pub const ENGINE_FILE: &[u8] = b"librocm_fix_engine.so\0";
@@ -40,6 +40,7 @@ pub enum RealFn {
     HsaIterateAgents,
     HsaAgentGetInfo,
     HsaAgentIteratePools,
+    HsaSvmAttributesSet,
 }
 
 /// Which runtime library defines a real function.
@@ -51,7 +52,7 @@ pub enum Lib {
 
 /// (name, version node, library) of every [`RealFn`], in its order. The
 /// version nodes are those of rocm-facts §2 and §4.
-pub const REAL: [(&[u8], &[u8], Lib); 20] = [
+pub const REAL: [(&[u8], &[u8], Lib); 21] = [
     (b"hipMalloc\0", b"hip_4.2\0", Lib::Hip),
     (b"hipFree\0", b"hip_4.2\0", Lib::Hip),
     (b"hipHostMalloc\0", b"hip_4.2\0", Lib::Hip),
@@ -80,6 +81,7 @@ pub const REAL: [(&[u8], &[u8], Lib); 20] = [
         b"ROCR_1\0",
         Lib::Hsa,
     ),
+    (b"hsa_amd_svm_attributes_set\0", b"ROCR_1\0", Lib::Hsa),
 ];
 
 /// Sonames tried, already loaded only (RTLD_NOLOAD), when RTLD_NEXT cannot
@@ -122,6 +124,12 @@ pub type HsaPoolAllocateFn = unsafe extern "C" fn(u64, usize, u32, *mut *mut c_v
 pub type HsaPoolAllocateHook =
     unsafe extern "C" fn(u64, usize, u32, *mut *mut c_void, usize) -> u32;
 pub type HsaPoolFreeFn = unsafe extern "C" fn(*mut c_void) -> u32;
+/// The front's free hook also passes the caller's return address.
+pub type HsaPoolFreeHook = unsafe extern "C" fn(*mut c_void, usize) -> u32;
+/// hsa_amd_svm_attributes_set(ptr, size, list of {attribute, value}, count).
+pub type HsaSvmSetFn = unsafe extern "C" fn(*mut c_void, usize, *mut [u64; 2], usize) -> u32;
+pub type HsaSvmSetHook =
+    unsafe extern "C" fn(*mut c_void, usize, *mut [u64; 2], usize, usize) -> u32;
 pub type StatsFn = unsafe extern "C" fn(*mut c_void, usize) -> c_int;
 
 /// The engine's implementation of every hook.
@@ -139,7 +147,8 @@ pub struct EngineHooks {
     pub hip_mem_advise: HipMemAdviseFn,
     pub hsa_init: HsaInitFn,
     pub hsa_pool_allocate: HsaPoolAllocateHook,
-    pub hsa_pool_free: HsaPoolFreeFn,
+    pub hsa_pool_free: HsaPoolFreeHook,
+    pub hsa_svm_attributes_set: HsaSvmSetHook,
     pub get_stats: StatsFn,
 }
 

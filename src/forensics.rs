@@ -7,14 +7,14 @@
 //! would leave the program hanging instead of letting it (or rocm-fix-run)
 //! start over.
 
-use crate::engine::{real, state, REGISTRY, STATS};
+use crate::engine::{real, state, REGISTRY};
 use crate::engine_abi::*;
 use crate::policy;
 use crate::registry::Alloc;
+use crate::stats::{self, Stat};
 use std::ffi::c_void;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 
 /// hsa_amd_event_t (rocm-facts §1): type @0, then the fault info @8:
 /// agent @8, virtual_address @16, fault_reason_mask @24.
@@ -47,7 +47,7 @@ unsafe extern "C" fn on_event(event: *const c_void, _data: *mut c_void) -> u32 {
         // SAFETY: ROCr passes a valid hsa_amd_event_t for the call's duration.
         if let Some(ev) = unsafe { event.cast::<Event>().as_ref() } {
             if ev.event_type == GPU_MEMORY_FAULT_EVENT {
-                STATS.faults.fetch_add(1, Ordering::Relaxed);
+                stats::add(Stat::Faults, 1);
                 report(ev.virtual_address, ev.fault_reason_mask, node_of(ev.agent));
             }
         }

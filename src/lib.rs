@@ -21,6 +21,7 @@ pub mod policy;
 pub mod pools;
 pub mod process;
 pub mod registry;
+pub mod stats;
 pub mod topology;
 
 /// The version of rocm-fix, as the C API and the command report it.

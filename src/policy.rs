@@ -318,6 +318,21 @@ pub fn hsa_pool_rewrite(pool_flags: u32) -> bool {
         && pool_flags & HSA_POOL_FLAG_KERNARG_INIT == 0
 }
 
+/// hsa_amd_svm_attribute_t GLOBAL_FLAG and its values (hsa_ext_amd.h,
+/// checked against Debian's 5.2 header by tests/abi.rs through simgpu).
+pub const HSA_SVM_ATTRIB_GLOBAL_FLAG: u64 = 0;
+pub const HSA_SVM_GLOBAL_FLAG_FINE_GRAINED: u64 = 0;
+pub const HSA_SVM_GLOBAL_FLAG_COARSE_GRAINED: u64 = 1;
+
+/// The value to set instead, for one SVM attribute pair an application
+/// passes to `hsa_amd_svm_attributes_set`: GLOBAL_FLAG fine-grained
+/// (coherent, MTYPE_UC on GFX10, facts §6) becomes coarse-grained. None:
+/// leave the pair as it is.
+pub fn svm_global_flag(attribute: u64, value: u64) -> Option<u64> {
+    (attribute == HSA_SVM_ATTRIB_GLOBAL_FLAG && value == HSA_SVM_GLOBAL_FLAG_FINE_GRAINED)
+        .then_some(HSA_SVM_GLOBAL_FLAG_COARSE_GRAINED)
+}
+
 /// Page size used for rounding; GPU mappings are made of whole 4 KiB pages.
 pub const PAGE: usize = 4096;
 
@@ -486,6 +501,18 @@ mod tests {
         ] {
             assert_eq!(ext_malloc_flags(f), f, "{f}");
         }
+    }
+
+    #[test]
+    fn svm_fine_grained_becomes_coarse_grained() {
+        assert_eq!(svm_global_flag(0, 0), Some(1));
+        assert_eq!(svm_global_flag(0, 1), None);
+        assert_eq!(svm_global_flag(0, 2), None, "INDETERMINATE is left alone");
+        assert_eq!(
+            svm_global_flag(0x200, 0),
+            None,
+            "AGENT_ACCESSIBLE with agent 0"
+        );
     }
 
     #[test]

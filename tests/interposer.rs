@@ -66,6 +66,8 @@ fn rdna1_and_rdna2_workloads_survive_with_the_preload() {
         );
         // A kernel over-reading by up to the padding (64 KiB by default).
         crash_then_survive(spec, &[], &["malloc:10000", "read:0:0:77536", "free:0"]);
+        // The application's own SVM range, set fine-grained through HSA.
+        crash_then_survive(spec, &[], &["svm:8192", "read:0:0:8192"]);
         // UnsetCoarseGrain is not applied.
         crash_then_survive(
             spec,

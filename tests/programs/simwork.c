@@ -6,6 +6,9 @@
  *   ext:SIZE:FLAGS  hsa-alloc:AGENT:POOLFLAGS:SIZE   (buffers are numbered from 0)
  *   read:BUF:OFFSET:BYTES  write:BUF:OFFSET:BYTES  advise:BUF:ADVICE  free:BUF
  *   hostfree:BUF  hsa-free:BUF  memset:BUF:BYTES  sync  setdev:N  count  arch
+ *   svm:SIZE  (the application's own SVM range: mmap, then
+ *              hsa_amd_svm_attributes_set GLOBAL_FLAG fine-grained and
+ *              AGENT_ACCESSIBLE for agent 1, the first GPU)
  *   handler:suppress|pass  (registers a system event handler; prints events)
  *   early-handler  (registers before hsa_init)  init  hsa-init
  * Numbers accept 0x prefixes.
@@ -13,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "simgpu.h"
 
 static void *bufs[256];
@@ -68,6 +72,16 @@ int main(int argc, char **argv) {
       struct pool_query pq = {(uint32_t)ARG(2), {0}};
       if (aq.found.handle) hsa_amd_agent_iterate_memory_pools(aq.found, find_pool, &pq);
       r = pq.found.handle ? hsa_amd_memory_pool_allocate(pq.found, ARG(3), 0, &p) : HSA_STATUS_ERROR_INVALID_ARGUMENT;
+      if (!r) bufs[nbufs++] = p;
+    }
+    else if (!strcmp(op, "svm")) {
+      struct agent_query aq = {1, 0, {0}};
+      hsa_init();
+      hsa_iterate_agents(find_agent, &aq);
+      p = mmap(NULL, ARG(1), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      hsa_amd_svm_attribute_pair_t attrs[2] = {{HSA_AMD_SVM_ATTRIB_GLOBAL_FLAG, HSA_AMD_SVM_GLOBAL_FLAG_FINE_GRAINED},
+                                               {HSA_AMD_SVM_ATTRIB_AGENT_ACCESSIBLE, aq.found.handle}};
+      r = hsa_amd_svm_attributes_set(p, ARG(1), attrs, 2);
       if (!r) bufs[nbufs++] = p;
     }
     else if (!strcmp(op, "read")) r = simgpuLaunchRead(bufs[ARG(1)], ARG(2), ARG(3));

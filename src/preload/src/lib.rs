@@ -309,12 +309,27 @@ forward!(
     HSA_STATUS_ERROR_NOT_INITIALIZED,
     fn() -> u32
 );
-forward!(
-    fb_hsa_pool_free,
-    RealFn::HsaPoolFree,
-    HSA_STATUS_ERROR_NOT_INITIALIZED,
-    fn(p: *mut c_void) -> u32
-);
+unsafe extern "C" fn fb_hsa_pool_free(ptr: *mut c_void, _caller: usize) -> u32 {
+    // SAFETY: resolve returns the real function of this exact signature.
+    match unsafe { resolve(RealFn::HsaPoolFree as u32) } {
+        0 => HSA_STATUS_ERROR_NOT_INITIALIZED,
+        f => unsafe { core::mem::transmute::<usize, HsaPoolFreeFn>(f)(ptr) },
+    }
+}
+
+unsafe extern "C" fn fb_hsa_svm_set(
+    ptr: *mut c_void,
+    size: usize,
+    list: *mut [u64; 2],
+    n: usize,
+    _caller: usize,
+) -> u32 {
+    // SAFETY: resolve returns the real function of this exact signature.
+    match unsafe { resolve(RealFn::HsaSvmAttributesSet as u32) } {
+        0 => HSA_STATUS_ERROR_NOT_INITIALIZED,
+        f => unsafe { core::mem::transmute::<usize, HsaSvmSetFn>(f)(ptr, size, list, n) },
+    }
+}
 
 unsafe extern "C" fn fb_hsa_pool_allocate(
     pool: u64,
@@ -371,6 +386,7 @@ static FALLBACK: EngineHooks = EngineHooks {
     hsa_init: fb_hsa_init,
     hsa_pool_allocate: fb_hsa_pool_allocate,
     hsa_pool_free: fb_hsa_pool_free,
+    hsa_svm_attributes_set: fb_hsa_svm_set,
     get_stats: fb_get_stats,
 };
 
@@ -425,9 +441,39 @@ pub unsafe extern "C" fn hipMemAdvise(
 pub unsafe extern "C" fn hsa_init() -> u32 {
     unsafe { (engine().hsa_init)() }
 }
+/// hsa_amd_memory_pool_free(ptr): forwards with the caller's return address
+/// as a second argument (rsi), so frees the runtime makes itself skip the books.
+#[unsafe(naked)]
 #[no_mangle]
-pub unsafe extern "C" fn hsa_amd_memory_pool_free(ptr: *mut c_void) -> u32 {
-    unsafe { (engine().hsa_pool_free)(ptr) }
+pub unsafe extern "C" fn hsa_amd_memory_pool_free(_ptr: *mut c_void) -> u32 {
+    core::arch::naked_asm!("mov rsi, qword ptr [rsp]", "jmp {imp}", imp = sym pool_free_impl)
+}
+
+unsafe extern "C" fn pool_free_impl(ptr: *mut c_void, caller: usize) -> u32 {
+    unsafe { (engine().hsa_pool_free)(ptr, caller) }
+}
+
+/// hsa_amd_svm_attributes_set(ptr, size, list, count): forwards with the
+/// caller's return address as a fifth argument (r8).
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn hsa_amd_svm_attributes_set(
+    _ptr: *mut c_void,
+    _size: usize,
+    _list: *mut [u64; 2],
+    _count: usize,
+) -> u32 {
+    core::arch::naked_asm!("mov r8, qword ptr [rsp]", "jmp {imp}", imp = sym svm_set_impl)
+}
+
+unsafe extern "C" fn svm_set_impl(
+    ptr: *mut c_void,
+    size: usize,
+    list: *mut [u64; 2],
+    n: usize,
+    caller: usize,
+) -> u32 {
+    unsafe { (engine().hsa_svm_attributes_set)(ptr, size, list, n, caller) }
 }
 /// The C API (include/rocm_fix.h).
 #[no_mangle]
@@ -494,6 +540,10 @@ fn hook_for(name: &[u8]) -> Option<(RealFn, usize)> {
         b"hsa_amd_memory_pool_free" => (
             RealFn::HsaPoolFree,
             hsa_amd_memory_pool_free as *const () as usize,
+        ),
+        b"hsa_amd_svm_attributes_set" => (
+            RealFn::HsaSvmAttributesSet,
+            hsa_amd_svm_attributes_set as *const () as usize,
         ),
         _ => return None,
     };
