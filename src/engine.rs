@@ -131,6 +131,13 @@ pub fn state() -> &'static State {
 }
 
 extern "C" fn print_stats_at_exit() {
+    if let Some(st) = STATE.get().filter(|st| !st.tracking) {
+        eprintln!(
+            "rocm-fix: passthrough (mode {}, no GPU it applies to): nothing was changed",
+            st.cfg.mode.as_str()
+        );
+        return;
+    }
     let s = snapshot();
     eprintln!(
         "rocm-fix: intercepted {} rewritten {} padded {} ({} bytes) retried {} faults {} live {}",
@@ -717,7 +724,14 @@ pub unsafe extern "C" fn rocm_fix_engine_init(
     match unsafe { services.as_ref() } {
         Some(s) if s.abi_version == ABI_VERSION => {
             SERVICES.store(services as *mut FrontServices, Ordering::Release);
-            &HOOKS
+            // Decide now: with nothing to do here, the front forwards on its own.
+            let tracking = guarded(|| state().tracking, || false);
+            if tracking || s.passthrough.is_null() {
+                &HOOKS
+            } else {
+                log::debug!("passthrough: no active GPU and not observing");
+                s.passthrough
+            }
         }
         _ => std::ptr::null(),
     }

@@ -11,7 +11,7 @@
 use core::ffi::{c_char, c_int, c_void};
 
 /// Bumped whenever a field below changes; the front refuses another version.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// File name of the engine, looked up next to the front.
 pub const ENGINE_FILE: &[u8] = b"librocm_fix_engine.so\0";
@@ -100,7 +100,15 @@ pub struct FrontServices {
     pub abi_version: u32,
     /// The real function `id` (a [`RealFn`]), or 0 when it cannot be found.
     pub resolve: unsafe extern "C" fn(id: u32) -> usize,
+    /// The front's own table of plain forwarders: the engine hands it back
+    /// when it decides, at start, that it has nothing to do in this process
+    /// (no active GPU, not observing), so that passthrough costs a few
+    /// instructions per call instead of a trip through the engine.
+    pub passthrough: *const EngineHooks,
 }
+
+// SAFETY: the services table is immutable and 'static.
+unsafe impl Sync for FrontServices {}
 
 pub type HipAlloc = unsafe extern "C" fn(*mut *mut c_void, usize) -> c_int;
 pub type HipAllocFlags = unsafe extern "C" fn(*mut *mut c_void, usize, u32) -> c_int;

@@ -154,11 +154,28 @@ unsafe extern "C" fn resolve(id: u32) -> usize {
     p
 }
 
+/// The hot path of [`resolve`]: a constant index, so no bounds check, and no
+/// call once the real function is known.
+#[inline(always)]
+fn real_fast(id: RealFn) -> usize {
+    const { assert!(REAL.len() == REAL_CACHE.len()) };
+    let cached = match REAL_CACHE.get(id as usize) {
+        Some(c) => c.load(Ordering::Acquire),
+        None => 0,
+    };
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: resolve accepts any id.
+    unsafe { resolve(id as u32) }
+}
+
 // ---- the engine -------------------------------------------------------------
 
 static SERVICES: FrontServices = FrontServices {
     abi_version: ABI_VERSION,
     resolve,
+    passthrough: &FALLBACK,
 };
 static ENGINE: AtomicPtr<EngineHooks> = AtomicPtr::new(core::ptr::null_mut());
 
@@ -242,7 +259,7 @@ macro_rules! forward {
     ($name:ident, $id:expr, $err:expr, fn($($a:ident: $t:ty),*) -> $r:ty) => {
         unsafe extern "C" fn $name($($a: $t),*) -> $r {
             // SAFETY: resolve returns the real function of this exact signature.
-            match unsafe { resolve($id as u32) } {
+            match real_fast($id) {
                 0 => $err,
                 f => unsafe { core::mem::transmute::<usize, unsafe extern "C" fn($($t),*) -> $r>(f)($($a),*) },
             }
@@ -311,7 +328,7 @@ forward!(
 );
 unsafe extern "C" fn fb_hsa_pool_free(ptr: *mut c_void, _caller: usize) -> u32 {
     // SAFETY: resolve returns the real function of this exact signature.
-    match unsafe { resolve(RealFn::HsaPoolFree as u32) } {
+    match real_fast(RealFn::HsaPoolFree) {
         0 => HSA_STATUS_ERROR_NOT_INITIALIZED,
         f => unsafe { core::mem::transmute::<usize, HsaPoolFreeFn>(f)(ptr) },
     }
@@ -325,7 +342,7 @@ unsafe extern "C" fn fb_hsa_svm_set(
     _caller: usize,
 ) -> u32 {
     // SAFETY: resolve returns the real function of this exact signature.
-    match unsafe { resolve(RealFn::HsaSvmAttributesSet as u32) } {
+    match real_fast(RealFn::HsaSvmAttributesSet) {
         0 => HSA_STATUS_ERROR_NOT_INITIALIZED,
         f => unsafe { core::mem::transmute::<usize, HsaSvmSetFn>(f)(ptr, size, list, n) },
     }
@@ -339,7 +356,7 @@ unsafe extern "C" fn fb_hsa_pool_allocate(
     _caller: usize,
 ) -> u32 {
     // SAFETY: resolve returns the real function of this exact signature.
-    match unsafe { resolve(RealFn::HsaPoolAllocate as u32) } {
+    match real_fast(RealFn::HsaPoolAllocate) {
         0 => HSA_STATUS_ERROR_NOT_INITIALIZED,
         f => unsafe { core::mem::transmute::<usize, HsaPoolAllocateFn>(f)(pool, size, flags, ptr) },
     }
