@@ -76,7 +76,30 @@ impl State {
 
 static SERVICES: AtomicPtr<FrontServices> = AtomicPtr::new(std::ptr::null_mut());
 static STATE: OnceLock<State> = OnceLock::new();
-pub static REGISTRY: Registry = Registry::new();
+static REGISTRY: Registry = Registry::new();
+/// Set in the child of a fork: another thread may have held a registry lock
+/// at the fork, and nothing would ever release it in the child. The child
+/// keeps rewriting and padding but keeps no books (its GPU state is not
+/// usable anyway), and its exit handlers never wait for a lock.
+static FORKED_CHILD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn after_fork_in_child() {
+    FORKED_CHILD.store(true, Ordering::Relaxed);
+}
+
+/// Registers [`after_fork_in_child`] (once).
+pub fn install_fork_guard() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: a plain extern "C" function that only stores a flag.
+    ONCE.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(after_fork_in_child));
+    });
+}
+
+/// The registry, unless this is a forked child.
+pub fn books() -> Option<&'static Registry> {
+    (!FORKED_CHILD.load(Ordering::Relaxed)).then_some(&REGISTRY)
+}
 static HANDLER_REGISTERED: AtomicBool = AtomicBool::new(false);
 
 /// The real function `id`, or 0.
@@ -118,6 +141,9 @@ pub fn state() -> &'static State {
         if st.cfg.stats {
             // SAFETY: registering a plain extern "C" function; at exit only.
             unsafe { libc::atexit(print_stats_at_exit) };
+        }
+        if st.tracking {
+            install_fork_guard();
         }
         log::debug!(
             "rocm-fix {}: mode {}, devices {:?}, active {:?}",
@@ -164,7 +190,7 @@ pub fn snapshot() -> Stats {
         retried: stats::total(Stat::Retried),
         faults: stats::total(Stat::Faults),
         version,
-        live_allocations: REGISTRY.len() as u64,
+        live_allocations: books().map_or(0, |r| r.len() as u64),
     }
 }
 
@@ -190,8 +216,8 @@ fn current_device(st: &State) -> i32 {
 fn record(ptr: *mut *mut c_void, size: usize, padding: usize, kind: Kind, device: i32) {
     // SAFETY: the runtime wrote *ptr on success.
     let base = unsafe { *ptr } as u64;
-    if base != 0 {
-        REGISTRY.insert(Alloc {
+    if let (true, Some(r)) = (base != 0, books()) {
+        r.insert(Alloc {
             base,
             size: size as u64,
             padding: padding as u64,
@@ -281,7 +307,9 @@ unsafe fn free_with(id: RealFn, ptr: *mut c_void) -> c_int {
         || {
             stats::add(Stat::Intercepted, 1);
             if state().tracking && !ptr.is_null() {
-                REGISTRY.remove(ptr as u64);
+                if let Some(r) = books() {
+                    r.remove(ptr as u64);
+                }
             }
             // SAFETY: the caller's pointer.
             unsafe { f(ptr) }
@@ -490,8 +518,8 @@ fn make_coarse(ptr: *mut *mut c_void, size: usize, dev: i32) {
     };
     // SAFETY: the allocation just succeeded, so *ptr is its base.
     let base = unsafe { *ptr };
-    let span = REGISTRY
-        .get(base as u64)
+    let span = books()
+        .and_then(|r| r.get(base as u64))
         .map(|a| (a.size + a.padding) as usize)
         .unwrap_or(size);
     // SAFETY: the range HIP just allocated.
@@ -622,7 +650,9 @@ unsafe extern "C" fn hsa_pool_free(ptr: *mut c_void, caller: usize) -> u32 {
             stats::add(Stat::Intercepted, 1);
             // The runtime frees what hipFree already took off the books.
             if state().tracking && !ptr.is_null() && !crate::callers::is_runtime(caller) {
-                REGISTRY.remove(ptr as u64);
+                if let Some(r) = books() {
+                    r.remove(ptr as u64);
+                }
             }
             // SAFETY: the caller's pointer.
             unsafe { f(ptr) }
@@ -734,5 +764,41 @@ pub unsafe extern "C" fn rocm_fix_engine_init(
             }
         }
         _ => std::ptr::null(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child forked while a registry lock is held (by a thread that does
+    /// not exist in the child) must not wait for it: e.g. its exit handlers
+    /// print ROCM_FIX_STATS, which counts live allocations.
+    #[test]
+    fn a_forked_child_never_waits_for_a_registry_lock() {
+        install_fork_guard();
+        let held = REGISTRY.hold_all_locks();
+        // SAFETY: the child only reads atomics and calls _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let n = books().map_or(0, |r| r.len());
+            // SAFETY: leaving the child at once.
+            unsafe { libc::_exit(n as i32 + 7) };
+        }
+        drop(held);
+        let mut status = 0;
+        let mut waited = 0;
+        // SAFETY: waiting for our own child.
+        while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            waited += 1;
+            if waited > 500 {
+                // SAFETY: our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("the forked child hung on a registry lock");
+            }
+        }
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 7);
+        assert!(books().is_some(), "the parent keeps its books");
     }
 }

@@ -7,7 +7,7 @@
 //! would leave the program hanging instead of letting it (or rocm-fix-run)
 //! start over.
 
-use crate::engine::{real, state, REGISTRY};
+use crate::engine::{books, real, state};
 use crate::engine_abi::*;
 use crate::policy;
 use crate::registry::Alloc;
@@ -148,7 +148,7 @@ fn suggest_pad(past: u64, pad: usize) -> String {
 
 fn report(addr: u64, mask: u32, node: Option<u32>) {
     let st = state();
-    let hit = REGISTRY.locate(addr);
+    let hit = books().and_then(|r| r.locate(addr));
     let gfx = node
         .and_then(|n| st.gpus.iter().find(|g| g.node == n))
         .map(|g| crate::topology::gfx_name(g.gfx_target_version));

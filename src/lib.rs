@@ -10,19 +10,24 @@
 //! - [`registry`]: live allocations, for fault forensics
 //! - [`config`]: settings from /etc/rocm-fix.conf and ROCM_FIX_* variables
 //! - [`engine`]: what each hook does; [`forensics`]: the fault handler
+//! - [`kb`]: the known-issues knowledge base (data in src/kb/); [`triage`]:
+//!   the real chips behind a pasted rocminfo; [`pciids`]: AMD PCI device ids
 
 pub mod callers;
 pub mod config;
 pub mod engine;
 pub mod engine_abi;
 pub mod forensics;
+pub mod kb;
 pub mod logging;
+pub mod pciids;
 pub mod policy;
 pub mod pools;
 pub mod process;
 pub mod registry;
 pub mod stats;
 pub mod topology;
+pub mod triage;
 
 /// The version of rocm-fix, as the C API and the command report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

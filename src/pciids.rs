@@ -178,13 +178,13 @@ mod tests {
     fn every_requested_chip_is_covered() {
         // One id per chip the brief asks for, checked against the driver/pci.ids.
         for (id, gfx, family) in [
-            (0x687f, "gfx900", Family::Gcn5),  // Vega10, RX Vega 56/64
-            (0x66af, "gfx906", Family::Gcn5),  // Vega20, Radeon VII
-            (0x15dd, "gfx902", Family::Gcn5),  // Raven
-            (0x1638, "gfx90c", Family::Gcn5),  // Cezanne (Renoir family)
-            (0x738c, "gfx908", Family::Cdna),  // MI100
-            (0x740f, "gfx90a", Family::Cdna),  // MI210
-            (0x74a1, "gfx942", Family::Cdna),  // MI300X
+            (0x687f, "gfx900", Family::Gcn5),   // Vega10, RX Vega 56/64
+            (0x66af, "gfx906", Family::Gcn5),   // Vega20, Radeon VII
+            (0x15dd, "gfx902", Family::Gcn5),   // Raven
+            (0x1638, "gfx90c", Family::Gcn5),   // Cezanne (Renoir family)
+            (0x738c, "gfx908", Family::Cdna),   // MI100
+            (0x740f, "gfx90a", Family::Cdna),   // MI210
+            (0x74a1, "gfx942", Family::Cdna),   // MI300X
             (0x731f, "gfx1010", Family::Rdna1), // Navi10, RX 5700 XT
             (0x7360, "gfx1011", Family::Rdna1), // Navi12
             (0x7340, "gfx1012", Family::Rdna1), // Navi14
@@ -231,14 +231,27 @@ mod tests {
         for c in all() {
             assert_eq!(parse_gfx_name(&c.gfx()), Some(c.gfx_target_version));
         }
-        for bad in ["", "gfx", "gfx1", "gfx10", "gfx1x30", "GFX1030", "gfx123456", "gfxé1", "1030"] {
+        for bad in [
+            "",
+            "gfx",
+            "gfx1",
+            "gfx10",
+            "gfx1x30",
+            "GFX1030",
+            "gfx123456",
+            "gfxé1",
+            "1030",
+        ] {
             assert_eq!(parse_gfx_name(bad), None, "{bad:?}");
         }
         assert_eq!(
             normalize_gfx_name("amdgcn-amd-amdhsa--gfx1030").as_deref(),
             Some("gfx1030")
         );
-        assert_eq!(normalize_gfx_name("gfx1010:xnack-").as_deref(), Some("gfx1010"));
+        assert_eq!(
+            normalize_gfx_name("gfx1010:xnack-").as_deref(),
+            Some("gfx1010")
+        );
         assert_eq!(normalize_gfx_name("AMD Ryzen 7 2700"), None);
     }
 

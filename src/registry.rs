@@ -131,7 +131,8 @@ fn home(key: u64, cap: usize) -> usize {
 
 /// One shard: linear probing with backward-shift deletion (no tombstones).
 /// `keys.len() == vals.len()` is the capacity; `len` counts occupied slots.
-struct Table {
+#[doc(hidden)]
+pub struct Table {
     keys: Vec<u64>,
     vals: Vec<Meta>,
     len: usize,
@@ -385,6 +386,13 @@ impl Registry {
             return None;
         }
         self.find(|t| t.get(base))
+    }
+
+    /// Holds every shard's lock until the guards are dropped: for tests of
+    /// what happens when another thread is inside the registry.
+    #[doc(hidden)]
+    pub fn hold_all_locks(&self) -> Vec<MutexGuard<'_, Table>> {
+        self.each_shard().collect()
     }
 
     /// Number of live entries (locks every shard in turn).

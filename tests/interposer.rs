@@ -358,6 +358,13 @@ fn fork_and_exec_work_under_the_preload() {
     let run = Run::from(c.output().unwrap());
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert!(run.stdout.contains("child 0 parent-read 0"), "{run:#?}");
+    // Children forked while another thread allocates never hang on our locks.
+    let mut c = sim_command(&prog, "gfx1010");
+    c.env("LD_PRELOAD", preload())
+        .env("ROCM_FIX_STATS", "1")
+        .arg("--stress");
+    let run = Run::from(c.output().unwrap());
+    assert!(run.stdout.contains("stress children failed 0"), "{run:#?}");
 }
 
 #[test]
