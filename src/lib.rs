@@ -14,6 +14,7 @@
 //!   the real chips behind a pasted rocminfo; [`pciids`]: AMD PCI device ids
 
 pub mod callers;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod engine_abi;
@@ -26,6 +27,7 @@ pub mod pools;
 pub mod process;
 pub mod registry;
 pub mod stats;
+pub mod supervisor;
 pub mod topology;
 pub mod triage;
 

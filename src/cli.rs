@@ -1,0 +1,446 @@
+//! The `rocm-fix` command (and `rocm-fix-run`, the same program under a
+//! second name). Arguments are parsed by hand: five subcommands with a few
+//! flags each do not need a parser crate.
+
+use crate::supervisor::{self, RunOptions};
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+
+/// Exit codes (documented in `--help` and README).
+pub const EXIT_OK: i32 = 0;
+/// doctor found problems worth acting on; triage found warnings.
+pub const EXIT_FINDINGS: i32 = 1;
+/// Bad usage, or input that is not what the command reads.
+pub const EXIT_USAGE: i32 = 2;
+/// Something failed on our side (a file we cannot read or write, no preload).
+pub const EXIT_ERROR: i32 = 3;
+
+const VERSION_TEXT: &str = concat!("rocm-fix ", env!("CARGO_PKG_VERSION"));
+
+const HELP: &str = "\
+rocm-fix: keep ROCm workloads on AMD RDNA1/RDNA2 GPUs alive through
+\"Memory access fault ... Page not present\" crashes.
+
+Usage:
+  rocm-fix run [OPTIONS] [--] COMMAND [ARGS...]   (also: rocm-fix-run COMMAND ...)
+  rocm-fix doctor [--sysfs DIR] [--json]
+  rocm-fix triage FILE|- [--json]
+  rocm-fix kb list [--json]
+  rocm-fix kb show ID [--json]
+  rocm-fix --help | --version
+
+Commands:
+  run      start COMMAND with librocm_fix.so preloaded and the presets that match
+           it; if it dies of a GPU memory fault, run it again with the next rung
+           of the retry ladder
+  doctor   what GPU this really is, driver, kernel and ROCm versions, risky
+           settings, and the known issues that match, with sources
+  triage   the real chip of every agent in a pasted rocminfo or KFD properties file
+  kb       the known-issues knowledge base
+
+Run 'rocm-fix COMMAND --help' for a command's options.
+
+Exit codes:
+  0  success (run: the command's own status is passed through)
+  1  doctor/triage found problems worth acting on
+  2  bad usage, or input that is not rocminfo / KFD properties
+  3  an error on rocm-fix's side (cannot read or write a file, no librocm_fix.so)
+";
+
+const RUN_HELP: &str = "\
+Usage: rocm-fix run [OPTIONS] [--] COMMAND [ARGS...]
+       rocm-fix-run [OPTIONS] [--] COMMAND [ARGS...]
+
+Starts COMMAND with librocm_fix.so prepended to LD_PRELOAD (what was there is
+kept), a fault journal of its own, and the presets that match it (ultralytics,
+python with torch, ComfyUI, AUTOMATIC1111, ollama/llama.cpp; settings you set
+yourself win). Its stdin, stdout and stderr are its own; signals reach it; its
+exit status is ours. If it dies of a GPU memory fault it is run again with the
+next rung of the ladder: larger padding, MIOpen solver restrictions, PyTorch
+caching off, removal of a harmful HSA_OVERRIDE_GFX_VERSION, and with
+--allow-cpu-fallback the CPU. Any other failure is never retried.
+
+Options:
+  --retries N            retry at most N times (default 3)
+  --no-retry             never retry
+  --no-presets           apply no preset
+  --show                 print what would be set and exit (with --json: as JSON)
+  --allow-cpu-fallback   allow the last rung: hide the GPUs so frameworks use the CPU
+  --report FILE          write the run report (JSON) here (default: the run folder)
+  --preload PATH         the librocm_fix.so to use (default: next to this program)
+  -h, --help             this help
+";
+
+const DOCTOR_HELP: &str = "\
+Usage: rocm-fix doctor [--sysfs DIR] [--json]
+
+What to paste into a bug report, and what to do: every GPU with its real chip
+(from the KFD topology) and what the runtime reports, whether an override is in
+effect and whether it is harmful for that chip, kernel version, amdgpu module
+parameters, ROCm version, firmware versions where readable, risky environment
+variables, whether librocm_fix.so is in /etc/ld.so.preload, and the known issues
+that match, each with its mitigation, evidence level and sources.
+
+Options:
+  --sysfs DIR   read a captured sysfs tree (DIR/class/kfd/kfd/topology) instead of /sys
+  --json        print JSON
+Exit status: 0 nothing to act on, 1 problems found.
+";
+
+const TRIAGE_HELP: &str = "\
+Usage: rocm-fix triage FILE|- [--json]
+
+Reads a pasted `rocminfo` output (old and new formats, several agents,
+truncated pastes) or a KFD `properties` file, and finds the real chip of every
+GPU agent even when HSA_OVERRIDE_GFX_VERSION rewrote the names: from the Chip
+ID (PCI device id), gfx_target_version, SIMDs per CU. '-' reads stdin.
+Exit status: 0 no warnings, 1 warnings found, 2 input that is neither.
+";
+
+const KB_HELP: &str = "\
+Usage: rocm-fix kb list [--json]
+       rocm-fix kb show ID [--json]
+
+The known issues behind \"Page not present\" faults: symptoms, chips, cause,
+mitigations with their evidence level (confirmed, helped, mixed, anecdotal,
+harmful, none-found) and sources.
+";
+
+fn usage_error(msg: &str, help: &str) -> i32 {
+    eprintln!("rocm-fix: {msg}");
+    eprintln!("{}", help.lines().next().unwrap_or(""));
+    eprintln!("Try 'rocm-fix --help'.");
+    EXIT_USAGE
+}
+
+fn to_strings(args: &[OsString]) -> Vec<String> {
+    args.iter()
+        .map(|a| a.to_string_lossy().to_string())
+        .collect()
+}
+
+/// The program's entry point; returns the exit code.
+pub fn main(argv: Vec<OsString>) -> i32 {
+    let name = argv
+        .first()
+        .map(|a| {
+            a.to_string_lossy()
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let rest = argv.get(1..).unwrap_or(&[]).to_vec();
+    if name == "rocm-fix-run" {
+        return run_command(&rest);
+    }
+    let Some(first) = rest.first().map(|a| a.to_string_lossy().to_string()) else {
+        eprint!("{HELP}");
+        return EXIT_USAGE;
+    };
+    let tail = rest.get(1..).unwrap_or(&[]);
+    match first.as_str() {
+        "-h" | "--help" | "help" => {
+            print!("{HELP}");
+            EXIT_OK
+        }
+        "-V" | "--version" => {
+            println!("{VERSION_TEXT}");
+            EXIT_OK
+        }
+        "run" => run_command(tail),
+        "doctor" => doctor_command(&to_strings(tail)),
+        "triage" => triage_command(&to_strings(tail)),
+        "kb" => kb_command(&to_strings(tail)),
+        other => usage_error(&format!("unknown command '{other}'"), HELP),
+    }
+}
+
+/// Parses `run`'s options; everything from the first non-option (or after
+/// `--`) is the command.
+pub fn parse_run(args: &[OsString]) -> Result<RunOptions, String> {
+    let mut o = RunOptions {
+        retries: 3,
+        presets: true,
+        ..Default::default()
+    };
+    let mut i = 0;
+    while let Some(a) = args.get(i) {
+        let s = a.to_string_lossy();
+        let value = |i: usize| -> Result<OsString, String> {
+            args.get(i + 1)
+                .cloned()
+                .ok_or_else(|| format!("{s} needs a value"))
+        };
+        match s.as_ref() {
+            "--" => {
+                i += 1;
+                break;
+            }
+            "--retries" => {
+                let v = value(i)?;
+                o.retries = v.to_string_lossy().parse().map_err(|_| {
+                    format!("--retries takes a number, not '{}'", v.to_string_lossy())
+                })?;
+                i += 2;
+            }
+            "--no-retry" => {
+                o.retries = 0;
+                i += 1;
+            }
+            "--no-presets" => {
+                o.presets = false;
+                i += 1;
+            }
+            "--show" => {
+                o.show = true;
+                i += 1;
+            }
+            "--json" => {
+                o.json = true;
+                i += 1;
+            }
+            "--allow-cpu-fallback" => {
+                o.allow_cpu_fallback = true;
+                i += 1;
+            }
+            "--report" => {
+                o.report = Some(value(i)?.into());
+                i += 2;
+            }
+            "--preload" => {
+                o.preload = Some(value(i)?.into());
+                i += 2;
+            }
+            "-h" | "--help" => return Err("help".into()),
+            _ if s.starts_with("--") => return Err(format!("unknown option '{s}'")),
+            _ => break,
+        }
+    }
+    o.command = args.get(i..).unwrap_or(&[]).to_vec();
+    if o.command.is_empty() {
+        return Err("no command to run".into());
+    }
+    Ok(o)
+}
+
+fn run_command(args: &[OsString]) -> i32 {
+    let opts = match parse_run(args) {
+        Ok(o) => o,
+        Err(e) if e == "help" => {
+            print!("{RUN_HELP}");
+            return EXIT_OK;
+        }
+        Err(e) => return usage_error(&e, RUN_HELP),
+    };
+    match supervisor::run(&opts) {
+        Ok(status) => exit_like(status),
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// Our exit status is the child's: its code, or its death by the same signal.
+fn exit_like(status: std::process::ExitStatus) -> i32 {
+    if let Some(code) = status.code() {
+        return code;
+    }
+    if let Some(sig) = status.signal() {
+        // SAFETY: restoring the default action and raising the child's signal
+        // on ourselves, so that our parent sees the same death.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            if sig == libc::SIGABRT {
+                // Core dumps are the child's business.
+                let lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &lim);
+            }
+            libc::raise(sig);
+        }
+        return 128 + sig;
+    }
+    EXIT_ERROR
+}
+
+fn flags(args: &[String], allowed: &[&str]) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut f = Vec::new();
+    let mut pos = Vec::new();
+    let mut i = 0;
+    while let Some(a) = args.get(i) {
+        if a.starts_with("--") || a == "-h" {
+            if !allowed.contains(&a.as_str()) {
+                return Err(format!("unknown option '{a}'"));
+            }
+            f.push(a.clone());
+            if a == "--sysfs" {
+                let v = args.get(i + 1).ok_or("--sysfs needs a folder")?;
+                pos.insert(0, format!("sysfs={v}"));
+                i += 1;
+            }
+        } else {
+            pos.push(a.clone());
+        }
+        i += 1;
+    }
+    Ok((f, pos))
+}
+
+fn triage_command(args: &[String]) -> i32 {
+    let (f, pos) = match flags(args, &["--json", "--help", "-h"]) {
+        Ok(x) => x,
+        Err(e) => return usage_error(&e, TRIAGE_HELP),
+    };
+    if f.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{TRIAGE_HELP}");
+        return EXIT_OK;
+    }
+    let [input] = pos.as_slice() else {
+        return usage_error(
+            "triage reads exactly one FILE (or - for stdin)",
+            TRIAGE_HELP,
+        );
+    };
+    let mut text = Vec::new();
+    let read = if input == "-" {
+        std::io::stdin().read_to_end(&mut text).map(|_| ())
+    } else {
+        std::fs::read(input).map(|t| text = t)
+    };
+    if let Err(e) = read {
+        eprintln!("rocm-fix: cannot read {input}: {e}");
+        return EXIT_ERROR;
+    }
+    let text = String::from_utf8_lossy(&text);
+    match crate::triage::triage(&text) {
+        Ok(report) => {
+            if f.iter().any(|a| a == "--json") {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            let warn = report
+                .findings
+                .iter()
+                .any(|x| !matches!(x.severity, crate::kb::Severity::Info));
+            if warn {
+                EXIT_FINDINGS
+            } else {
+                EXIT_OK
+            }
+        }
+        Err(e) => {
+            eprintln!("rocm-fix: {input}: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn kb_command(args: &[String]) -> i32 {
+    let (f, pos) = match flags(args, &["--json", "--help", "-h"]) {
+        Ok(x) => x,
+        Err(e) => return usage_error(&e, KB_HELP),
+    };
+    let json = f.iter().any(|a| a == "--json");
+    if f.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{KB_HELP}");
+        return EXIT_OK;
+    }
+    match pos
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["list"] => {
+            if json {
+                println!("{}", crate::kb::list_json());
+            } else {
+                print!("{}", crate::kb::list_text());
+            }
+            EXIT_OK
+        }
+        ["show", id] => match crate::kb::issue(id) {
+            Some(issue) if json => {
+                println!("{}", issue.to_json());
+                EXIT_OK
+            }
+            Some(_) => {
+                print!("{}", crate::kb::show_text(id).unwrap_or_default());
+                EXIT_OK
+            }
+            None => {
+                eprintln!("rocm-fix: no known issue '{id}' (see 'rocm-fix kb list')");
+                EXIT_USAGE
+            }
+        },
+        _ => usage_error("kb takes 'list' or 'show ID'", KB_HELP),
+    }
+}
+
+fn doctor_command(args: &[String]) -> i32 {
+    let (f, pos) = match flags(args, &["--json", "--sysfs", "--help", "-h"]) {
+        Ok(x) => x,
+        Err(e) => return usage_error(&e, DOCTOR_HELP),
+    };
+    if f.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{DOCTOR_HELP}");
+        return EXIT_OK;
+    }
+    let mut sysfs = None;
+    for p in &pos {
+        match p.strip_prefix("sysfs=") {
+            Some(d) => sysfs = Some(std::path::PathBuf::from(d)),
+            None => return usage_error(&format!("unexpected argument '{p}'"), DOCTOR_HELP),
+        }
+    }
+    doctor_run(sysfs, f.iter().any(|a| a == "--json"))
+}
+
+fn doctor_run(_sysfs: Option<std::path::PathBuf>, _json: bool) -> i32 {
+    eprintln!("rocm-fix: doctor is not built yet");
+    EXIT_ERROR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn run_options_stop_at_the_command() {
+        let o = parse_run(&os(&["--retries", "5", "yolo", "train", "--epochs", "3"])).unwrap();
+        assert_eq!((o.retries, o.presets), (5, true));
+        assert_eq!(o.command, os(&["yolo", "train", "--epochs", "3"]));
+        let o = parse_run(&os(&["--no-retry", "--no-presets", "--", "--weird-name"])).unwrap();
+        assert_eq!((o.retries, o.presets), (0, false));
+        assert_eq!(o.command, os(&["--weird-name"]));
+    }
+
+    #[test]
+    fn run_usage_errors_are_clear() {
+        assert_eq!(
+            parse_run(&os(&["--retries"])).unwrap_err(),
+            "--retries needs a value"
+        );
+        assert!(parse_run(&os(&["--retries", "x", "a"]))
+            .unwrap_err()
+            .contains("takes a number"));
+        assert!(parse_run(&os(&["--frobnicate", "a"]))
+            .unwrap_err()
+            .contains("unknown option"));
+        assert_eq!(
+            parse_run(&os(&["--show"])).unwrap_err(),
+            "no command to run"
+        );
+    }
+}

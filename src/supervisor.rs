@@ -1,0 +1,672 @@
+//! `rocm-fix run` / `rocm-fix-run`: start a command with librocm_fix.so
+//! preloaded, and if it dies of a GPU memory fault, run it again with the
+//! next rung of the retry ladder (src/kb/presets.kb).
+//!
+//! The child's stdin, stdout and stderr are its own (inherited, never
+//! piped); signals from the terminal reach it directly (same process group),
+//! and signals sent to the supervisor alone are forwarded. A fault is known
+//! from the fault journal the engine writes (ROCM_FIX_JOURNAL), one per
+//! attempt; any other failure is never retried.
+
+use crate::kb::{self, json_opt, json_string, Rung};
+use crate::pciids;
+use crate::topology::{self, Family};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub command: Vec<OsString>,
+    pub retries: u32,
+    pub presets: bool,
+    pub show: bool,
+    pub json: bool,
+    pub allow_cpu_fallback: bool,
+    pub report: Option<PathBuf>,
+    pub preload: Option<PathBuf>,
+}
+
+/// An environment change: Some(value) sets, None removes.
+pub type EnvChanges = BTreeMap<String, Option<String>>;
+
+/// The plan for the first attempt.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub preload: PathBuf,
+    pub preset: Option<String>,
+    /// (name, value, evidence, issue) of each preset setting applied.
+    pub settings: Vec<(String, String, String, String)>,
+    /// Settings the preset has but the user's own environment already sets.
+    pub kept_user: Vec<String>,
+    pub env: EnvChanges,
+    pub chips: Vec<String>,
+    /// rocm-fix chose observe mode itself (no GPU it applies to).
+    pub observe_by_us: bool,
+}
+
+/// The real chips of this machine, as gfx names and family labels.
+pub fn machine_chips(env: &dyn Fn(&str) -> Option<String>) -> (Vec<String>, Vec<topology::Gpu>) {
+    let root = env(crate::process::TOPOLOGY_VAR)
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| topology::default_root().to_string());
+    let gpus = topology::read_topology(Path::new(&root));
+    let mut chips = Vec::new();
+    for g in &gpus {
+        chips.push(topology::gfx_name(g.gfx_target_version));
+        chips.push(pciids::family_label(topology::family(g.gfx_target_version)).to_string());
+    }
+    chips.dedup();
+    (chips, gpus)
+}
+
+/// Where librocm_fix.so is: next to this program (the build folder), then
+/// the distribution's library folders.
+pub fn find_preload(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
+        } else {
+            Err(format!("rocm-fix: {} does not exist", p.display()))
+        };
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            candidates.push(dir.join("librocm_fix.so"));
+            candidates.push(dir.join("../lib/x86_64-linux-gnu/librocm_fix.so"));
+            candidates.push(dir.join("../lib/rocm-fix/librocm_fix.so"));
+        }
+    }
+    candidates.push(PathBuf::from("/usr/lib/x86_64-linux-gnu/librocm_fix.so"));
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+        .ok_or_else(|| {
+            "rocm-fix: cannot find librocm_fix.so (looked next to this program and in \
+             /usr/lib/x86_64-linux-gnu); give it with --preload PATH"
+                .to_string()
+        })
+}
+
+/// Decides the first attempt's environment.
+pub fn plan(opts: &RunOptions, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, String> {
+    let preload = find_preload(opts.preload.as_deref())?;
+    let (chips, gpus) = machine_chips(env);
+    let mut changes = EnvChanges::new();
+    let existing = env("LD_PRELOAD").unwrap_or_default();
+    let pre = preload.to_string_lossy().to_string();
+    let ld = if existing.split([':', ' ']).any(|e| e == pre) {
+        existing
+    } else if existing.is_empty() {
+        pre
+    } else {
+        format!("{pre}:{existing}")
+    };
+    changes.insert("LD_PRELOAD".into(), Some(ld));
+    // Faults are only journaled where the engine keeps books: with no GPU it
+    // applies to (an RDNA3 card, say), watch in observe mode.
+    let any_active = gpus.iter().any(|g| {
+        matches!(
+            topology::family(g.gfx_target_version),
+            Family::Rdna1 | Family::Rdna2
+        )
+    });
+    let observe_by_us = env("ROCM_FIX_MODE").is_none() && !any_active && !gpus.is_empty();
+    if observe_by_us {
+        changes.insert("ROCM_FIX_MODE".into(), Some("observe".into()));
+    }
+    let argv: Vec<String> = opts
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().to_string())
+        .collect();
+    let preset = if opts.presets {
+        kb::preset_for(&argv)
+    } else {
+        None
+    };
+    let mut settings = Vec::new();
+    let mut kept_user = Vec::new();
+    if let Some(p) = &preset {
+        for s in p.applicable_settings(&chips) {
+            if env(&s.name).is_some() {
+                kept_user.push(s.name.clone());
+                continue;
+            }
+            if changes.contains_key(&s.name) {
+                continue;
+            }
+            changes.insert(s.name.clone(), Some(s.value.clone()));
+            settings.push((
+                s.name.clone(),
+                s.value.clone(),
+                s.evidence.as_str().to_string(),
+                s.issue.clone(),
+            ));
+        }
+    }
+    Ok(Plan {
+        preload,
+        preset: preset.map(|p| p.id),
+        settings,
+        kept_user,
+        env: changes,
+        chips,
+        observe_by_us,
+    })
+}
+
+/// The rungs this run may climb, in order.
+pub fn applicable_rungs(
+    opts: &RunOptions,
+    plan: &Plan,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<Rung> {
+    let argv: Vec<String> = opts
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().to_string())
+        .collect();
+    let torch = plan.preset.is_some()
+        || argv
+            .iter()
+            .any(|a| a.contains("python") || a.contains("torch"));
+    let harmful_override = harmful_override(plan, env);
+    kb::ladder()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| match r.when.as_str() {
+            "torch" => torch,
+            "harmful-override" => harmful_override,
+            _ => true,
+        })
+        .filter(|r| {
+            opts.allow_cpu_fallback || !r.env.iter().any(|(k, _)| k == "HIP_VISIBLE_DEVICES")
+        })
+        .collect()
+}
+
+/// An HSA_OVERRIDE_GFX_VERSION that names another major generation than a
+/// real chip (rocm-facts §5; ROCm#1880, #5238, rocm-systems PR #5686).
+fn harmful_override(plan: &Plan, env: &dyn Fn(&str) -> Option<String>) -> bool {
+    let Some(v) = env("HSA_OVERRIDE_GFX_VERSION").and_then(|v| topology::parse_override(&v)) else {
+        return false;
+    };
+    plan.chips
+        .iter()
+        .filter_map(|c| pciids::parse_gfx_name(c))
+        .any(|real| real / 10000 != v / 10000)
+}
+
+/// One fault record from the journal (the raw JSON line and the fields we use).
+#[derive(Debug, Clone, Default)]
+pub struct Fault {
+    pub raw: String,
+    pub address: Option<String>,
+    pub past_end: Option<i64>,
+    pub size: Option<u64>,
+    pub kind: Option<String>,
+    pub gfx: Option<String>,
+}
+
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("\"{name}\":");
+    let start = line.find(&key)? + key.len();
+    let rest = line.get(start..)?;
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest.get(..end).map(|v| v.trim_matches('"'))
+}
+
+pub fn read_fault(journal: &Path) -> Option<Fault> {
+    let text = std::fs::read_to_string(journal).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"event\":\"gpu-memory-fault\""))?;
+    Some(Fault {
+        raw: line.to_string(),
+        address: field(line, "address").map(str::to_string),
+        past_end: field(line, "past_end").and_then(|v| v.parse().ok()),
+        size: field(line, "size").and_then(|v| v.parse().ok()),
+        kind: field(line, "kind").map(str::to_string),
+        gfx: field(line, "gfx")
+            .filter(|g| *g != "null")
+            .map(str::to_string),
+    })
+}
+
+/// The environment changes of a rung, adapted to the fault: the padding rung
+/// pads at least twice as far as the kernel over-read.
+pub fn rung_changes(rung: &Rung, fault: Option<&Fault>, plan: &Plan) -> EnvChanges {
+    let mut c = EnvChanges::new();
+    for (k, v) in &rung.env {
+        let mut v = v.clone();
+        if k == "ROCM_FIX_PAD" {
+            let past = fault.and_then(|f| f.past_end).unwrap_or(0).max(0) as u64;
+            let want = past.saturating_mul(2).clamp(2 << 20, 1 << 30);
+            v = format!("{}M", want.div_ceil(1 << 20));
+            if plan.observe_by_us {
+                // Padding only happens where rocm-fix is active.
+                c.insert("ROCM_FIX_MODE".into(), Some("on".into()));
+            }
+        }
+        c.insert(k.clone(), Some(v));
+    }
+    for k in &rung.unset {
+        c.insert(k.clone(), None);
+    }
+    c
+}
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _ctx: *mut libc::c_void,
+) {
+    let child = CHILD.load(Ordering::Relaxed);
+    if child <= 0 {
+        return;
+    }
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let code = unsafe { info.as_ref() }.map_or(0, |i| i.si_code);
+    // SIGINT/SIGQUIT from the terminal (si_code > 0: sent by the kernel)
+    // already reached the child, which shares our process group.
+    if (sig == libc::SIGINT || sig == libc::SIGQUIT) && code > 0 {
+        return;
+    }
+    // SAFETY: kill is async-signal-safe.
+    unsafe { libc::kill(child, sig) };
+}
+
+fn install_forwarding() {
+    for sig in [
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        // SAFETY: a zeroed sigaction with our handler and SA_SIGINFO|SA_RESTART.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward_signal as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// One attempt's outcome, for the report.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub number: u32,
+    pub changes: EnvChanges,
+    pub rung: Option<String>,
+    pub status: ExitStatus,
+    pub fault: Option<Fault>,
+}
+
+fn status_json(s: &ExitStatus) -> String {
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("{{\"code\":{c}}}"),
+        (_, Some(sig)) => format!("{{\"signal\":{sig}}}"),
+        _ => "null".to_string(),
+    }
+}
+
+fn changes_json(c: &EnvChanges) -> String {
+    let items: Vec<String> = c
+        .iter()
+        .map(|(k, v)| format!("{}:{}", json_string(k), json_opt(v.as_deref())))
+        .collect();
+    format!("{{{}}}", items.join(","))
+}
+
+pub fn report_json(opts: &RunOptions, plan: &Plan, attempts: &[Attempt]) -> String {
+    let cmd: Vec<String> = opts
+        .command
+        .iter()
+        .map(|a| json_string(&a.to_string_lossy()))
+        .collect();
+    let atts: Vec<String> = attempts
+        .iter()
+        .map(|a| {
+            format!(
+                "{{\"attempt\":{},\"rung\":{},\"env\":{},\"exit\":{},\"gpu_fault\":{}}}",
+                a.number,
+                json_opt(a.rung.as_deref()),
+                changes_json(&a.changes),
+                status_json(&a.status),
+                a.fault
+                    .as_ref()
+                    .map_or("null".to_string(), |f| f.raw.clone())
+            )
+        })
+        .collect();
+    format!(
+        "{{\"command\":[{}],\"preload\":{},\"preset\":{},\"chips\":{},\"attempts\":[{}]}}",
+        cmd.join(","),
+        json_string(&plan.preload.to_string_lossy()),
+        json_opt(plan.preset.as_deref()),
+        kb::json_strings(&plan.chips),
+        atts.join(",")
+    )
+}
+
+fn describe(f: &Fault) -> String {
+    match (f.past_end, f.size, f.kind.as_deref()) {
+        (Some(p), Some(s), Some(k)) if p >= 0 => {
+            format!("{p} bytes past the end of a {s}-byte {k} allocation")
+        }
+        (Some(_), Some(s), Some(k)) => format!("inside a {s}-byte {k} allocation"),
+        _ => "at an address rocm-fix cannot attribute to any allocation".to_string(),
+    }
+}
+
+fn show_changes(c: &EnvChanges) -> String {
+    c.iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => format!("unset {k}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `--show`: what would be set, then exit.
+pub fn show_text(opts: &RunOptions, plan: &Plan, rungs: &[Rung]) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("preload: {}\n", plan.preload.display()));
+    s.push_str(&format!(
+        "chips: {}\n",
+        if plan.chips.is_empty() {
+            "no AMD GPU found".to_string()
+        } else {
+            plan.chips.join(", ")
+        }
+    ));
+    match &plan.preset {
+        Some(p) => s.push_str(&format!("preset: {p}\n")),
+        None if opts.presets => s.push_str("preset: none matches this command\n"),
+        None => s.push_str("preset: off (--no-presets)\n"),
+    }
+    for (k, v, ev, issue) in &plan.settings {
+        s.push_str(&format!("  set {k}={v}  (evidence: {ev}; issue {issue})\n"));
+    }
+    for k in &plan.kept_user {
+        s.push_str(&format!("  keep your {k}\n"));
+    }
+    s.push_str(&format!("environment: {}\n", show_changes(&plan.env)));
+    if opts.retries == 0 {
+        s.push_str("retries: none\n");
+    } else {
+        s.push_str(&format!("retries: up to {}, climbing:\n", opts.retries));
+        for r in rungs {
+            s.push_str(&format!(
+                "  {}: {} (evidence: {})\n",
+                r.id,
+                r.title,
+                r.evidence.as_str()
+            ));
+        }
+    }
+    s
+}
+
+pub fn show_json(opts: &RunOptions, plan: &Plan, rungs: &[Rung]) -> String {
+    let settings: Vec<String> = plan
+        .settings
+        .iter()
+        .map(|(k, v, ev, issue)| {
+            format!(
+                "{{\"name\":{},\"value\":{},\"evidence\":{},\"issue\":{}}}",
+                json_string(k),
+                json_string(v),
+                json_string(ev),
+                json_string(issue)
+            )
+        })
+        .collect();
+    let rungs: Vec<String> = rungs.iter().map(|r| r.to_json()).collect();
+    format!(
+        "{{\"preload\":{},\"chips\":{},\"preset\":{},\"settings\":[{}],\"environment\":{},\"retries\":{},\"ladder\":[{}]}}",
+        json_string(&plan.preload.to_string_lossy()),
+        kb::json_strings(&plan.chips),
+        json_opt(plan.preset.as_deref()),
+        settings.join(","),
+        changes_json(&plan.env),
+        opts.retries,
+        rungs.join(",")
+    )
+}
+
+fn run_dir() -> std::io::Result<PathBuf> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = base.join(format!("rocm-fix-run.{}.{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
+}
+
+fn say(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "rocm-fix-run: {msg}");
+}
+
+/// Runs the command; returns the status to exit with.
+pub fn run(opts: &RunOptions) -> Result<ExitStatus, String> {
+    let env = |k: &str| std::env::var(k).ok();
+    let plan = plan(opts, &env)?;
+    let rungs = applicable_rungs(opts, &plan, &env);
+    if opts.show {
+        let text = if opts.json {
+            show_json(opts, &plan, &rungs) + "\n"
+        } else {
+            show_text(opts, &plan, &rungs)
+        };
+        print!("{text}");
+        return Ok(ExitStatus::from_raw(0));
+    }
+    let dir = run_dir().map_err(|e| format!("rocm-fix: cannot create a run folder: {e}"))?;
+    install_forwarding();
+    let mut env_now = plan.env.clone();
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut next: Option<(Rung, EnvChanges)> = None;
+    let mut rungs_left = rungs.into_iter();
+    let report_path = opts
+        .report
+        .clone()
+        .unwrap_or_else(|| dir.join("report.json"));
+    loop {
+        let number = attempts.len() as u32 + 1;
+        let journal = dir.join(format!("attempt-{number}.jsonl"));
+        let (rung, changes) = match next.take() {
+            Some((r, c)) => (Some(r.id.clone()), c),
+            None => (None, plan.env.clone()),
+        };
+        if number > 1 {
+            env_now.extend(changes.clone());
+        }
+        let (prog, args) = opts
+            .command
+            .split_first()
+            .ok_or("rocm-fix: no command given")?;
+        let mut cmd = Command::new(prog);
+        cmd.args(args);
+        for (k, v) in &env_now {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.env("ROCM_FIX_JOURNAL", &journal);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("rocm-fix: cannot run {}: {e}", prog.to_string_lossy()))?;
+        CHILD.store(child.id() as i32, Ordering::Relaxed);
+        let status = child
+            .wait()
+            .map_err(|e| format!("rocm-fix: waiting for the command: {e}"))?;
+        CHILD.store(0, Ordering::Relaxed);
+        let fault = read_fault(&journal);
+        attempts.push(Attempt {
+            number,
+            changes,
+            rung,
+            status,
+            fault: fault.clone(),
+        });
+        let _ = std::fs::write(&report_path, report_json(opts, &plan, &attempts) + "\n");
+        let Some(f) = fault else {
+            if status.signal() == Some(libc::SIGABRT) {
+                say(&format!(
+                    "the command aborted without a GPU fault record (not retried); run report: {}",
+                    report_path.display()
+                ));
+            }
+            return Ok(status);
+        };
+        let retries_done = attempts.len() as u32 - 1;
+        let upcoming = if retries_done < opts.retries {
+            rungs_left.next()
+        } else {
+            None
+        };
+        let what = format!(
+            "attempt {number} died of a GPU memory fault at {} on {} ({})",
+            f.address.as_deref().unwrap_or("an unknown address"),
+            f.gfx.as_deref().unwrap_or("the GPU"),
+            describe(&f)
+        );
+        match upcoming {
+            Some(r) => {
+                let c = rung_changes(&r, Some(&f), &plan);
+                say(&format!(
+                    "{what}. Next: attempt {} with {} — {} (evidence: {}).",
+                    number + 1,
+                    show_changes(&c),
+                    r.title,
+                    r.evidence.as_str()
+                ));
+                next = Some((r, c));
+            }
+            None => {
+                say(&format!(
+                    "{what}. No retry left ({}); run report: {}",
+                    if opts.retries == 0 {
+                        "--no-retry"
+                    } else {
+                        "ladder or --retries exhausted"
+                    },
+                    report_path.display()
+                ));
+                return Ok(status);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rung(env: &[(&str, &str)]) -> Rung {
+        Rung {
+            id: "r".into(),
+            title: "t".into(),
+            when: "always".into(),
+            evidence: kb::Evidence::Anecdotal,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            unset: vec![],
+            issues: vec![],
+            notes: vec![],
+            sources: vec![],
+        }
+    }
+
+    fn plan_stub(observe: bool) -> Plan {
+        Plan {
+            preload: "/x/librocm_fix.so".into(),
+            preset: None,
+            settings: vec![],
+            kept_user: vec![],
+            env: EnvChanges::new(),
+            chips: vec!["gfx1100".into(), "RDNA3".into()],
+            observe_by_us: observe,
+        }
+    }
+
+    #[test]
+    fn the_padding_rung_pads_twice_the_overshoot() {
+        let f = Fault {
+            past_end: Some(3 << 20),
+            ..Default::default()
+        };
+        let c = rung_changes(
+            &rung(&[("ROCM_FIX_PAD", "2M")]),
+            Some(&f),
+            &plan_stub(false),
+        );
+        assert_eq!(c.get("ROCM_FIX_PAD"), Some(&Some("6M".to_string())));
+        let c = rung_changes(&rung(&[("ROCM_FIX_PAD", "2M")]), None, &plan_stub(true));
+        assert_eq!(c.get("ROCM_FIX_PAD"), Some(&Some("2M".to_string())));
+        assert_eq!(
+            c.get("ROCM_FIX_MODE"),
+            Some(&Some("on".to_string())),
+            "padding needs an active mode"
+        );
+    }
+
+    #[test]
+    fn journal_records_are_read_back() {
+        let dir = std::env::temp_dir().join(format!("rocm-fix-sup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let j = dir.join("j.jsonl");
+        std::fs::write(
+            &j,
+            "{\"event\":\"gpu-memory-fault\",\"address\":\"0x7f0000005000\",\"gfx\":\"gfx1010\",\"allocation\":{\"base\":\"0x7f0000000000\",\"size\":10000,\"padding\":8192,\"kind\":\"device\",\"device\":0,\"past_end\":10480}}\n",
+        )
+        .unwrap();
+        let f = read_fault(&j).unwrap();
+        assert_eq!(
+            (f.past_end, f.size, f.kind.as_deref()),
+            (Some(10480), Some(10000), Some("device"))
+        );
+        assert_eq!(
+            describe(&f),
+            "10480 bytes past the end of a 10000-byte device allocation"
+        );
+        assert!(read_fault(&dir.join("missing")).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn harmful_overrides_cross_families_or_sit_on_native_chips() {
+        let p = plan_stub(false);
+        let env = |v: &'static str| {
+            move |k: &str| (k == "HSA_OVERRIDE_GFX_VERSION").then(|| v.to_string())
+        };
+        assert!(harmful_override(&p, &env("10.3.0")));
+        assert!(!harmful_override(&p, &env("11.0.0")));
+        assert!(!harmful_override(&p, &env("11.0.1")));
+        assert!(!harmful_override(&p, &|_: &str| None));
+    }
+}

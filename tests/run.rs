@@ -1,0 +1,362 @@
+//! The `rocm-fix` command in real processes: `run` (`rocm-fix-run`) on the
+//! simulated device, `kb`, `triage`, and the usual command-line contract.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn bin(name: &str) -> PathBuf {
+    preload().parent().unwrap().join(name)
+}
+
+fn rocm_fix(spec: Option<&str>, args: &[&str]) -> Command {
+    let mut c = match spec {
+        Some(s) => sim_command(&bin("rocm-fix"), s),
+        None => Command::new(bin("rocm-fix")),
+    };
+    c.args(args);
+    c
+}
+
+#[test]
+fn an_over_read_past_the_padding_crashes_once_then_completes() {
+    let dir = tmpdir("run-retry");
+    let report = dir.join("report.json");
+    let simwork = program("simwork");
+    let mut c = sim_command(&bin("rocm-fix-run"), "gfx1010");
+    c.arg("--report")
+        .arg(&report)
+        .arg(&simwork)
+        .args(["malloc:10000", "read:0:0:200000"]);
+    let run = Run::from(c.output().unwrap());
+    assert_eq!(run.code, Some(0), "the second attempt completes: {run:#?}");
+    assert_eq!(
+        run.stderr
+            .matches("Memory access fault by GPU node-1")
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("rocm-fix-run: attempt 1 died"))
+        .expect("the paragraph");
+    assert!(
+        line.contains("bytes past the end of a 10000-byte device allocation"),
+        "{line}"
+    );
+    assert!(
+        line.contains("Next: attempt 2 with ROCM_FIX_PAD=2M"),
+        "{line}"
+    );
+    assert_eq!(
+        run.stdout.matches("read:0:0:200000 -> 0").count(),
+        1,
+        "{}",
+        run.stdout
+    );
+    let text = std::fs::read_to_string(&report).unwrap();
+    let check = Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys; r=json.load(open(sys.argv[1])); a=r['attempts']; \
+             assert len(a)==2, a; assert a[0]['exit']=={'signal':6}, a[0]; \
+             assert a[0]['gpu_fault']['allocation']['size']==10000; \
+             assert a[1]['rung']=='pad-2m' and a[1]['env']['ROCM_FIX_PAD']=='2M', a[1]; \
+             assert a[1]['exit']=={'code':0} and a[1]['gpu_fault'] is None",
+        ])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn no_retry_means_the_fault_is_the_exit_status() {
+    let simwork = program("simwork");
+    let mut c = sim_command(&bin("rocm-fix-run"), "gfx1010");
+    c.arg("--no-retry")
+        .arg(&simwork)
+        .args(["malloc:10000", "read:0:0:200000"]);
+    let run = Run::from(c.output().unwrap());
+    assert!(run.aborted(), "died like the child: {run:#?}");
+    assert!(
+        run.stderr.contains("No retry left (--no-retry)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn other_failures_are_never_retried_and_the_status_is_passed_through() {
+    let run = Run::from(
+        rocm_fix(Some("gfx1010"), &["run", "sh", "-c", "echo once; exit 3"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert_eq!(run.stdout, "once\n");
+    assert!(!run.stderr.contains("rocm-fix-run:"), "{}", run.stderr);
+    // stdin is the child's own, and the preload is prepended to what was there.
+    let mut c = rocm_fix(
+        Some("gfx1010"),
+        &["run", "--", "sh", "-c", "cat; echo \"$LD_PRELOAD\""],
+    );
+    c.env("LD_PRELOAD", "/lib/x86_64-linux-gnu/libc.so.6")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().next(), Some("hello"));
+    assert!(
+        text.contains(&format!(
+            "{}:/lib/x86_64-linux-gnu/libc.so.6",
+            preload().display()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn interrupts_reach_the_child() {
+    let dir = tmpdir("run-int");
+    let ready = dir.join("ready");
+    let script = format!(
+        "trap 'echo got INT; exit 42' INT; touch '{}'; while :; do sleep 0.05; done",
+        ready.display()
+    );
+    let mut c = rocm_fix(Some("gfx1010"), &["run", "sh", "-c", &script]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let pid = child.id() as i32;
+    for _ in 0..200 {
+        if ready.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(ready.exists(), "the child started");
+    // Sent to the supervisor alone (as `kill -INT`): it is forwarded.
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(42), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got INT\n");
+}
+
+#[test]
+fn show_prints_the_plan_with_presets_and_evidence() {
+    let dir = tmpdir("run-show");
+    let yolo = dir.join("yolo");
+    std::fs::write(&yolo, "#!/bin/sh\nexit 0\n").unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&yolo)
+        .status()
+        .unwrap();
+    let yolo = yolo.to_str().unwrap();
+    // An RX 6600 XT (gfx1032): the RDNA2 presets of the ultralytics entry apply.
+    let run = Run::from(
+        rocm_fix(Some("gfx1032"), &["run", "--show", "--json", yolo, "train"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let check = |json: &str, code: &str| {
+        let o = Command::new("python3")
+            .args(["-c", code, json])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{json}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    check(
+        &run.stdout,
+        "import json,sys; p=json.loads(sys.argv[1]); assert p['preset']=='ultralytics', p; \
+         s={x['name']:x for x in p['settings']}; \
+         assert s['HSA_OVERRIDE_GFX_VERSION']['value']=='10.3.0' and s['HSA_OVERRIDE_GFX_VERSION']['evidence']=='helped'; \
+         assert 'gfx1032' in p['chips']; assert p['environment']['LD_PRELOAD'].endswith('librocm_fix.so'); \
+         assert 'cpu-fallback' not in [r['id'] for r in p['ladder']]",
+    );
+    // Your own setting wins; --no-presets applies none; the CPU rung needs its flag.
+    let mut c = rocm_fix(Some("gfx1032"), &["run", "--show", yolo]);
+    c.env("HSA_OVERRIDE_GFX_VERSION", "10.3.1");
+    let run = Run::from(c.output().unwrap());
+    assert!(
+        run.stdout.contains("keep your HSA_OVERRIDE_GFX_VERSION"),
+        "{}",
+        run.stdout
+    );
+    let run = Run::from(
+        rocm_fix(Some("gfx1032"), &["run", "--show", "--no-presets", yolo])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        run.stdout.contains("preset: off (--no-presets)") && !run.stdout.contains("  set "),
+        "{}",
+        run.stdout
+    );
+    let run = Run::from(
+        rocm_fix(
+            Some("gfx1032"),
+            &["run", "--show", "--allow-cpu-fallback", yolo],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert!(run.stdout.contains("cpu-fallback:"), "{}", run.stdout);
+}
+
+#[test]
+fn rocm_fix_run_is_rocm_fix_run() {
+    let a = Run::from(
+        sim_command(&bin("rocm-fix-run"), "gfx1010")
+            .args(["--show", "true"])
+            .output()
+            .unwrap(),
+    );
+    let b = Run::from(
+        rocm_fix(Some("gfx1010"), &["run", "--show", "--", "true"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(a.code, Some(0));
+}
+
+#[test]
+fn help_version_and_usage_errors() {
+    let run = Run::from(rocm_fix(None, &["--help"]).output().unwrap());
+    assert_eq!(run.code, Some(0));
+    for cmd in ["run", "doctor", "triage", "kb", "Exit codes"] {
+        assert!(run.stdout.contains(cmd), "{cmd}");
+    }
+    let run = Run::from(rocm_fix(None, &["--version"]).output().unwrap());
+    assert_eq!(
+        run.stdout.trim(),
+        format!("rocm-fix {}", env!("CARGO_PKG_VERSION"))
+    );
+    for (args, msg) in [
+        (&["frobnicate"][..], "unknown command 'frobnicate'"),
+        (&["run"][..], "no command to run"),
+        (&["run", "--retries", "many", "x"][..], "takes a number"),
+        (
+            &["kb", "show", "no-such-issue"][..],
+            "no known issue 'no-such-issue'",
+        ),
+        (&["triage"][..], "exactly one FILE"),
+        (&["doctor", "--frob"][..], "unknown option '--frob'"),
+    ] {
+        let run = Run::from(rocm_fix(None, args).output().unwrap());
+        assert_eq!(run.code, Some(2), "{args:?}: {run:#?}");
+        assert!(run.stderr.contains(msg), "{args:?}: {}", run.stderr);
+    }
+    for sub in ["run", "doctor", "triage", "kb"] {
+        let run = Run::from(rocm_fix(None, &[sub, "--help"]).output().unwrap());
+        assert_eq!(run.code, Some(0), "{sub} --help");
+        assert!(
+            run.stdout.starts_with("Usage: rocm-fix"),
+            "{sub}: {}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn kb_lists_and_shows_issues() {
+    let run = Run::from(rocm_fix(None, &["kb", "list"]).output().unwrap());
+    assert_eq!(run.code, Some(0));
+    assert!(run.stdout.lines().count() >= 15, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("seed-coherent-memory"),
+        "the seed hypothesis is listed"
+    );
+    let run = Run::from(
+        rocm_fix(None, &["kb", "show", "seed-coherent-memory"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        run.stdout.to_lowercase().contains("hypothesis"),
+        "{}",
+        run.stdout
+    );
+    let run = Run::from(rocm_fix(None, &["kb", "list", "--json"]).output().unwrap());
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys; d=json.loads(sys.stdin.read()); assert len(d)>=15",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut p| {
+            p.stdin.take().unwrap().write_all(run.stdout.as_bytes())?;
+            p.wait()
+        })
+        .unwrap();
+    assert!(o.success(), "{}", run.stdout);
+}
+
+#[test]
+fn triage_finds_the_real_chip_and_rejects_garbage() {
+    let fixtures = root().join("tests/fixtures/triage");
+    let mut checked = 0;
+    for e in std::fs::read_dir(&fixtures).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "txt") {
+            let want = path.with_extension("expected.json");
+            let run = Run::from(
+                rocm_fix(None, &["triage", "--json", path.to_str().unwrap()])
+                    .output()
+                    .unwrap(),
+            );
+            assert!(matches!(run.code, Some(0) | Some(1)), "{path:?}: {run:#?}");
+            let same = Command::new("python3")
+                .args([
+                    "-c",
+                    "import json,sys; assert json.loads(sys.argv[1])==json.load(open(sys.argv[2]))",
+                ])
+                .arg(&run.stdout)
+                .arg(&want)
+                .output()
+                .unwrap();
+            assert!(
+                same.status.success(),
+                "{path:?}\n{}",
+                String::from_utf8_lossy(&same.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "{checked} fixtures");
+    let mut c = rocm_fix(None, &["triage", "-"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"this is not rocminfo\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!out.stderr.is_empty());
+}
