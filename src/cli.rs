@@ -28,6 +28,7 @@ Usage:
   rocm-fix triage FILE|- [--json]
   rocm-fix kb list [--json]
   rocm-fix kb show ID [--json]
+  rocm-fix preload enable|disable|status [--root DIR] [--library PATH]
   rocm-fix --help | --version
 
 Commands:
@@ -38,6 +39,8 @@ Commands:
            settings, and the known issues that match, with sources
   triage   the real chip of every agent in a pasted rocminfo or KFD properties file
   kb       the known-issues knowledge base
+  preload  list librocm_fix.so in /etc/ld.so.preload (every process on the
+           machine), remove it, or show what is there
 
 Run 'rocm-fix COMMAND --help' for a command's options.
 
@@ -107,6 +110,28 @@ mitigations with their evidence level (confirmed, helped, mixed, anecdotal,
 harmful, none-found) and sources.
 ";
 
+const PRELOAD_HELP: &str = "\
+Usage: rocm-fix preload enable|disable|status [--root DIR] [--library PATH]
+
+enable   validates the library (it exists, is an x86_64 ELF, and a test process
+         runs cleanly with it preloaded), then adds it to ROOT/etc/ld.so.preload:
+         atomically (temp file, fsync, rename), after a backup
+         (ld.so.preload.rocm-fix.bak), keeping every other line and comment;
+         running it twice changes nothing
+disable  removes only rocm-fix's line: the file is back byte for byte as it was
+         before enable (and removed if enable created it)
+status   what the file lists and whether rocm-fix's library loads
+
+Options:
+  --root DIR      edit DIR/etc/ld.so.preload (a chroot or image); without it,
+                  enable and disable need root
+  --library PATH  the library as seen inside the root
+                  (default: /usr/lib/x86_64-linux-gnu/librocm_fix.so with --root,
+                  else the one next to this program)
+Exit status: 0 done (or nothing to do), 1 status: not enabled or broken,
+2 bad usage, 3 refused or failed (nothing was changed).
+";
+
 fn usage_error(msg: &str, help: &str) -> i32 {
     eprintln!("rocm-fix: {msg}");
     eprintln!("{}", help.lines().next().unwrap_or(""));
@@ -154,6 +179,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         "doctor" => doctor_command(&to_strings(tail)),
         "triage" => triage_command(&to_strings(tail)),
         "kb" => kb_command(&to_strings(tail)),
+        "preload" => preload_command(&to_strings(tail)),
         other => usage_error(&format!("unknown command '{other}'"), HELP),
     }
 }
@@ -381,6 +407,73 @@ fn kb_command(args: &[String]) -> i32 {
             }
         },
         _ => usage_error("kb takes 'list' or 'show ID'", KB_HELP),
+    }
+}
+
+fn preload_command(args: &[String]) -> i32 {
+    let mut action = None;
+    let mut root: Option<std::path::PathBuf> = None;
+    let mut library: Option<std::path::PathBuf> = None;
+    let mut i = 0;
+    while let Some(a) = args.get(i) {
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{PRELOAD_HELP}");
+                return EXIT_OK;
+            }
+            "--root" | "--library" => {
+                let Some(v) = args.get(i + 1) else {
+                    return usage_error(&format!("{a} needs a value"), PRELOAD_HELP);
+                };
+                if a == "--root" {
+                    root = Some(v.into());
+                } else {
+                    library = Some(v.into());
+                }
+                i += 1;
+            }
+            "enable" | "disable" | "status" if action.is_none() => action = Some(a.clone()),
+            other => return usage_error(&format!("unexpected argument '{other}'"), PRELOAD_HELP),
+        }
+        i += 1;
+    }
+    let Some(action) = action else {
+        return usage_error("preload takes enable, disable or status", PRELOAD_HELP);
+    };
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if action != "status" && root.is_none() && !is_root {
+        eprintln!("rocm-fix: editing /etc/ld.so.preload needs root (or --root DIR for an image)");
+        return EXIT_ERROR;
+    }
+    let paths =
+        crate::preload_file::Paths::new(root.as_deref().unwrap_or(std::path::Path::new("/")));
+    let result = match action.as_str() {
+        "enable" => {
+            let lib = match (library, &root) {
+                (Some(l), _) => Ok(l),
+                (None, Some(_)) => Ok("/usr/lib/x86_64-linux-gnu/librocm_fix.so".into()),
+                (None, None) => supervisor::find_preload(None),
+            };
+            lib.and_then(|l| crate::preload_file::enable(&paths, &l))
+        }
+        "disable" => crate::preload_file::disable(&paths),
+        _ => {
+            let (text, ok) = crate::preload_file::status(&paths);
+            print!("{text}");
+            return if ok { EXIT_OK } else { EXIT_FINDINGS };
+        }
+    };
+    match result {
+        Ok(crate::preload_file::Outcome::Changed(m))
+        | Ok(crate::preload_file::Outcome::Unchanged(m)) => {
+            println!("rocm-fix: {m}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("rocm-fix: {e}; nothing was changed");
+            EXIT_ERROR
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod logging;
 pub mod pciids;
 pub mod policy;
 pub mod pools;
+pub mod preload_file;
 pub mod process;
 pub mod registry;
 pub mod stats;

@@ -1,0 +1,467 @@
+//! `rocm-fix preload enable|disable|status`: our line in /etc/ld.so.preload.
+//!
+//! That file loads a library into every process on the machine, setuid ones
+//! included; a bad line there makes every program complain, a bad library
+//! can break them all. So: the library is validated before it is listed
+//! (an ELF of this machine's architecture that a test process runs cleanly
+//! with), the file is rewritten atomically (temp file, fsync, rename) after
+//! a backup, every other byte of it is kept, and a state file records
+//! exactly what was added so that `disable` restores the file byte for byte.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where things live under a root ("/" normally).
+pub struct Paths {
+    pub root: PathBuf,
+    pub preload: PathBuf,
+    pub backup: PathBuf,
+    pub state: PathBuf,
+    pub lock: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: &Path) -> Paths {
+        Paths {
+            root: root.to_path_buf(),
+            preload: root.join("etc/ld.so.preload"),
+            backup: root.join("etc/ld.so.preload.rocm-fix.bak"),
+            state: root.join("var/lib/rocm-fix/preload.state"),
+            lock: root.join("etc/.ld.so.preload.rocm-fix.lock"),
+        }
+    }
+
+    /// A path as seen inside the root, as it appears on the host.
+    pub fn host(&self, inside: &Path) -> PathBuf {
+        match inside.strip_prefix("/") {
+            Ok(rel) => self.root.join(rel),
+            Err(_) => self.root.join(inside),
+        }
+    }
+}
+
+/// Whether a word of ld.so.preload (separated by whitespace or ':') names
+/// rocm-fix's library.
+pub fn is_ours(word: &str) -> bool {
+    word.rsplit('/').next() == Some("librocm_fix.so")
+}
+
+/// The words the dynamic linker reads from ld.so.preload's text: glibc
+/// blanks out `#` comments to the end of the line, then splits on space,
+/// tab, newline and ':' (not '\r': a CRLF line's path ends in '\r').
+pub fn entries(text: &str) -> Vec<&str> {
+    text.split('\n')
+        .flat_map(|line| line.split('#').next().unwrap_or("").split([' ', '\t', ':']))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The text with `line` appended, and the exact bytes appended. Always "\n"
+/// as separator: in a file with CRLF line ends, "\r" would become part of
+/// our path and the linker would fail to preload it.
+pub fn with_line(text: &str, line: &str) -> (String, String) {
+    let mut added = String::new();
+    if !text.is_empty() && !text.ends_with('\n') {
+        added.push('\n');
+    }
+    added.push_str(line);
+    added.push('\n');
+    (format!("{text}{added}"), added)
+}
+
+/// The text without our entry: first the exact bytes `enable` appended (so
+/// that the file comes back byte for byte), else every line that is ours.
+pub fn without_ours(text: &str, added: Option<&str>) -> String {
+    if let Some(a) = added.filter(|a| !a.is_empty()) {
+        if let Some(before) = text.strip_suffix(a) {
+            return before.to_string();
+        }
+    }
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let words = entries(body);
+        if !words.is_empty()
+            && words.iter().all(|w| is_ours(w))
+            && !body.trim_start().starts_with('#')
+        {
+            continue;
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// ELF of this machine's architecture (x86_64: class 64, little-endian, EM_X86_64).
+pub fn check_elf(path: &Path) -> Result<(), String> {
+    let mut head = [0u8; 20];
+    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.read_exact(&mut head)
+        .map_err(|_| format!("{} is not an ELF file (too short)", path.display()))?;
+    if &head[..4] != b"\x7fELF" {
+        return Err(format!("{} is not an ELF file", path.display()));
+    }
+    let machine = u16::from_le_bytes([head[18], head[19]]);
+    if head[4] != 2 || head[5] != 1 || machine != 62 {
+        return Err(format!(
+            "{} is an ELF file for another architecture (this machine is x86_64)",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// A test process with the library preloaded runs cleanly: /bin/true exits
+/// 0 and nothing is printed.
+pub fn check_loads(host_path: &Path) -> Result<(), String> {
+    let out = Command::new("/bin/true")
+        .env("LD_PRELOAD", host_path)
+        .env_remove("ROCM_FIX_LOG")
+        .output()
+        .map_err(|e| format!("cannot run a test process: {e}"))?;
+    if !out.status.success() || !out.stderr.is_empty() {
+        return Err(format!(
+            "a test process with {} preloaded did not run cleanly: {}",
+            host_path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path` atomically: a temp file in the same folder,
+/// fsync, rename, fsync of the folder. Mode 0644, as ld.so.preload has.
+pub fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
+    let dir = path.parent().ok_or("no parent folder")?;
+    let tmp = dir.join(format!(
+        ".{}.rocm-fix.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
+        std::process::id()
+    ));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", path.display())
+    })
+}
+
+/// An exclusive lock on the preload file's editing, so that two `enable`s
+/// at once do not interleave. Released when dropped.
+/// The file is only held: closing it (on drop) releases the flock.
+pub struct EditLock(#[allow(dead_code)] File);
+
+pub fn lock(paths: &Paths) -> Result<EditLock, String> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&paths.lock)
+        .map_err(|e| format!("cannot lock {}: {e}", paths.lock.display()))?;
+    use std::os::fd::AsRawFd;
+    for _ in 0..100 {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(EditLock(f));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Err(format!(
+        "another rocm-fix is editing {} (lock {} held for 10 s)",
+        paths.preload.display(),
+        paths.lock.display()
+    ))
+}
+
+/// What `enable` recorded.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub existed: bool,
+    pub added: String,
+    pub line: String,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some(o) => out.push(o),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn read_state(paths: &Paths) -> Option<State> {
+    let text = fs::read_to_string(&paths.state).ok()?;
+    let mut st = State::default();
+    for l in text.lines() {
+        match l.split_once('=') {
+            Some(("existed", v)) => st.existed = v == "1",
+            Some(("added", v)) => st.added = unescape(v),
+            Some(("line", v)) => st.line = v.to_string(),
+            _ => {}
+        }
+    }
+    Some(st)
+}
+
+fn write_state(paths: &Paths, st: &State) -> Result<(), String> {
+    if let Some(d) = paths.state.parent() {
+        fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    write_atomic(
+        &paths.state,
+        &format!(
+            "existed={}\nadded={}\nline={}\n",
+            u8::from(st.existed),
+            escape(&st.added),
+            st.line
+        ),
+    )
+}
+
+/// The outcome of enable/disable, for the user.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Changed(String),
+    Unchanged(String),
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, String> {
+    match fs::read(path) {
+        Ok(b) => String::from_utf8(b)
+            .map(Some)
+            .map_err(|_| format!("{} is not text; not touching it", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Lists `library` (a path as seen inside the root) in ROOT/etc/ld.so.preload.
+pub fn enable(paths: &Paths, library: &Path) -> Result<Outcome, String> {
+    if !library.is_absolute() {
+        return Err(format!(
+            "the library path must be absolute, not {}",
+            library.display()
+        ));
+    }
+    let host_lib = paths.host(library);
+    if !host_lib.is_file() {
+        return Err(format!("{} does not exist", host_lib.display()));
+    }
+    check_elf(&host_lib)?;
+    check_loads(&host_lib)?;
+    let line = library.to_string_lossy().to_string();
+    if line.chars().any(|c| c.is_whitespace() || c == ':') {
+        return Err(format!(
+            "{line}: ld.so.preload cannot list a path with spaces or ':'"
+        ));
+    }
+    let _lock = lock(paths)?;
+    let old = read_optional(&paths.preload)?;
+    let text = old.clone().unwrap_or_default();
+    if entries(&text).contains(&line.as_str()) {
+        return Ok(Outcome::Unchanged(format!(
+            "{} already lists {line}",
+            paths.preload.display()
+        )));
+    }
+    if let Some(other) = entries(&text).into_iter().find(|w| is_ours(w)) {
+        return Err(format!(
+            "{} already lists another librocm_fix.so ({other}); run 'rocm-fix preload disable' first",
+            paths.preload.display()
+        ));
+    }
+    let (new, added) = with_line(&text, &line);
+    if let Some(old) = &old {
+        write_atomic(&paths.backup, old)?;
+    }
+    write_state(
+        paths,
+        &State {
+            existed: old.is_some(),
+            added,
+            line: line.clone(),
+        },
+    )?;
+    if let Err(e) = write_atomic(&paths.preload, &new) {
+        let _ = fs::remove_file(&paths.state);
+        return Err(e);
+    }
+    // On the live system, every new process now loads it: prove it still works,
+    // or put the file back as it was.
+    if paths.root == Path::new("/") {
+        if let Err(e) = check_loads(Path::new("/bin/true")).and_then(|_| check_loads(&host_lib)) {
+            restore(paths, old.as_deref())?;
+            return Err(format!("{e}; {} was restored", paths.preload.display()));
+        }
+    }
+    Ok(Outcome::Changed(format!(
+        "{} now lists {line} (backup: {})",
+        paths.preload.display(),
+        if old.is_some() {
+            paths.backup.display().to_string()
+        } else {
+            "none, the file is new".to_string()
+        }
+    )))
+}
+
+fn restore(paths: &Paths, old: Option<&str>) -> Result<(), String> {
+    let r = match old {
+        Some(t) => write_atomic(&paths.preload, t),
+        None => fs::remove_file(&paths.preload)
+            .map_err(|e| format!("cannot remove {}: {e}", paths.preload.display())),
+    };
+    let _ = fs::remove_file(&paths.state);
+    r
+}
+
+/// Removes only our line; the file comes back byte for byte as it was
+/// before `enable` (removed again if `enable` created it).
+pub fn disable(paths: &Paths) -> Result<Outcome, String> {
+    let _lock = lock(paths)?;
+    let state = read_state(paths);
+    let Some(text) = read_optional(&paths.preload)? else {
+        let _ = fs::remove_file(&paths.state);
+        return Ok(Outcome::Unchanged(format!(
+            "{} does not exist: nothing to disable",
+            paths.preload.display()
+        )));
+    };
+    if !entries(&text).iter().any(|w| is_ours(w)) {
+        let _ = fs::remove_file(&paths.state);
+        return Ok(Outcome::Unchanged(format!(
+            "{} does not list librocm_fix.so",
+            paths.preload.display()
+        )));
+    }
+    let new = without_ours(&text, state.as_ref().map(|s| s.added.as_str()));
+    write_atomic(&paths.backup, &text)?;
+    let created_by_us = state.as_ref().is_some_and(|s| !s.existed);
+    if created_by_us && new.is_empty() {
+        fs::remove_file(&paths.preload)
+            .map_err(|e| format!("cannot remove {}: {e}", paths.preload.display()))?;
+    } else {
+        write_atomic(&paths.preload, &new)?;
+    }
+    let _ = fs::remove_file(&paths.state);
+    Ok(Outcome::Changed(format!(
+        "removed librocm_fix.so from {}",
+        paths.preload.display()
+    )))
+}
+
+/// `status`: what the file lists, and whether our library is there and loads.
+pub fn status(paths: &Paths) -> (String, bool) {
+    let text = match read_optional(&paths.preload) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return (
+                format!(
+                    "{} does not exist: rocm-fix is not enabled system-wide\n",
+                    paths.preload.display()
+                ),
+                false,
+            )
+        }
+        Err(e) => return (format!("{e}\n"), false),
+    };
+    let mut out = format!("{}:\n", paths.preload.display());
+    let mut ours_ok = false;
+    for w in entries(&text) {
+        let host = paths.host(Path::new(w));
+        let verdict = if !host.is_file() {
+            "MISSING: every program will warn about it".to_string()
+        } else if is_ours(w) {
+            match check_elf(&host).and_then(|_| check_loads(&host)) {
+                Ok(()) => {
+                    ours_ok = true;
+                    "rocm-fix, loads cleanly".to_string()
+                }
+                Err(e) => format!("rocm-fix, BROKEN: {e}"),
+            }
+        } else {
+            "present".to_string()
+        };
+        out.push_str(&format!("  {}: {verdict}\n", w.escape_debug()));
+    }
+    if !entries(&text).iter().any(|w| is_ours(w)) {
+        out.push_str("  (no librocm_fix.so line: rocm-fix is not enabled system-wide)\n");
+    }
+    (out, ours_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appending_and_removing_gives_the_same_bytes_back() {
+        for original in [
+            "",
+            "/lib/a.so\n",
+            "/lib/a.so",
+            "# comment\r\n/lib/b.so\r\n",
+            "  \n",
+        ] {
+            let (with, added) = with_line(original, "/usr/lib/x86_64-linux-gnu/librocm_fix.so");
+            assert!(
+                with.contains("\n/usr/lib/x86_64-linux-gnu/librocm_fix.so\n")
+                    || original.is_empty()
+            );
+            assert!(!added.contains('\r'), "never a CR in our line");
+            assert_eq!(without_ours(&with, Some(&added)), original);
+        }
+    }
+
+    #[test]
+    fn without_a_record_only_our_lines_go() {
+        let text = "/lib/a.so\n/opt/x/librocm_fix.so\n# /opt/x/librocm_fix.so kept as a comment\n/lib/b.so\n";
+        assert_eq!(
+            without_ours(text, None),
+            "/lib/a.so\n# /opt/x/librocm_fix.so kept as a comment\n/lib/b.so\n"
+        );
+        assert_eq!(
+            entries("a.so b.so:c.so\n\td.so"),
+            vec!["a.so", "b.so", "c.so", "d.so"]
+        );
+    }
+
+    #[test]
+    fn state_survives_escaping() {
+        let s = State {
+            existed: true,
+            added: "\n/x/librocm_fix.so\n".into(),
+            line: "/x/librocm_fix.so".into(),
+        };
+        assert_eq!(unescape(&escape(&s.added)), s.added);
+    }
+}

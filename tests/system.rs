@@ -1,0 +1,209 @@
+//! Installing system-wide: `rocm-fix preload enable|disable|status` on an
+//! image root (--root), with the bad inputs a packager or a user may bring.
+
+mod common;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn rocm_fix() -> PathBuf {
+    preload().parent().unwrap().join("rocm-fix")
+}
+
+const LIB: &str = "/usr/lib/x86_64-linux-gnu/librocm_fix.so";
+
+/// An image root with rocm-fix's libraries installed where the package puts them.
+fn image(tag: &str) -> PathBuf {
+    let root = tmpdir(tag);
+    let libdir = root.join("usr/lib/x86_64-linux-gnu");
+    std::fs::create_dir_all(&libdir).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let built = preload().parent().unwrap().to_path_buf();
+    for f in ["librocm_fix.so", "librocm_fix_engine.so"] {
+        std::fs::copy(built.join(f), libdir.join(f)).unwrap();
+    }
+    root
+}
+
+fn preload_cmd(root: &Path, args: &[&str]) -> Run {
+    Run::from(
+        Command::new(rocm_fix())
+            .arg("preload")
+            .args(args)
+            .arg("--root")
+            .arg(root)
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn enable_and_disable_keep_everything_else_byte_for_byte() {
+    let root = image("preload-crlf");
+    let file = root.join("etc/ld.so.preload");
+    let original = "# site preloads\r\n/usr/lib/x86_64-linux-gnu/libeatmydata.so\r\n";
+    std::fs::write(&file, original).unwrap();
+    let run = preload_cmd(&root, &["enable"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        text,
+        format!("{original}{LIB}\n"),
+        "our line appended with \\n only"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/ld.so.preload.rocm-fix.bak")).unwrap(),
+        original
+    );
+    let run = preload_cmd(&root, &["enable"]);
+    assert_eq!(run.code, Some(0));
+    assert!(run.stdout.contains("already lists"), "idempotent: {run:#?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    let run = preload_cmd(&root, &["status"]);
+    assert!(
+        run.stdout
+            .contains(&format!("{LIB}: rocm-fix, loads cleanly")),
+        "{run:#?}"
+    );
+    // The CRLF line's path ends in \r for the dynamic linker: shown, not fixed.
+    assert!(
+        run.stdout.contains("libeatmydata.so\\r: MISSING"),
+        "{run:#?}"
+    );
+    assert!(
+        !run.stdout.contains("site"),
+        "comments are not entries: {run:#?}"
+    );
+    let run = preload_cmd(&root, &["disable"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        original.as_bytes(),
+        "byte-identical after disable"
+    );
+}
+
+#[test]
+fn a_file_that_enable_created_is_removed_by_disable() {
+    let root = image("preload-new");
+    assert_eq!(preload_cmd(&root, &["enable"]).code, Some(0));
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/ld.so.preload")).unwrap(),
+        format!("{LIB}\n")
+    );
+    assert_eq!(preload_cmd(&root, &["disable"]).code, Some(0));
+    assert!(!root.join("etc/ld.so.preload").exists());
+    let run = preload_cmd(&root, &["status"]);
+    assert_eq!(run.code, Some(1), "not enabled: {run:#?}");
+}
+
+#[test]
+fn bad_libraries_are_refused_and_nothing_is_lost() {
+    let root = image("preload-bad");
+    let file = root.join("etc/ld.so.preload");
+    std::fs::write(&file, "/lib/keep.so\n").unwrap();
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "/usr/lib/x86_64-linux-gnu/librocm_fix_missing.so".into(),
+            "does not exist",
+        ),
+        ("/etc/hostname-not-elf".into(), "not an ELF file"),
+        ("relative/librocm_fix.so".into(), "must be absolute"),
+    ];
+    std::fs::write(root.join("etc/hostname-not-elf"), "not a library\n").unwrap();
+    for (lib, msg) in cases {
+        let run = preload_cmd(&root, &["enable", "--library", &lib]);
+        assert_eq!(run.code, Some(3), "{lib}: {run:#?}");
+        assert!(
+            run.stderr.contains(msg) && run.stderr.contains("nothing was changed"),
+            "{lib}: {}",
+            run.stderr
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "/lib/keep.so\n");
+    }
+    // An ELF of another architecture: a 32-bit object.
+    let elf32 = root.join("usr/lib/x86_64-linux-gnu/libother.so");
+    let mut bytes = std::fs::read(root.join("usr/lib/x86_64-linux-gnu/librocm_fix.so")).unwrap();
+    bytes[4] = 1;
+    std::fs::write(&elf32, bytes).unwrap();
+    let run = preload_cmd(
+        &root,
+        &[
+            "enable",
+            "--library",
+            "/usr/lib/x86_64-linux-gnu/libother.so",
+        ],
+    );
+    assert!(run.stderr.contains("another architecture"), "{run:#?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "/lib/keep.so\n");
+}
+
+#[test]
+fn a_read_only_etc_is_a_clear_error() {
+    let root = image("preload-ro");
+    let file = root.join("etc/ld.so.preload");
+    std::fs::write(&file, "/lib/keep.so\n").unwrap();
+    let etc = root.join("etc");
+    let script = format!(
+        "mount --bind '{e}' '{e}' && mount -o remount,bind,ro '{e}' && exec '{bin}' preload enable --root '{r}'",
+        e = etc.display(),
+        bin = rocm_fix().display(),
+        r = root.display()
+    );
+    let run = Run::from(
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(
+        run.stderr.contains("Read-only file system") && run.stderr.contains("nothing was changed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "/lib/keep.so\n");
+}
+
+#[test]
+fn two_enables_at_once_add_one_line() {
+    let root = image("preload-race");
+    let file = root.join("etc/ld.so.preload");
+    std::fs::write(&file, "/lib/keep.so\n").unwrap();
+    let spawn = || {
+        Command::new(rocm_fix())
+            .args(["preload", "enable", "--root"])
+            .arg(&root)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success(), "{a:?} {b:?}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!("/lib/keep.so\n{LIB}\n")
+    );
+}
+
+#[test]
+fn without_root_the_live_file_is_not_touched() {
+    let script = format!(
+        "exec setpriv --reuid=65534 --regid=65534 --clear-groups '{}' preload enable",
+        rocm_fix().display()
+    );
+    let dir = tmpdir("preload-nonroot");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = Run::from(
+        Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(&dir)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(run.stderr.contains("needs root"), "{}", run.stderr);
+}
