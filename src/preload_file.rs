@@ -49,13 +49,39 @@ pub fn is_ours(word: &str) -> bool {
     word.rsplit('/').next() == Some("librocm_fix.so")
 }
 
-/// The words the dynamic linker reads from ld.so.preload's text: glibc
-/// blanks out `#` comments to the end of the line, then splits on space,
-/// tab, newline and ':' (not '\r': a CRLF line's path ends in '\r').
-pub fn entries(text: &str) -> Vec<&str> {
-    text.split('\n')
-        .flat_map(|line| line.split('#').next().unwrap_or("").split([' ', '\t', ':']))
+/// The words the dynamic linker reads from ld.so.preload's text.
+///
+/// glibc (2.36, checked in a Debian 12 chroot) blanks `#` comments to the
+/// end of their line, but its loop never advances its start pointer: each
+/// search for the next '#' covers only the first `rest` bytes of the file,
+/// so later comments survive as words ("#three" in "#one\n#two\n#three").
+/// This is that loop, so that `status` shows what the linker really reads.
+/// Words are then split on space, tab, newline and ':' (not '\r': a CRLF
+/// line's path ends in '\r').
+pub fn entries(text: &str) -> Vec<String> {
+    let mut file = text.as_bytes().to_vec();
+    let mut rest = file.len();
+    while rest > 0 {
+        let Some(start) = file.iter().take(rest).position(|&b| b == b'#') else {
+            break;
+        };
+        rest -= start;
+        let mut i = start;
+        loop {
+            if let Some(b) = file.get_mut(i) {
+                *b = b' ';
+            }
+            rest -= 1;
+            i += 1;
+            if rest == 0 || file.get(i).is_none_or(|&b| b == b'\n') {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&file)
+        .split([' ', '\t', '\n', ':'])
         .filter(|w| !w.is_empty())
+        .map(str::to_string)
         .collect()
 }
 
@@ -114,19 +140,31 @@ pub fn check_elf(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// A test process with the library preloaded runs cleanly: /bin/true exits
-/// 0 and nothing is printed.
-pub fn check_loads(host_path: &Path) -> Result<(), String> {
-    let out = Command::new("/bin/true")
-        .env("LD_PRELOAD", host_path)
-        .env_remove("ROCM_FIX_LOG")
+/// What /bin/true prints on stderr (the dynamic linker's complaints about
+/// an already broken ld.so.preload, say), and whether it succeeded.
+fn run_true(preload: Option<&Path>) -> Result<(bool, Vec<u8>), String> {
+    let mut cmd = Command::new("/bin/true");
+    cmd.env_remove("LD_PRELOAD").env_remove("ROCM_FIX_LOG");
+    if let Some(p) = preload {
+        cmd.env("LD_PRELOAD", p);
+    }
+    let out = cmd
         .output()
         .map_err(|e| format!("cannot run a test process: {e}"))?;
-    if !out.status.success() || !out.stderr.is_empty() {
+    Ok((out.status.success(), out.stderr))
+}
+
+/// A test process with the library preloaded runs cleanly: /bin/true exits
+/// 0 and prints nothing more than it prints without it (an ld.so.preload
+/// that is already broken is not ours to judge).
+pub fn check_loads(host_path: &Path) -> Result<(), String> {
+    let (_, baseline) = run_true(None)?;
+    let (ok, stderr) = run_true(Some(host_path))?;
+    if !ok || stderr != baseline {
         return Err(format!(
             "a test process with {} preloaded did not run cleanly: {}",
             host_path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&stderr).trim()
         ));
     }
     Ok(())
@@ -285,9 +323,10 @@ pub fn enable(paths: &Paths, library: &Path) -> Result<Outcome, String> {
         ));
     }
     let _lock = lock(paths)?;
+    let (_, baseline) = run_true(None)?;
     let old = read_optional(&paths.preload)?;
     let text = old.clone().unwrap_or_default();
-    if entries(&text).contains(&line.as_str()) {
+    if entries(&text).contains(&line) {
         return Ok(Outcome::Unchanged(format!(
             "{} already lists {line}",
             paths.preload.display()
@@ -318,9 +357,14 @@ pub fn enable(paths: &Paths, library: &Path) -> Result<Outcome, String> {
     // On the live system, every new process now loads it: prove it still works,
     // or put the file back as it was.
     if paths.root == Path::new("/") {
-        if let Err(e) = check_loads(Path::new("/bin/true")).and_then(|_| check_loads(&host_lib)) {
+        let live = run_true(None)?;
+        if !live.0 || live.1 != baseline {
             restore(paths, old.as_deref())?;
-            return Err(format!("{e}; {} was restored", paths.preload.display()));
+            return Err(format!(
+                "a test process did not run cleanly with the new {}: {}; it was restored",
+                paths.preload.display(),
+                String::from_utf8_lossy(&live.1).trim()
+            ));
         }
     }
     Ok(Outcome::Changed(format!(
@@ -397,10 +441,10 @@ pub fn status(paths: &Paths) -> (String, bool) {
     let mut out = format!("{}:\n", paths.preload.display());
     let mut ours_ok = false;
     for w in entries(&text) {
-        let host = paths.host(Path::new(w));
+        let host = paths.host(Path::new(&w));
         let verdict = if !host.is_file() {
             "MISSING: every program will warn about it".to_string()
-        } else if is_ours(w) {
+        } else if is_ours(&w) {
             match check_elf(&host).and_then(|_| check_loads(&host)) {
                 Ok(()) => {
                     ours_ok = true;
