@@ -496,9 +496,26 @@ fn doctor_command(args: &[String]) -> i32 {
     doctor_run(sysfs, f.iter().any(|a| a == "--json"))
 }
 
-fn doctor_run(_sysfs: Option<std::path::PathBuf>, _json: bool) -> i32 {
-    eprintln!("rocm-fix: doctor is not built yet");
-    EXIT_ERROR
+fn doctor_run(sysfs: Option<std::path::PathBuf>, json: bool) -> i32 {
+    let mut opts = crate::doctor::Options::from_system();
+    if let Some(dir) = sysfs {
+        if !dir.is_dir() {
+            eprintln!("rocm-fix: --sysfs {}: not a folder", dir.display());
+            return EXIT_USAGE;
+        }
+        opts.sysfs = Some(dir);
+    }
+    let report = crate::doctor::diagnose(&opts);
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if report.has_problems() {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
 }
 
 #[cfg(test)]

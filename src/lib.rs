@@ -16,6 +16,7 @@
 pub mod callers;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod engine;
 pub mod engine_abi;
 pub mod forensics;

@@ -360,3 +360,36 @@ fn triage_finds_the_real_chip_and_rejects_garbage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!out.stderr.is_empty());
 }
+
+#[test]
+fn doctor_names_the_real_chip_and_a_harmful_override() {
+    let sysfs = root().join("tests/fixtures/doctor/rx7900xtx_with_override/sys");
+    let mut c = rocm_fix(None, &["doctor", "--json", "--sysfs", sysfs.to_str().unwrap()]);
+    c.env("HSA_OVERRIDE_GFX_VERSION", "10.3.0");
+    let run = Run::from(c.output().unwrap());
+    assert_eq!(run.code, Some(1), "problems found: {run:#?}");
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys; d=json.loads(sys.argv[1]); \
+             assert {'gpus','kernel','amdgpu_parameters','rocm_version','firmware','risky_environment','rocm_fix','known_issues','findings'} <= set(d); \
+             g=d['gpus'][0]; assert g['gfx']=='gfx1100' and g['reported_gfx']=='gfx1030', g; \
+             assert g['override']['verdict']=='harmful', g['override']; \
+             assert any(i['id']=='override-cross-family' for i in d['known_issues'])",
+        ])
+        .arg(&run.stdout)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}\n{}", run.stdout, String::from_utf8_lossy(&o.stderr));
+    // The simulated RX 5700 XT, through the variable scripts/simgpu-env sets.
+    let run = Run::from(rocm_fix(Some("gfx1010"), &["doctor"]).output().unwrap());
+    assert!(run.stdout.contains("gfx1010") && run.stdout.contains("RDNA1"), "{}", run.stdout);
+    assert!(run.stdout.contains("seed-coherent-memory"), "{}", run.stdout);
+    // No GPU at all: said plainly, and the report still comes.
+    let none = root().join("tests/fixtures/doctor/nogpu/sys");
+    let run = Run::from(rocm_fix(None, &["doctor", "--sysfs", none.to_str().unwrap()]).output().unwrap());
+    assert_eq!(run.code, Some(1));
+    assert!(run.stdout.contains("no AMD GPU found") && run.stdout.contains("kernel:"), "{}", run.stdout);
+    let run = Run::from(rocm_fix(None, &["doctor", "--sysfs", "/nonexistent"]).output().unwrap());
+    assert_eq!(run.code, Some(2));
+}
