@@ -364,7 +364,10 @@ fn triage_finds_the_real_chip_and_rejects_garbage() {
 #[test]
 fn doctor_names_the_real_chip_and_a_harmful_override() {
     let sysfs = root().join("tests/fixtures/doctor/rx7900xtx_with_override/sys");
-    let mut c = rocm_fix(None, &["doctor", "--json", "--sysfs", sysfs.to_str().unwrap()]);
+    let mut c = rocm_fix(
+        None,
+        &["doctor", "--json", "--sysfs", sysfs.to_str().unwrap()],
+    );
     c.env("HSA_OVERRIDE_GFX_VERSION", "10.3.0");
     let run = Run::from(c.output().unwrap());
     assert_eq!(run.code, Some(1), "problems found: {run:#?}");
@@ -380,16 +383,41 @@ fn doctor_names_the_real_chip_and_a_harmful_override() {
         .arg(&run.stdout)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}\n{}", run.stdout, String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        run.stdout,
+        String::from_utf8_lossy(&o.stderr)
+    );
     // The simulated RX 5700 XT, through the variable scripts/simgpu-env sets.
     let run = Run::from(rocm_fix(Some("gfx1010"), &["doctor"]).output().unwrap());
-    assert!(run.stdout.contains("gfx1010") && run.stdout.contains("RDNA1"), "{}", run.stdout);
-    assert!(run.stdout.contains("seed-coherent-memory"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("gfx1010") && run.stdout.contains("RDNA1"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("seed-coherent-memory"),
+        "{}",
+        run.stdout
+    );
     // No GPU at all: said plainly, and the report still comes.
     let none = root().join("tests/fixtures/doctor/nogpu/sys");
-    let run = Run::from(rocm_fix(None, &["doctor", "--sysfs", none.to_str().unwrap()]).output().unwrap());
+    let run = Run::from(
+        rocm_fix(None, &["doctor", "--sysfs", none.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(run.code, Some(1));
-    assert!(run.stdout.contains("no AMD GPU found") && run.stdout.contains("kernel:"), "{}", run.stdout);
-    let run = Run::from(rocm_fix(None, &["doctor", "--sysfs", "/nonexistent"]).output().unwrap());
+    assert!(
+        run.stdout.contains("no AMD GPU found") && run.stdout.contains("kernel:"),
+        "{}",
+        run.stdout
+    );
+    let run = Run::from(
+        rocm_fix(None, &["doctor", "--sysfs", "/nonexistent"])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(run.code, Some(2));
 }
