@@ -29,6 +29,7 @@ Usage:
   rocm-fix kb list [--json]
   rocm-fix kb show ID [--json]
   rocm-fix preload enable|disable|status [--root DIR] [--library PATH]
+  rocm-fix kernel-params plan|apply|revert [--root DIR] [--dry-run] [--yes] [--json]
   rocm-fix --help | --version
 
 Commands:
@@ -41,6 +42,9 @@ Commands:
   kb       the known-issues knowledge base
   preload  list librocm_fix.so in /etc/ld.so.preload (every process on the
            machine), remove it, or show what is there
+  kernel-params
+           the amdgpu kernel parameters worth setting for these GPUs (with their
+           evidence), written as a boot-loader drop-in, and undone exactly
 
 Run 'rocm-fix COMMAND --help' for a command's options.
 
@@ -132,6 +136,29 @@ Exit status: 0 done (or nothing to do), 1 status: not enabled or broken,
 2 bad usage, 3 refused or failed (nothing was changed).
 ";
 
+const KPARAMS_HELP: &str = "\
+Usage: rocm-fix kernel-params plan|apply|revert [--root DIR] [--dry-run] [--yes] [--json]
+
+plan     the amdgpu parameters the knowledge base supports for the GPUs found
+         (KFD topology), each with its evidence level and sources, and the ones
+         considered and rejected, with why. Parameters whose evidence is harmful
+         or none-found are never applied.
+apply    writes them for the boot loader in use: a GRUB drop-in
+         (/etc/default/grub.d/90-rocm-fix.cfg), or the kernel command line of
+         systemd-boot (/etc/kernel/cmdline) or kernelstub, after a backup; prints
+         the command that regenerates the boot configuration and runs it only
+         with --yes
+revert   restores exactly what was there
+
+Options:
+  --root DIR   work on an image or chroot (nothing is regenerated there)
+  --dry-run    say what would change, change nothing
+  --yes        run the regeneration command after apply/revert
+  --json       print JSON
+Exit status: 0 done (or nothing to do), 2 bad usage, 3 refused or failed
+(nothing was changed).
+";
+
 fn usage_error(msg: &str, help: &str) -> i32 {
     eprintln!("rocm-fix: {msg}");
     eprintln!("{}", help.lines().next().unwrap_or(""));
@@ -180,6 +207,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         "triage" => triage_command(&to_strings(tail)),
         "kb" => kb_command(&to_strings(tail)),
         "preload" => preload_command(&to_strings(tail)),
+        "kernel-params" => kparams_command(&to_strings(tail)),
         other => usage_error(&format!("unknown command '{other}'"), HELP),
     }
 }
@@ -468,6 +496,80 @@ fn preload_command(args: &[String]) -> i32 {
         Ok(crate::preload_file::Outcome::Changed(m))
         | Ok(crate::preload_file::Outcome::Unchanged(m)) => {
             println!("rocm-fix: {m}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("rocm-fix: {e}; nothing was changed");
+            EXIT_ERROR
+        }
+    }
+}
+
+fn kparams_command(args: &[String]) -> i32 {
+    let mut action = None;
+    let mut root = std::path::PathBuf::from("/");
+    let (mut dry, mut yes, mut json) = (false, false, false);
+    let mut i = 0;
+    while let Some(a) = args.get(i) {
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{KPARAMS_HELP}");
+                return EXIT_OK;
+            }
+            "--root" => {
+                let Some(v) = args.get(i + 1) else {
+                    return usage_error("--root needs a folder", KPARAMS_HELP);
+                };
+                root = v.into();
+                i += 1;
+            }
+            "--dry-run" => dry = true,
+            "--yes" => yes = true,
+            "--json" => json = true,
+            "plan" | "apply" | "revert" if action.is_none() => action = Some(a.clone()),
+            other => return usage_error(&format!("unexpected argument '{other}'"), KPARAMS_HELP),
+        }
+        i += 1;
+    }
+    let Some(action) = action else {
+        return usage_error("kernel-params takes plan, apply or revert", KPARAMS_HELP);
+    };
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if action != "plan" && !dry && root == std::path::Path::new("/") && !is_root {
+        eprintln!(
+            "rocm-fix: changing the boot configuration needs root (or --dry-run, or --root DIR)"
+        );
+        return EXIT_ERROR;
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let (chips, _) = supervisor::machine_chips(&env);
+    let plan = crate::kparams::plan(&root, &chips);
+    let change = match action.as_str() {
+        "plan" => {
+            if json {
+                println!("{}", plan.to_json());
+            } else {
+                print!("{}", plan.to_text());
+            }
+            return EXIT_OK;
+        }
+        "apply" => crate::kparams::apply(&root, &plan, dry),
+        _ => crate::kparams::revert(&root, dry),
+    };
+    match change {
+        Ok(change) => {
+            if json {
+                println!("{}", change.to_json());
+            } else {
+                print!("{}", change.to_text());
+            }
+            if yes && !dry && !change.regenerate.is_empty() {
+                if let Err(e) = crate::kparams::run_regeneration(&root, &change) {
+                    eprintln!("rocm-fix: {e}");
+                    return EXIT_ERROR;
+                }
+            }
             EXIT_OK
         }
         Err(e) => {

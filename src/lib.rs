@@ -21,6 +21,7 @@ pub mod engine;
 pub mod engine_abi;
 pub mod forensics;
 pub mod kb;
+pub mod kparams;
 pub mod logging;
 pub mod pciids;
 pub mod policy;

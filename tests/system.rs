@@ -207,3 +207,93 @@ fn without_root_the_live_file_is_not_touched() {
     assert_eq!(run.code, Some(3), "{run:#?}");
     assert!(run.stderr.contains("needs root"), "{}", run.stderr);
 }
+
+fn copy_tree(from: &Path, to: &Path) {
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn same_tree(a: &Path, b: &Path) -> bool {
+    Command::new("diff")
+        .arg("-r")
+        .arg(a)
+        .arg(b)
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn kparams(spec: &str, root: &Path, args: &[&str]) -> Run {
+    let mut c = sim_command(&rocm_fix(), spec);
+    c.arg("kernel-params").args(args).arg("--root").arg(root);
+    Run::from(c.output().unwrap())
+}
+
+#[test]
+fn kernel_params_apply_only_what_the_evidence_supports_and_revert_exactly() {
+    let fixture = root().join("tests/fixtures/kparams/grub");
+    let img = tmpdir("kparams-grub");
+    copy_tree(&fixture, &img);
+    // An RX 5700 XT: nothing has evidence enough; apply writes nothing.
+    let run = kparams("gfx1010", &img, &["plan"]);
+    assert!(
+        run.stdout.contains("Nothing is worth applying"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("amdgpu.noretry=0") && run.stdout.contains("[none-found]"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(kparams("gfx1010", &img, &["apply"]).code, Some(0));
+    assert!(same_tree(&fixture, &img), "nothing written for gfx1010");
+    // Strix Halo (gfx1151): amdgpu.cwsr_enable=0 is confirmed there.
+    let run = kparams("gfx1151", &img, &["plan", "--json"]);
+    assert!(
+        run.stdout.contains("\"amdgpu.cwsr_enable\""),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        kparams("gfx1151", &img, &["apply", "--dry-run"]).code,
+        Some(0)
+    );
+    assert!(same_tree(&fixture, &img), "--dry-run writes nothing");
+    let run = kparams("gfx1151", &img, &["apply"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let dropin = std::fs::read_to_string(img.join("etc/default/grub.d/90-rocm-fix.cfg")).unwrap();
+    assert!(
+        dropin.contains(
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT amdgpu.cwsr_enable=0\""
+        ),
+        "{dropin}"
+    );
+    assert!(
+        run.stdout.contains("update-grub"),
+        "the regeneration command is printed: {}",
+        run.stdout
+    );
+    let again = kparams("gfx1151", &img, &["apply"]);
+    assert_eq!(again.code, Some(0), "idempotent: {again:#?}");
+    assert_eq!(
+        std::fs::read_to_string(img.join("etc/default/grub.d/90-rocm-fix.cfg")).unwrap(),
+        dropin
+    );
+    assert_eq!(kparams("gfx1151", &img, &["revert"]).code, Some(0));
+    assert!(
+        same_tree(&fixture, &img),
+        "revert restores exactly what was there"
+    );
+    // A machine whose boot loader rocm-fix does not know: a clear refusal.
+    let unknown = tmpdir("kparams-unknown");
+    copy_tree(&root().join("tests/fixtures/kparams/unknown"), &unknown);
+    let run = kparams("gfx1151", &unknown, &["apply"]);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
+}

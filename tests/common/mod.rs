@@ -96,6 +96,8 @@ pub fn program_with(name: &str, extra: &[&str]) -> PathBuf {
     ));
     let tmp = dir.join(format!("{stem}.{}.tmp", std::process::id()));
     let mut cmd = Command::new("gcc");
+    // A simulated device in the caller's shell must not leak into the link.
+    cmd.env_remove("LD_LIBRARY_PATH").env_remove("LD_PRELOAD");
     cmd.args([
         "-std=gnu11",
         "-O1",
