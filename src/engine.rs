@@ -199,6 +199,18 @@ fn guarded<R>(f: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| fallback())
 }
 
+/// Every hook's frame: count the call, decide with the state, and forward
+/// the call unchanged if anything of ours panics.
+fn intercept<R>(forward: &dyn Fn() -> R, body: impl FnOnce(&'static State) -> R) -> R {
+    guarded(
+        || {
+            stats::add(Stat::Intercepted, 1);
+            body(state())
+        },
+        forward,
+    )
+}
+
 /// The HIP device the calling thread allocates on. Asks HIP only when it
 /// matters (several devices, some active).
 fn current_device(st: &State) -> i32 {
@@ -276,27 +288,22 @@ unsafe extern "C" fn hip_malloc(ptr: *mut *mut c_void, size: usize) -> c_int {
     };
     // SAFETY (all calls of f below): the caller's arguments, or a larger size.
     let forward = || unsafe { f(ptr, size) };
-    guarded(
-        || {
-            stats::add(Stat::Intercepted, 1);
-            let st = state();
-            if !st.tracking || ptr.is_null() || size == 0 {
-                return forward();
+    intercept(&forward, |st| {
+        if !st.tracking || ptr.is_null() || size == 0 {
+            return forward();
+        }
+        let dev = current_device(st);
+        if !st.active_for(dev) {
+            let r = forward();
+            if r == policy::HIP_SUCCESS {
+                record(ptr, size, 0, Kind::Device, dev);
             }
-            let dev = current_device(st);
-            if !st.active_for(dev) {
-                let r = forward();
-                if r == policy::HIP_SUCCESS {
-                    record(ptr, size, 0, Kind::Device, dev);
-                }
-                return r;
-            }
-            padded_alloc(st, ptr, size, Kind::Device, dev, false, |n, _| unsafe {
-                f(ptr, n)
-            })
-        },
-        forward,
-    )
+            return r;
+        }
+        padded_alloc(st, ptr, size, Kind::Device, dev, false, |n, _| unsafe {
+            f(ptr, n)
+        })
+    })
 }
 
 unsafe fn free_with(id: RealFn, ptr: *mut c_void) -> c_int {
@@ -363,23 +370,18 @@ unsafe extern "C" fn hip_host_malloc(ptr: *mut *mut c_void, size: usize, flags: 
     };
     // SAFETY: the caller's arguments.
     let forward = || unsafe { f(ptr, size, flags) };
-    guarded(
-        || {
-            stats::add(Stat::Intercepted, 1);
-            let st = state();
-            if !st.tracking || ptr.is_null() || size == 0 {
-                return forward();
-            }
-            // Host memory serves every GPU: rewritten when any GPU is active.
-            let new = if st.any_active {
-                policy::host_malloc_flags(flags)
-            } else {
-                flags
-            };
-            host_malloc_as(f, ptr, size, flags, new, st)
-        },
-        forward,
-    )
+    intercept(&forward, |st| {
+        if !st.tracking || ptr.is_null() || size == 0 {
+            return forward();
+        }
+        // Host memory serves every GPU: rewritten when any GPU is active.
+        let new = if st.any_active {
+            policy::host_malloc_flags(flags)
+        } else {
+            flags
+        };
+        host_malloc_as(f, ptr, size, flags, new, st)
+    })
 }
 
 /// HIP_VERSION of the running runtime (major*10000000 + minor*100000 + patch).
@@ -399,37 +401,32 @@ unsafe extern "C" fn hip_host_alloc(ptr: *mut *mut c_void, size: usize, flags: u
     };
     // SAFETY: the caller's arguments.
     let forward = || unsafe { f(ptr, size, flags) };
-    guarded(
-        || {
-            stats::add(Stat::Intercepted, 1);
-            let st = state();
-            if !st.any_active || ptr.is_null() || size == 0 {
-                return forward();
-            }
-            // Up to 6.2 hipHostAlloc returns coarse VRAM: nothing to rewrite (facts §3).
-            if runtime_version().is_none_or(|v| v < 60_300_000) {
-                return forward();
-            }
-            match (
-                policy::host_alloc_flags(flags),
-                real_fn!(RealFn::HipHostMalloc, HipAllocFlags),
-            ) {
-                (HostAlloc::UseHostMalloc(new), Some(hm)) => {
-                    // SAFETY: hipHostMalloc with the caller's pointer and size.
-                    let r = unsafe { hm(ptr, size, new) };
-                    if r == policy::HIP_SUCCESS {
-                        stats::add(Stat::Rewritten, 1);
-                        record(ptr, size, 0, Kind::Host, -1);
-                        return r;
-                    }
-                    stats::add(Stat::Retried, 1);
-                    forward()
+    intercept(&forward, |st| {
+        if !st.any_active || ptr.is_null() || size == 0 {
+            return forward();
+        }
+        // Up to 6.2 hipHostAlloc returns coarse VRAM: nothing to rewrite (facts §3).
+        if runtime_version().is_none_or(|v| v < 60_300_000) {
+            return forward();
+        }
+        match (
+            policy::host_alloc_flags(flags),
+            real_fn!(RealFn::HipHostMalloc, HipAllocFlags),
+        ) {
+            (HostAlloc::UseHostMalloc(new), Some(hm)) => {
+                // SAFETY: hipHostMalloc with the caller's pointer and size.
+                let r = unsafe { hm(ptr, size, new) };
+                if r == policy::HIP_SUCCESS {
+                    stats::add(Stat::Rewritten, 1);
+                    record(ptr, size, 0, Kind::Host, -1);
+                    return r;
                 }
-                _ => forward(),
+                stats::add(Stat::Retried, 1);
+                forward()
             }
-        },
-        forward,
-    )
+            _ => forward(),
+        }
+    })
 }
 
 unsafe extern "C" fn hip_ext_malloc_with_flags(
@@ -442,38 +439,29 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
     };
     // SAFETY: the caller's arguments.
     let forward = || unsafe { f(ptr, size, flags) };
-    guarded(
-        || {
-            stats::add(Stat::Intercepted, 1);
-            let st = state();
-            if !st.tracking
-                || ptr.is_null()
-                || size == 0
-                || flags == policy::HIP_MALLOC_SIGNAL_MEMORY
-            {
-                return forward();
+    intercept(&forward, |st| {
+        if !st.tracking || ptr.is_null() || size == 0 || flags == policy::HIP_MALLOC_SIGNAL_MEMORY {
+            return forward();
+        }
+        let dev = current_device(st);
+        let kind = if flags == policy::HIP_DEVICE_MALLOC_DEFAULT {
+            Kind::Device
+        } else {
+            Kind::ExtFine
+        };
+        if !st.active_for(dev) {
+            let r = forward();
+            if r == policy::HIP_SUCCESS {
+                record(ptr, size, 0, kind, dev);
             }
-            let dev = current_device(st);
-            let kind = if flags == policy::HIP_DEVICE_MALLOC_DEFAULT {
-                Kind::Device
-            } else {
-                Kind::ExtFine
-            };
-            if !st.active_for(dev) {
-                let r = forward();
-                if r == policy::HIP_SUCCESS {
-                    record(ptr, size, 0, kind, dev);
-                }
-                return r;
-            }
-            let new = policy::ext_malloc_flags(flags);
-            // SAFETY: the caller's pointer; the size and flags as decided.
-            padded_alloc(st, ptr, size, kind, dev, new != flags, |n, rw| unsafe {
-                f(ptr, n, if rw { new } else { flags })
-            })
-        },
-        forward,
-    )
+            return r;
+        }
+        let new = policy::ext_malloc_flags(flags);
+        // SAFETY: the caller's pointer; the size and flags as decided.
+        padded_alloc(st, ptr, size, kind, dev, new != flags, |n, rw| unsafe {
+            f(ptr, n, if rw { new } else { flags })
+        })
+    })
 }
 
 unsafe extern "C" fn hip_malloc_managed(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int {
@@ -482,32 +470,27 @@ unsafe extern "C" fn hip_malloc_managed(ptr: *mut *mut c_void, size: usize, flag
     };
     // SAFETY: the caller's arguments.
     let forward = || unsafe { f(ptr, size, flags) };
-    guarded(
-        || {
-            stats::add(Stat::Intercepted, 1);
-            let st = state();
-            if !st.tracking || ptr.is_null() || size == 0 {
-                return forward();
-            }
-            let dev = current_device(st);
-            if !st.any_active {
-                let r = forward();
-                if r == policy::HIP_SUCCESS {
-                    record(ptr, size, 0, Kind::Managed, dev);
-                }
-                return r;
-            }
-            // SAFETY: the caller's pointer and flags, a padded size.
-            let r = padded_alloc(st, ptr, size, Kind::Managed, dev, false, |n, _| unsafe {
-                f(ptr, n, flags)
-            });
+    intercept(&forward, |st| {
+        if !st.tracking || ptr.is_null() || size == 0 {
+            return forward();
+        }
+        let dev = current_device(st);
+        if !st.any_active {
+            let r = forward();
             if r == policy::HIP_SUCCESS {
-                make_coarse(ptr, size, dev);
+                record(ptr, size, 0, Kind::Managed, dev);
             }
-            r
-        },
-        forward,
-    )
+            return r;
+        }
+        // SAFETY: the caller's pointer and flags, a padded size.
+        let r = padded_alloc(st, ptr, size, Kind::Managed, dev, false, |n, _| unsafe {
+            f(ptr, n, flags)
+        });
+        if r == policy::HIP_SUCCESS {
+            make_coarse(ptr, size, dev);
+        }
+        r
+    })
 }
 
 /// Managed memory is coherent by KFD's default (facts §3): ask for
@@ -547,22 +530,17 @@ unsafe extern "C" fn hip_mem_advise(
     };
     // SAFETY: the caller's arguments.
     let forward = || unsafe { f(ptr, count, advice, device) };
-    guarded(
-        || {
-            stats::add(Stat::Intercepted, 1);
-            let st = state();
-            match policy::mem_advise(advice) {
-                AdviseAction::Replace(new) if st.active_for(device) => {
-                    stats::add(Stat::Rewritten, 1);
-                    log::debug!("hipMemAdvise {advice} on {ptr:p} replaced by {new}");
-                    // SAFETY: the caller's arguments with another advice.
-                    unsafe { f(ptr, count, new, device) }
-                }
-                _ => forward(),
+    intercept(&forward, |st| {
+        match policy::mem_advise(advice) {
+            AdviseAction::Replace(new) if st.active_for(device) => {
+                stats::add(Stat::Rewritten, 1);
+                log::debug!("hipMemAdvise {advice} on {ptr:p} replaced by {new}");
+                // SAFETY: the caller's arguments with another advice.
+                unsafe { f(ptr, count, new, device) }
             }
-        },
-        forward,
-    )
+            _ => forward(),
+        }
+    })
 }
 
 // ---- HSA hooks ----------------------------------------------------------------------
@@ -573,19 +551,15 @@ unsafe extern "C" fn hsa_init() -> u32 {
     };
     // SAFETY: no arguments.
     let r = unsafe { f() };
-    guarded(
-        || {
-            stats::add(Stat::Intercepted, 1);
-            let st = state();
-            if r == policy::HSA_STATUS_SUCCESS
-                && st.tracking
-                && !HANDLER_REGISTERED.swap(true, Ordering::AcqRel)
-            {
-                crate::forensics::register_handler();
-            }
-        },
-        || (),
-    );
+    // The real hsa_init has run: on a panic of ours, nothing is left to forward.
+    intercept(&|| (), |st| {
+        if r == policy::HSA_STATUS_SUCCESS
+            && st.tracking
+            && !HANDLER_REGISTERED.swap(true, Ordering::AcqRel)
+        {
+            crate::forensics::register_handler();
+        }
+    });
     r
 }
 
@@ -601,44 +575,39 @@ unsafe extern "C" fn hsa_pool_allocate(
     };
     // SAFETY: the caller's arguments.
     let forward = || unsafe { f(pool, size, flags, ptr) };
-    guarded(
-        || {
-            stats::add(Stat::Intercepted, 1);
-            let st = state();
-            // The runtime's own allocations (and HIP's, already handled at the HIP
-            // level) pass untouched.
-            if !st.tracking || ptr.is_null() || size == 0 || crate::callers::is_runtime(caller) {
-                return forward();
+    intercept(&forward, |st| {
+        // The runtime's own allocations (and HIP's, already handled at the HIP
+        // level) pass untouched.
+        if !st.tracking || ptr.is_null() || size == 0 || crate::callers::is_runtime(caller) {
+            return forward();
+        }
+        let plan = crate::pools::plan(pool, st);
+        if !plan.active {
+            let r = forward();
+            if r == policy::HSA_STATUS_SUCCESS {
+                record(ptr, size, 0, Kind::Hsa, plan.device);
             }
-            let plan = crate::pools::plan(pool, st);
-            if !plan.active {
-                let r = forward();
-                if r == policy::HSA_STATUS_SUCCESS {
-                    record(ptr, size, 0, Kind::Hsa, plan.device);
-                }
-                return r;
-            }
-            let r = padded_alloc(
-                st,
-                ptr,
-                size,
-                Kind::Hsa,
-                plan.device,
-                plan.coarse.is_some(),
-                |n, rw| {
-                    let p = if rw {
-                        plan.coarse.unwrap_or(pool)
-                    } else {
-                        pool
-                    };
-                    // SAFETY: the caller's pointer and flags; a pool of the same agent.
-                    unsafe { f(p, n, flags, ptr) as c_int }
-                },
-            );
-            r as u32
-        },
-        forward,
-    )
+            return r;
+        }
+        let r = padded_alloc(
+            st,
+            ptr,
+            size,
+            Kind::Hsa,
+            plan.device,
+            plan.coarse.is_some(),
+            |n, rw| {
+                let p = if rw {
+                    plan.coarse.unwrap_or(pool)
+                } else {
+                    pool
+                };
+                // SAFETY: the caller's pointer and flags; a pool of the same agent.
+                unsafe { f(p, n, flags, ptr) as c_int }
+            },
+        );
+        r as u32
+    })
 }
 
 unsafe extern "C" fn hsa_pool_free(ptr: *mut c_void, caller: usize) -> u32 {
@@ -678,38 +647,32 @@ unsafe extern "C" fn hsa_svm_attributes_set(
     };
     // SAFETY: the caller's arguments.
     let forward = || unsafe { f(ptr, size, list, count) };
-    guarded(
-        || {
-            stats::add(Stat::Intercepted, 1);
-            let st = state();
-            if !st.any_active || list.is_null() || count == 0 || crate::callers::is_runtime(caller)
-            {
-                return forward();
+    intercept(&forward, |st| {
+        if !st.any_active || list.is_null() || count == 0 || crate::callers::is_runtime(caller) {
+            return forward();
+        }
+        // SAFETY: the caller passes `count` attribute pairs at `list`.
+        let attrs = unsafe { std::slice::from_raw_parts(list, count) };
+        let mut copy = attrs.to_vec();
+        let mut changed = false;
+        for pair in &mut copy {
+            if let Some(v) = policy::svm_global_flag(pair[0], pair[1]) {
+                pair[1] = v;
+                changed = true;
             }
-            // SAFETY: the caller passes `count` attribute pairs at `list`.
-            let attrs = unsafe { std::slice::from_raw_parts(list, count) };
-            let mut copy = attrs.to_vec();
-            let mut changed = false;
-            for pair in &mut copy {
-                if let Some(v) = policy::svm_global_flag(pair[0], pair[1]) {
-                    pair[1] = v;
-                    changed = true;
-                }
-            }
-            if !changed {
-                return forward();
-            }
-            // SAFETY: the same call with our copy of the list.
-            let r = unsafe { f(ptr, size, copy.as_mut_ptr(), count) };
-            if r == policy::HSA_STATUS_SUCCESS {
-                stats::add(Stat::Rewritten, 1);
-                return r;
-            }
-            stats::add(Stat::Retried, 1);
-            forward()
-        },
-        forward,
-    )
+        }
+        if !changed {
+            return forward();
+        }
+        // SAFETY: the same call with our copy of the list.
+        let r = unsafe { f(ptr, size, copy.as_mut_ptr(), count) };
+        if r == policy::HSA_STATUS_SUCCESS {
+            stats::add(Stat::Rewritten, 1);
+            return r;
+        }
+        stats::add(Stat::Retried, 1);
+        forward()
+    })
 }
 
 unsafe extern "C" fn get_stats(out: *mut c_void, size: usize) -> c_int {

@@ -7,27 +7,11 @@
 mod common;
 use common::*;
 use std::path::PathBuf;
-use std::process::Command;
-
-/// A command with a clean environment: the real runtime, no simulated device.
-fn real_command(prog: &std::path::Path) -> Command {
-    let mut c = Command::new(prog);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SIMGPU_")
-            || k.starts_with("ROCM_FIX")
-            || k.starts_with("LD_")
-            || k.starts_with("HSA_")
-        {
-            c.env_remove(k);
-        }
-    }
-    c
-}
 
 #[test]
 fn a_matrix_of_hip_calls_on_debians_rocm_is_unchanged_by_the_preload() {
     let prog = program_with("real_matrix", &["--real-rocm"]);
-    let ldd = real_command(std::path::Path::new("ldd"))
+    let ldd = clean_command(std::path::Path::new("ldd"))
         .arg(&prog)
         .output()
         .unwrap();
@@ -36,7 +20,7 @@ fn a_matrix_of_hip_calls_on_debians_rocm_is_unchanged_by_the_preload() {
         ldd.contains("libamdhip64.so.5 => /") && !ldd.contains("simgpu"),
         "Debian's runtime: {ldd}"
     );
-    let (without, with) = both(|| real_command(&prog), &[]);
+    let (without, with) = both(|| clean_command(&prog), &[]);
     assert_eq!(without.code, Some(0), "{without:#?}");
     assert!(without.stdout.lines().count() >= 28, "{}", without.stdout);
     assert_eq!(without.stdout, with.stdout);
@@ -49,7 +33,7 @@ fn a_matrix_of_hip_calls_on_debians_rocm_is_unchanged_by_the_preload() {
         .unwrap()
         .1;
     let (_, active) = both(
-        || real_command(&prog),
+        || clean_command(&prog),
         &[("SIMGPU_KFD_TOPOLOGY", &topo), ("ROCM_FIX_MODE", "on")],
     );
     assert_eq!(without.stdout, active.stdout);
@@ -70,7 +54,7 @@ fn hip_python_on_debians_rocm_sees_identical_results() {
     let script = root().join("tests/programs/hip_python_client.py");
     let (without, with) = both(
         || {
-            let mut c = real_command(&py);
+            let mut c = clean_command(&py);
             c.arg(&script).arg("matrix");
             c
         },

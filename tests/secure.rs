@@ -11,7 +11,6 @@
 mod common;
 use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 struct Setup {
     dir: std::path::PathBuf,
@@ -90,19 +89,10 @@ fn run_as_nobody(s: &Setup, prog: &std::path::Path, env: &[(&str, &str)], steps:
         topo = s.topo,
         dir = s.dir.display()
     );
-    let mut c = Command::new("unshare");
+    let mut c = clean_command(std::path::Path::new("unshare"));
     c.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
         .arg(prog)
         .args(steps);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SIMGPU_")
-            || k.starts_with("ROCM_FIX")
-            || k.starts_with("LD_")
-            || k.starts_with("HSA_")
-        {
-            c.env_remove(k);
-        }
-    }
     c.envs(env.iter().copied());
     Run::from(c.output().expect("unshare"))
 }

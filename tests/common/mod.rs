@@ -167,19 +167,24 @@ fn libc_sigabrt() -> i32 {
     6
 }
 
-/// A clean environment with the simulated device `spec` in front.
-pub fn sim_command(prog: &Path, spec: &str) -> Command {
+/// `prog` without any setting of ours, ROCm's or the dynamic linker's that
+/// the calling shell may carry (a simulated device, an override, a preload).
+pub fn clean_command(prog: &Path) -> Command {
     let mut cmd = Command::new(prog);
     for (k, _) in std::env::vars() {
-        if k.starts_with("SIMGPU_")
-            || k.starts_with("HSA_")
-            || k.starts_with("HIP_")
-            || k.starts_with("ROCM_FIX")
-            || k == "LD_PRELOAD"
+        if ["SIMGPU_", "HSA_", "HIP_", "ROCM_FIX", "LD_"]
+            .iter()
+            .any(|p| k.starts_with(p))
         {
             cmd.env_remove(k);
         }
     }
+    cmd
+}
+
+/// A clean environment with the simulated device `spec` in front.
+pub fn sim_command(prog: &Path, spec: &str) -> Command {
+    let mut cmd = clean_command(prog);
     for (k, v) in simgpu_env(spec) {
         cmd.env(k, v);
     }
