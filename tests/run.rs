@@ -421,3 +421,29 @@ fn doctor_names_the_real_chip_and_a_harmful_override() {
     );
     assert_eq!(run.code, Some(2));
 }
+
+#[test]
+fn ctrl_c_on_a_terminal_reaches_the_child_and_the_supervisor_waits_for_it() {
+    // The child counts SIGINTs for a moment after the first, then exits 42.
+    // (Whether it got one or two cannot be told: a second SIGINT that arrives
+    // while the first is pending merges with it.)
+    let script =
+        "n=0; trap 'n=$((n+1))' INT; echo ready; while [ $n -eq 0 ]; do sleep 0.05; done; \
+                  sleep 0.3; echo \"got $n INT\"; exit 42";
+    let run = Run::from(
+        sim_command(std::path::Path::new("python3"), "gfx1010")
+            .arg(root().join("tests/programs/ctrl_c.py"))
+            .arg(bin("rocm-fix-run"))
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        run.stdout.contains("got 1 INT"),
+        "exactly one SIGINT: {run:#?}"
+    );
+    assert!(
+        run.stdout.contains("exit 42"),
+        "the child's status is ours: {run:#?}"
+    );
+}
