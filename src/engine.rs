@@ -102,15 +102,48 @@ pub fn books() -> Option<&'static Registry> {
 }
 static HANDLER_REGISTERED: AtomicBool = AtomicBool::new(false);
 
+/// Real functions already resolved: the front's resolver is a call away,
+/// this is a load (the hot path asks for several per allocation).
+static REAL_SEEN: [std::sync::atomic::AtomicUsize; REAL.len()] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; REAL.len()];
+
+/// A function known to be missing from a runtime that is loaded.
+const MISSING: usize = 1;
+
 /// The real function `id`, or 0.
+#[inline]
 pub fn real(id: RealFn) -> usize {
+    let slot = REAL_SEEN.get(id as usize);
+    match slot.map(|s| s.load(Ordering::Relaxed)) {
+        Some(MISSING) => return 0,
+        Some(p) if p != 0 => return p,
+        _ => {}
+    }
     let s = SERVICES.load(Ordering::Acquire);
     // SAFETY: set once to the front's 'static services table.
-    match unsafe { s.as_ref() } {
+    let p = match unsafe { s.as_ref() } {
         // SAFETY: the front's resolver takes any id and returns 0 when unknown.
         Some(s) => unsafe { (s.resolve)(id as u32) },
         None => 0,
+    };
+    // A miss is remembered only once the library is known to be loaded (its
+    // first function resolved): before that, it may simply not be loaded yet.
+    let anchor = match REAL.get(id as usize).map(|r| r.2) {
+        Some(Lib::Hip) => RealFn::HipMalloc,
+        _ => RealFn::HsaInit,
+    };
+    let loaded = anchor != id
+        && REAL_SEEN
+            .get(anchor as usize)
+            .is_some_and(|a| a.load(Ordering::Relaxed) > MISSING);
+    if let Some(slot) = slot {
+        if p != 0 {
+            slot.store(p, Ordering::Relaxed);
+        } else if loaded {
+            slot.store(MISSING, Ordering::Relaxed);
+        }
     }
+    p
 }
 
 macro_rules! real_fn {
@@ -242,6 +275,35 @@ fn record(ptr: *mut *mut c_void, size: usize, padding: usize, kind: Kind, device
 /// Allocates `size` plus padding with `alloc(size)`, falling back to exactly
 /// `size` when the padded call fails: padding never turns a fitting
 /// allocation into a failure.
+/// HIP's last error is sticky (clr 6.x sets it on failure and only
+/// hipGetLastError clears it): an attempt of ours that failed before a retry
+/// that worked must not be left for the application's next hipGetLastError.
+/// Taken before our first attempt; clears only if nothing was pending then.
+/// (If the application had left an error pending, our failed attempt
+/// replaces it: HIP has no call to put it back.)
+pub struct LastError {
+    clean_before: bool,
+}
+
+impl LastError {
+    fn before(hip: bool) -> LastError {
+        let clean_before = hip
+            && real_fn!(RealFn::HipPeekAtLastError, HipLastErrorFn)
+                // SAFETY: no arguments.
+                .is_some_and(|peek| unsafe { peek() } == policy::HIP_SUCCESS);
+        LastError { clean_before }
+    }
+
+    fn retried_ok(&self) {
+        if self.clean_before {
+            if let Some(get) = real_fn!(RealFn::HipGetLastError, HipLastErrorFn) {
+                // SAFETY: no arguments; reads and clears our own failure.
+                unsafe { get() };
+            }
+        }
+    }
+}
+
 fn padded_alloc(
     st: &State,
     ptr: *mut *mut c_void,
@@ -252,6 +314,8 @@ fn padded_alloc(
     alloc: impl Fn(usize, bool) -> c_int,
 ) -> c_int {
     let pad = st.cfg.pad_bytes;
+    // HSA allocations (Kind::Hsa) return a status and keep no error state.
+    let errors = LastError::before(kind != Kind::Hsa && (pad > 0 || rewritten));
     if let Some(total) = (pad > 0).then(|| policy::padded_size(size, pad)).flatten() {
         let r = alloc(total, rewritten);
         if r == policy::HIP_SUCCESS {
@@ -272,8 +336,17 @@ fn padded_alloc(
             return r;
         }
         stats::add(Stat::Retried, 1);
+    } else {
+        return finish(alloc(size, false), ptr, size, kind, device);
     }
-    let r = alloc(size, false);
+    let r = finish(alloc(size, false), ptr, size, kind, device);
+    if r == policy::HIP_SUCCESS {
+        errors.retried_ok();
+    }
+    r
+}
+
+fn finish(r: c_int, ptr: *mut *mut c_void, size: usize, kind: Kind, device: i32) -> c_int {
     if r == policy::HIP_SUCCESS {
         record(ptr, size, 0, kind, device);
     }
@@ -348,7 +421,9 @@ fn host_malloc_as(
 ) -> c_int {
     // SAFETY: the caller's arguments with other flags.
     let call = |fl: u32| unsafe { f(ptr, size, fl) };
+    let mut errors = None;
     if new != flags {
+        errors = Some(LastError::before(true));
         let r = call(new);
         if r == policy::HIP_SUCCESS {
             stats::add(Stat::Rewritten, 1);
@@ -360,6 +435,9 @@ fn host_malloc_as(
     let r = call(flags);
     if r == policy::HIP_SUCCESS && st.tracking {
         record(ptr, size, 0, Kind::Host, -1);
+    }
+    if let (true, Some(e)) = (r == policy::HIP_SUCCESS, errors) {
+        e.retried_ok();
     }
     r
 }
@@ -414,6 +492,7 @@ unsafe extern "C" fn hip_host_alloc(ptr: *mut *mut c_void, size: usize, flags: u
             real_fn!(RealFn::HipHostMalloc, HipAllocFlags),
         ) {
             (HostAlloc::UseHostMalloc(new), Some(hm)) => {
+                let errors = LastError::before(true);
                 // SAFETY: hipHostMalloc with the caller's pointer and size.
                 let r = unsafe { hm(ptr, size, new) };
                 if r == policy::HIP_SUCCESS {
@@ -422,7 +501,11 @@ unsafe extern "C" fn hip_host_alloc(ptr: *mut *mut c_void, size: usize, flags: u
                     return r;
                 }
                 stats::add(Stat::Retried, 1);
-                forward()
+                let r = forward();
+                if r == policy::HIP_SUCCESS {
+                    errors.retried_ok();
+                }
+                r
             }
             _ => forward(),
         }

@@ -32,6 +32,8 @@ pub enum RealFn {
     HipGetProcAddress,
     HipGetDevice,
     HipRuntimeGetVersion,
+    HipPeekAtLastError,
+    HipGetLastError,
     HsaInit,
     HsaPoolAllocate,
     HsaPoolFree,
@@ -52,7 +54,7 @@ pub enum Lib {
 
 /// (name, version node, library) of every [`RealFn`], in its order. The
 /// version nodes are those of rocm-facts §2 and §4.
-pub const REAL: [(&[u8], &[u8], Lib); 21] = [
+pub const REAL: [(&[u8], &[u8], Lib); 23] = [
     (b"hipMalloc\0", b"hip_4.2\0", Lib::Hip),
     (b"hipFree\0", b"hip_4.2\0", Lib::Hip),
     (b"hipHostMalloc\0", b"hip_4.2\0", Lib::Hip),
@@ -65,6 +67,8 @@ pub const REAL: [(&[u8], &[u8], Lib); 21] = [
     (b"hipGetProcAddress\0", b"hip_6.1\0", Lib::Hip),
     (b"hipGetDevice\0", b"hip_4.2\0", Lib::Hip),
     (b"hipRuntimeGetVersion\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipPeekAtLastError\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipGetLastError\0", b"hip_4.2\0", Lib::Hip),
     (b"hsa_init\0", b"ROCR_1\0", Lib::Hsa),
     (b"hsa_amd_memory_pool_allocate\0", b"ROCR_1\0", Lib::Hsa),
     (b"hsa_amd_memory_pool_free\0", b"ROCR_1\0", Lib::Hsa),
@@ -118,6 +122,7 @@ pub type HipGetProcAddressFn =
     unsafe extern "C" fn(*const c_char, *mut *mut c_void, c_int, u64, *mut c_int) -> c_int;
 pub type HipGetDeviceFn = unsafe extern "C" fn(*mut c_int) -> c_int;
 pub type HipRuntimeGetVersionFn = unsafe extern "C" fn(*mut c_int) -> c_int;
+pub type HipLastErrorFn = unsafe extern "C" fn() -> c_int;
 pub type HsaRegisterFn = unsafe extern "C" fn(HsaEventCallback, *mut c_void) -> u32;
 pub type HsaEventCallback = unsafe extern "C" fn(*const c_void, *mut c_void) -> u32;
 pub type HsaPoolGetInfoFn = unsafe extern "C" fn(u64, u32, *mut c_void) -> u32;

@@ -225,10 +225,11 @@ impl Table {
         let removed = to_alloc(key, self.vals.get(i)?);
         self.delete_at(i);
         // Give memory back after mass frees; hysteresis (grow at 80 %,
-        // shrink below 20 % to 50 %) keeps this from thrashing.
-        if self.len == 0 {
-            *self = Table::new();
-        } else if self.cap() > MIN_CAP && self.len.saturating_mul(5) < self.cap() {
+        // shrink below 20 % to 50 %) keeps this from thrashing. The smallest
+        // table (MIN_CAP slots, 256 bytes) is kept when it empties: a thread
+        // that allocates and frees one buffer at a time would otherwise
+        // allocate and free a table on every call.
+        if self.cap() > MIN_CAP && self.len.saturating_mul(5) < self.cap() {
             self.resize(self.len.saturating_mul(2).max(MIN_CAP));
         }
         Some(removed)
@@ -563,8 +564,12 @@ mod tests {
             assert!(r.remove(base(i)).is_some());
         }
         assert!(r.is_empty());
-        // Empty shards hand their arrays back.
-        assert_eq!(r.memory_bytes(), size_of::<Registry>());
+        // Empty shards hand their arrays back, down to the smallest table.
+        assert!(
+            r.memory_bytes() <= size_of::<Registry>() + SHARDS * MIN_CAP * 32,
+            "{}",
+            r.memory_bytes()
+        );
     }
 
     #[test]

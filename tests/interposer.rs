@@ -275,12 +275,18 @@ fn each_allocation_is_judged_by_its_device() {
 
 #[test]
 fn a_failing_padded_allocation_is_retried_exactly_as_asked() {
-    // 1 MiB of VRAM: a 1 MiB buffer fits only without padding.
-    let (_, with) = both(
-        simwork_cmd("gfx1010:vram=1M", &["malloc:0x100000", "read:0:0:4096"]),
+    // 1 MiB of VRAM: a 1 MiB buffer fits only without padding. Our failed
+    // padded attempt leaves nothing for the application's hipGetLastError.
+    let (without, with) = both(
+        simwork_cmd(
+            "gfx1010:vram=1M",
+            &["malloc:0x100000", "read:0:0:4096", "lasterror"],
+        ),
         &[],
     );
     assert_eq!(with.code, Some(0), "{with:#?}");
+    assert_eq!(without.stdout, with.stdout);
+    assert!(with.stdout.contains("last error 0"), "{with:#?}");
     let prog = program("stats");
     let mut c = sim_command(&prog, "gfx1010:vram=8K");
     c.env("LD_PRELOAD", preload()).args(["dev", "dev", "dev"]);
@@ -487,4 +493,20 @@ fn the_runtime_itself_is_never_rewritten() {
             "read:1:0:64",
         ],
     );
+}
+
+#[test]
+fn rtld_default_lookups_from_a_local_library_still_find_its_own_symbols() {
+    let lib = program_with("local_lookup", &["-shared", "-DLIB"]);
+    let prog = program_with("tests/programs/local_lookup.c", &["-DPROG_ONLY"]);
+    let (without, with) = both(
+        || {
+            let mut c = clean_command(&prog);
+            c.arg(&lib);
+            c
+        },
+        &[],
+    );
+    assert_eq!(without.stdout, "found-own 1\n", "{without:#?}");
+    assert_eq!(with.stdout, "found-own 1\n", "{with:#?}");
 }

@@ -6,6 +6,7 @@
  *   ext:SIZE:FLAGS  hsa-alloc:AGENT:POOLFLAGS:SIZE   (buffers are numbered from 0)
  *   read:BUF:OFFSET:BYTES  write:BUF:OFFSET:BYTES  advise:BUF:ADVICE  free:BUF
  *   hostfree:BUF  hsa-free:BUF  memset:BUF:BYTES  sync  setdev:N  count  arch
+ *   lasterror  (hipGetLastError, which also clears it)
  *   svm:SIZE  (the application's own SVM range: mmap, then
  *              hsa_amd_svm_attributes_set GLOBAL_FLAG fine-grained and
  *              AGENT_ACCESSIBLE for agent 1, the first GPU)
@@ -92,6 +93,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(op, "hostfree")) r = hipHostFree(bufs[ARG(1)]);
     else if (!strcmp(op, "hsa-free")) r = hsa_amd_memory_pool_free(bufs[ARG(1)]);
     else if (!strcmp(op, "sync")) r = hipDeviceSynchronize();
+    else if (!strcmp(op, "lasterror")) { printf("last error %d\n", hipGetLastError()); r = 0; }
     else if (!strcmp(op, "setdev")) r = hipSetDevice((int)ARG(1));
     else if (!strcmp(op, "count")) { int n = -1; r = hipGetDeviceCount(&n); printf("devices %d\n", n); }
     else if (!strcmp(op, "arch")) {

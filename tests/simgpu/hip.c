@@ -400,6 +400,13 @@ EXPORT hipError_t hipRuntimeGetVersion(int *version) {
   return ret(e);
 }
 
+EXPORT hipError_t hipPeekAtLastError(void) {
+  hipError_t e = last_error;
+  calllog("hip", "hipPeekAtLastError", e, " ");
+  return e;
+}
+
+/* The last error, sticky until read (clr 6.x: set on failure only, as CUDA). */
 EXPORT hipError_t hipGetLastError(void) {
   hipError_t e = last_error;
   last_error = hipSuccess;

@@ -299,6 +299,7 @@ hipError_t hipMemcpy(void *dst, const void *src, size_t size, int kind);
 hipError_t hipMemset(void *dst, int value, size_t size);
 hipError_t hipDeviceSynchronize(void);
 hipError_t hipGetLastError(void);
+hipError_t hipPeekAtLastError(void);
 hipError_t hipRuntimeGetVersion(int *version);
 const char *hipGetErrorString(hipError_t error);
 hipError_t hipGetProcAddress(const char *symbol, void **pfn, int hipVersion, uint64_t flags, int *status);

@@ -126,10 +126,12 @@ unsafe extern "C" fn resolve(id: u32) -> usize {
         name.as_ptr().cast::<c_char>(),
         ver.as_ptr().cast::<c_char>(),
     );
+    // Unversioned first: dlvsym skips unversioned definitions, so another
+    // interposer listed after us (a shim of the user's) would be bypassed.
     // SAFETY: NUL-terminated constants; handles come from the loader.
-    let mut p = unsafe { libc::dlvsym(libc::RTLD_NEXT, n, v) } as usize;
+    let mut p = unsafe { real_dlsym(libc::RTLD_NEXT, n) } as usize;
     if p == 0 {
-        p = unsafe { real_dlsym(libc::RTLD_NEXT, n) } as usize;
+        p = unsafe { libc::dlvsym(libc::RTLD_NEXT, n, v) } as usize;
     }
     let sonames: &[&[u8]] = match lib {
         Lib::Hip => &HIP_SONAMES,
@@ -583,14 +585,18 @@ unsafe fn swap_for_hook(name: *const c_char, found: *mut c_void) -> *mut c_void 
     }
 }
 
-/// dlsym: RTLD_NEXT goes straight to glibc with the original return address
-/// (glibc finds "next" from it); everything else through dlsym_impl.
+/// dlsym: RTLD_NEXT and RTLD_DEFAULT go straight to glibc with the original
+/// return address (glibc finds "next", and the scope RTLD_DEFAULT searches,
+/// from the caller: a library opened with RTLD_LOCAL must still find its own
+/// symbols); lookups on a handle go through dlsym_impl.
 #[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn dlsym(_handle: *mut c_void, _name: *const c_char) -> *mut c_void {
     core::arch::naked_asm!(
         "cmp rdi, -1",
         "je 2f",
+        "test rdi, rdi",
+        "jz 2f",
         "jmp {imp}",
         "2:",
         "mov rax, qword ptr [rip + {real}]",
@@ -618,12 +624,9 @@ pub unsafe extern "C" fn dlsym(_handle: *mut c_void, _name: *const c_char) -> *m
 }
 
 unsafe extern "C" fn dlsym_impl(handle: *mut c_void, name: *const c_char) -> *mut c_void {
-    // SAFETY: forwarding the caller's own arguments.
+    // SAFETY: forwarding the caller's own arguments (a real handle: the
+    // naked entry sent RTLD_DEFAULT and RTLD_NEXT to glibc directly).
     let found = unsafe { real_dlsym(handle, name) };
-    if handle.is_null() {
-        // RTLD_DEFAULT already finds our hooks first.
-        return found;
-    }
     unsafe { swap_for_hook(name, found) }
 }
 
