@@ -30,6 +30,11 @@ pub struct State {
     pub tracking: bool,
     /// Every GPU of the topology, by KFD node (HSA agents name their node).
     pub gpus: Vec<topology::Gpu>,
+    /// The runtime's HIP_HOST_COHERENT=1 (hipHostMalloc then allocates
+    /// coherent memory for more flags; facts §3).
+    pub host_coherent: bool,
+    /// The runtime's HSA_FORCE_FINE_GRAIN_PCIE=1 (the fine VRAM pool is visible).
+    pub fine_pool_visible: bool,
 }
 
 impl State {
@@ -46,6 +51,12 @@ impl State {
             .collect();
         let any_active = active.iter().any(|&a| a);
         let tracking = any_active || cfg.mode == Mode::Observe;
+        let runtime_var = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                == Some(1)
+        };
         State {
             cfg,
             secure,
@@ -54,6 +65,8 @@ impl State {
             any_active,
             tracking,
             gpus,
+            host_coherent: runtime_var("HIP_HOST_COHERENT"),
+            fine_pool_visible: runtime_var("HSA_FORCE_FINE_GRAIN_PCIE"),
         }
     }
 
@@ -452,8 +465,10 @@ unsafe extern "C" fn hip_host_malloc(ptr: *mut *mut c_void, size: usize, flags: 
         if !st.tracking || ptr.is_null() || size == 0 {
             return forward();
         }
-        // Host memory serves every GPU: rewritten when any GPU is active.
-        let new = if st.any_active {
+        // Pinned host memory is judged by the device the thread works with.
+        let new = if st.active_for(current_device(st))
+            && policy::host_malloc_is_coherent(flags, st.host_coherent)
+        {
             policy::host_malloc_flags(flags)
         } else {
             flags
@@ -480,7 +495,7 @@ unsafe extern "C" fn hip_host_alloc(ptr: *mut *mut c_void, size: usize, flags: u
     // SAFETY: the caller's arguments.
     let forward = || unsafe { f(ptr, size, flags) };
     intercept(&forward, |st| {
-        if !st.any_active || ptr.is_null() || size == 0 {
+        if !st.any_active || ptr.is_null() || size == 0 || !st.active_for(current_device(st)) {
             return forward();
         }
         // Up to 6.2 hipHostAlloc returns coarse VRAM: nothing to rewrite (facts §3).
@@ -539,7 +554,12 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
             }
             return r;
         }
-        let new = policy::ext_malloc_flags(flags);
+        // A request the runtime would refuse is not turned into a success.
+        let new = if policy::ext_malloc_rewrite_ok(flags, runtime_version(), st.fine_pool_visible) {
+            policy::ext_malloc_flags(flags)
+        } else {
+            flags
+        };
         // SAFETY: the caller's pointer; the size and flags as decided.
         padded_alloc(st, ptr, size, kind, dev, new != flags, |n, rw| unsafe {
             f(ptr, n, if rw { new } else { flags })
@@ -558,7 +578,7 @@ unsafe extern "C" fn hip_malloc_managed(ptr: *mut *mut c_void, size: usize, flag
             return forward();
         }
         let dev = current_device(st);
-        if !st.any_active {
+        if !st.active_for(dev) {
             let r = forward();
             if r == policy::HIP_SUCCESS {
                 record(ptr, size, 0, Kind::Managed, dev);
@@ -731,7 +751,14 @@ unsafe extern "C" fn hsa_svm_attributes_set(
     // SAFETY: the caller's arguments.
     let forward = || unsafe { f(ptr, size, list, count) };
     intercept(&forward, |st| {
-        if !st.any_active || list.is_null() || count == 0 || crate::callers::is_runtime(caller) {
+        // The runtime validates what it is given: a list longer than any real
+        // one (there are fewer than 16 attributes) is passed through as is.
+        if !st.any_active
+            || list.is_null()
+            || count == 0
+            || count > 64
+            || crate::callers::is_runtime(caller)
+        {
             return forward();
         }
         // SAFETY: the caller passes `count` attribute pairs at `list`.

@@ -242,6 +242,35 @@ pub fn host_malloc_flags(flags: u32) -> u32 {
     (flags & !HIP_HOST_MALLOC_COHERENT) | HIP_HOST_MALLOC_NON_COHERENT
 }
 
+/// Whether `hipHostMalloc(flags)` allocates coherent (fine-grained) host
+/// memory (facts §3): default (0), Coherent, Mapped or NumaUser, or any flags
+/// without NonCoherent when `HIP_HOST_COHERENT=1`. Portable or WriteCombined
+/// alone already come from the coarse pool: nothing to rewrite.
+pub fn host_malloc_is_coherent(flags: u32, host_coherent_env: bool) -> bool {
+    flags & HIP_HOST_MALLOC_NON_COHERENT == 0
+        && (flags == 0
+            || flags
+                & (HIP_HOST_MALLOC_COHERENT | HIP_HOST_MALLOC_MAPPED | HIP_HOST_MALLOC_NUMA_USER)
+                != 0
+            || host_coherent_env)
+}
+
+/// Whether `hipExtMallocWithFlags(flags)` would succeed natively where
+/// rocm-fix rewrites it, so that a failure is never turned into a success
+/// (facts §3): Finegrained without a visible fine-grained VRAM pool fails up
+/// to 6.2 (from 6.3 it silently gives coarse VRAM), and Uncached fails
+/// before 5.7 (no extended-scope pool). `version` is HIP_VERSION
+/// (major*10000000 + minor*100000 + patch); `fine_pool_visible` stands for
+/// HSA_FORCE_FINE_GRAIN_PCIE=1 (no XGMI on consumer cards).
+pub fn ext_malloc_rewrite_ok(flags: u32, version: Option<i32>, fine_pool_visible: bool) -> bool {
+    match (flags, version) {
+        (HIP_DEVICE_MALLOC_FINEGRAINED, Some(v)) => v >= 60_300_000 || fine_pool_visible,
+        (HIP_DEVICE_MALLOC_UNCACHED, Some(v)) => v >= 50_700_000,
+        (HIP_DEVICE_MALLOC_FINEGRAINED | HIP_DEVICE_MALLOC_UNCACHED, None) => false,
+        _ => true,
+    }
+}
+
 /// What to do with a `hipHostAlloc(ptr, size, flags)` call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostAlloc {
@@ -501,6 +530,63 @@ mod tests {
         ] {
             assert_eq!(ext_malloc_flags(f), f, "{f}");
         }
+    }
+
+    #[test]
+    fn only_coherent_host_memory_counts_as_coherent() {
+        for f in [
+            0,
+            HIP_HOST_MALLOC_COHERENT,
+            HIP_HOST_MALLOC_MAPPED,
+            HIP_HOST_MALLOC_NUMA_USER,
+        ] {
+            assert!(host_malloc_is_coherent(f, false), "{f:#x}");
+        }
+        for f in [
+            HIP_HOST_MALLOC_PORTABLE,
+            HIP_HOST_MALLOC_WRITE_COMBINED,
+            HIP_HOST_MALLOC_NON_COHERENT,
+        ] {
+            assert!(!host_malloc_is_coherent(f, false), "{f:#x}");
+        }
+        assert!(
+            host_malloc_is_coherent(HIP_HOST_MALLOC_PORTABLE, true),
+            "HIP_HOST_COHERENT=1"
+        );
+        assert!(!host_malloc_is_coherent(HIP_HOST_MALLOC_NON_COHERENT, true));
+    }
+
+    #[test]
+    fn ext_malloc_failures_stay_failures() {
+        let fine = HIP_DEVICE_MALLOC_FINEGRAINED;
+        assert!(
+            !ext_malloc_rewrite_ok(fine, Some(60_200_000), false),
+            "6.2: fails natively"
+        );
+        assert!(ext_malloc_rewrite_ok(fine, Some(60_200_000), true));
+        assert!(
+            ext_malloc_rewrite_ok(fine, Some(60_400_000), false),
+            "6.3+: coarse natively"
+        );
+        assert!(!ext_malloc_rewrite_ok(
+            HIP_DEVICE_MALLOC_UNCACHED,
+            Some(50_600_000),
+            false
+        ));
+        assert!(ext_malloc_rewrite_ok(
+            HIP_DEVICE_MALLOC_UNCACHED,
+            Some(50_700_000),
+            false
+        ));
+        assert!(
+            !ext_malloc_rewrite_ok(fine, None, true),
+            "unknown version: leave it"
+        );
+        assert!(ext_malloc_rewrite_ok(
+            HIP_DEVICE_MALLOC_DEFAULT,
+            None,
+            false
+        ));
     }
 
     #[test]

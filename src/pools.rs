@@ -58,9 +58,18 @@ pub fn plan(pool: u64, st: &State) -> Plan {
     }
 }
 
+/// Learnt once the runtime has any: an empty answer (HSA not initialised
+/// yet) is not kept, so a later call asks again.
 fn pools() -> &'static [PoolInfo] {
     static POOLS: OnceLock<Vec<PoolInfo>> = OnceLock::new();
-    POOLS.get_or_init(learn)
+    if let Some(p) = POOLS.get() {
+        return p;
+    }
+    let learnt = learn();
+    if learnt.is_empty() {
+        return &[];
+    }
+    POOLS.get_or_init(|| learnt)
 }
 
 struct Walk {
