@@ -455,7 +455,12 @@ fn host_malloc_as(
     r
 }
 
-unsafe extern "C" fn hip_host_malloc(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int {
+unsafe extern "C" fn hip_host_malloc(
+    ptr: *mut *mut c_void,
+    size: usize,
+    flags: u32,
+    caller: usize,
+) -> c_int {
     let Some(f) = real_fn!(RealFn::HipHostMalloc, HipAllocFlags) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
@@ -468,6 +473,7 @@ unsafe extern "C" fn hip_host_malloc(ptr: *mut *mut c_void, size: usize, flags: 
         // Pinned host memory is judged by the device the thread works with.
         let new = if st.active_for(current_device(st))
             && policy::host_malloc_is_coherent(flags, st.host_coherent)
+            && crate::callers::may_rewrite(caller)
         {
             policy::host_malloc_flags(flags)
         } else {
@@ -488,14 +494,24 @@ fn runtime_version() -> Option<i32> {
     })
 }
 
-unsafe extern "C" fn hip_host_alloc(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int {
+unsafe extern "C" fn hip_host_alloc(
+    ptr: *mut *mut c_void,
+    size: usize,
+    flags: u32,
+    caller: usize,
+) -> c_int {
     let Some(f) = real_fn!(RealFn::HipHostAlloc, HipAllocFlags) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
     // SAFETY: the caller's arguments.
     let forward = || unsafe { f(ptr, size, flags) };
     intercept(&forward, |st| {
-        if !st.any_active || ptr.is_null() || size == 0 || !st.active_for(current_device(st)) {
+        if !st.any_active
+            || ptr.is_null()
+            || size == 0
+            || !st.active_for(current_device(st))
+            || !crate::callers::may_rewrite(caller)
+        {
             return forward();
         }
         // Up to 6.2 hipHostAlloc returns coarse VRAM: nothing to rewrite (facts §3).
@@ -531,6 +547,7 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
     ptr: *mut *mut c_void,
     size: usize,
     flags: u32,
+    caller: usize,
 ) -> c_int {
     let Some(f) = real_fn!(RealFn::HipExtMallocWithFlags, HipAllocFlags) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
@@ -554,8 +571,11 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
             }
             return r;
         }
-        // A request the runtime would refuse is not turned into a success.
-        let new = if policy::ext_malloc_rewrite_ok(flags, runtime_version(), st.fine_pool_visible) {
+        // A request the runtime would refuse is not turned into a success, and
+        // RCCL's or OpenMP offload's uncached flags stay uncached.
+        let new = if crate::callers::may_rewrite(caller)
+            && policy::ext_malloc_rewrite_ok(flags, runtime_version(), st.fine_pool_visible)
+        {
             policy::ext_malloc_flags(flags)
         } else {
             flags
@@ -567,7 +587,12 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
     })
 }
 
-unsafe extern "C" fn hip_malloc_managed(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int {
+unsafe extern "C" fn hip_malloc_managed(
+    ptr: *mut *mut c_void,
+    size: usize,
+    flags: u32,
+    caller: usize,
+) -> c_int {
     let Some(f) = real_fn!(RealFn::HipMallocManaged, HipAllocFlags) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
@@ -589,7 +614,7 @@ unsafe extern "C" fn hip_malloc_managed(ptr: *mut *mut c_void, size: usize, flag
         let r = padded_alloc(st, ptr, size, Kind::Managed, dev, false, |n, _| unsafe {
             f(ptr, n, flags)
         });
-        if r == policy::HIP_SUCCESS {
+        if r == policy::HIP_SUCCESS && crate::callers::may_rewrite(caller) {
             make_coarse(ptr, size, dev);
         }
         r
@@ -627,6 +652,7 @@ unsafe extern "C" fn hip_mem_advise(
     count: usize,
     advice: c_int,
     device: c_int,
+    caller: usize,
 ) -> c_int {
     let Some(f) = real_fn!(RealFn::HipMemAdvise, HipMemAdviseFn) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
@@ -635,7 +661,9 @@ unsafe extern "C" fn hip_mem_advise(
     let forward = || unsafe { f(ptr, count, advice, device) };
     intercept(&forward, |st| {
         match policy::mem_advise(advice) {
-            AdviseAction::Replace(new) if st.active_for(device) => {
+            AdviseAction::Replace(new)
+                if st.active_for(device) && crate::callers::may_rewrite(caller) =>
+            {
                 stats::add(Stat::Rewritten, 1);
                 log::debug!("hipMemAdvise {advice} on {ptr:p} replaced by {new}");
                 // SAFETY: the caller's arguments with another advice.

@@ -11,7 +11,7 @@
 use core::ffi::{c_char, c_int, c_void};
 
 /// Bumped whenever a field below changes; the front refuses another version.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// File name of the engine, looked up next to the front.
 pub const ENGINE_FILE: &[u8] = b"librocm_fix_engine.so\0";
@@ -118,6 +118,10 @@ pub type HipAlloc = unsafe extern "C" fn(*mut *mut c_void, usize) -> c_int;
 pub type HipAllocFlags = unsafe extern "C" fn(*mut *mut c_void, usize, u32) -> c_int;
 pub type HipFreeFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 pub type HipMemAdviseFn = unsafe extern "C" fn(*const c_void, usize, c_int, c_int) -> c_int;
+/// The front's hooks for calls whose caller matters pass its return address last.
+pub type HipAllocFlagsHook = unsafe extern "C" fn(*mut *mut c_void, usize, u32, usize) -> c_int;
+pub type HipMemAdviseHook =
+    unsafe extern "C" fn(*const c_void, usize, c_int, c_int, usize) -> c_int;
 pub type HipGetProcAddressFn =
     unsafe extern "C" fn(*const c_char, *mut *mut c_void, c_int, u64, *mut c_int) -> c_int;
 pub type HipGetDeviceFn = unsafe extern "C" fn(*mut c_int) -> c_int;
@@ -151,13 +155,13 @@ pub struct EngineHooks {
     pub abi_version: u32,
     pub hip_malloc: HipAlloc,
     pub hip_free: HipFreeFn,
-    pub hip_host_malloc: HipAllocFlags,
-    pub hip_host_alloc: HipAllocFlags,
+    pub hip_host_malloc: HipAllocFlagsHook,
+    pub hip_host_alloc: HipAllocFlagsHook,
     pub hip_host_free: HipFreeFn,
     pub hip_free_host: HipFreeFn,
-    pub hip_malloc_managed: HipAllocFlags,
-    pub hip_ext_malloc_with_flags: HipAllocFlags,
-    pub hip_mem_advise: HipMemAdviseFn,
+    pub hip_malloc_managed: HipAllocFlagsHook,
+    pub hip_ext_malloc_with_flags: HipAllocFlagsHook,
+    pub hip_mem_advise: HipMemAdviseHook,
     pub hsa_init: HsaInitFn,
     pub hsa_pool_allocate: HsaPoolAllocateHook,
     pub hsa_pool_free: HsaPoolFreeHook,

@@ -581,3 +581,48 @@ fn rtld_default_lookups_from_a_local_library_still_find_its_own_symbols() {
     assert_eq!(without.stdout, "found-own 1\n", "{without:#?}");
     assert_eq!(with.stdout, "found-own 1\n", "{with:#?}");
 }
+
+#[test]
+fn memory_rccl_asks_for_stays_coherent() {
+    let lib = program_with("rccl_fake", &["-shared"]);
+    let prog = program("rccl_app");
+    let dir = tmpdir("rccl");
+    let log = dir.join("calls.jsonl");
+    let run = Run::from(
+        sim_command(&prog, "gfx1030")
+            .arg(&lib)
+            .env("SIMGPU_CALL_LOG", &log)
+            .env("LD_PRELOAD", preload())
+            .output()
+            .unwrap(),
+    );
+    assert!(run.stdout.contains("allocated 0"), "{run:#?}");
+    let calls = |name: &str| -> Vec<String> {
+        call_log(&log)
+            .into_iter()
+            .filter(|l| l.contains(&format!("\"fn\":\"{name}\"")))
+            .collect()
+    };
+    let host = calls("hipHostMalloc");
+    assert_eq!(host.len(), 2, "{host:?}");
+    assert!(
+        host[0].contains("\"flags\":2,"),
+        "RCCL's mapped buffer untouched: {}",
+        host[0]
+    );
+    assert!(
+        host[1].contains("\"flags\":2147483650,"),
+        "the application's is NonCoherent: {}",
+        host[1]
+    );
+    let ext = calls("hipExtMallocWithFlags");
+    assert!(
+        ext[0].contains("\"flags\":3,"),
+        "RCCL's uncached flag untouched: {}",
+        ext[0]
+    );
+    assert!(
+        ext.iter().skip(1).all(|l| l.contains("\"flags\":0,")),
+        "the application's is coarse: {ext:?}"
+    );
+}

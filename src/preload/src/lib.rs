@@ -268,6 +268,18 @@ macro_rules! forward {
         }
     };
 }
+/// The same, for hooks that also receive their caller's return address.
+macro_rules! forward_with_caller {
+    ($name:ident, $id:expr, $err:expr, fn($($a:ident: $t:ty),*) -> $r:ty) => {
+        unsafe extern "C" fn $name($($a: $t,)* _caller: usize) -> $r {
+            // SAFETY: resolve returns the real function of this exact signature.
+            match real_fast($id) {
+                0 => $err,
+                f => unsafe { core::mem::transmute::<usize, unsafe extern "C" fn($($t),*) -> $r>(f)($($a),*) },
+            }
+        }
+    };
+}
 forward!(
     fb_hip_malloc,
     RealFn::HipMalloc,
@@ -280,13 +292,13 @@ forward!(
     HIP_ERROR_NOT_INITIALIZED,
     fn(p: *mut c_void) -> c_int
 );
-forward!(
+forward_with_caller!(
     fb_hip_host_malloc,
     RealFn::HipHostMalloc,
     HIP_ERROR_NOT_INITIALIZED,
     fn(p: *mut *mut c_void, s: usize, f: u32) -> c_int
 );
-forward!(
+forward_with_caller!(
     fb_hip_host_alloc,
     RealFn::HipHostAlloc,
     HIP_ERROR_NOT_INITIALIZED,
@@ -304,19 +316,19 @@ forward!(
     HIP_ERROR_NOT_INITIALIZED,
     fn(p: *mut c_void) -> c_int
 );
-forward!(
+forward_with_caller!(
     fb_hip_malloc_managed,
     RealFn::HipMallocManaged,
     HIP_ERROR_NOT_INITIALIZED,
     fn(p: *mut *mut c_void, s: usize, f: u32) -> c_int
 );
-forward!(
+forward_with_caller!(
     fb_hip_ext_malloc,
     RealFn::HipExtMallocWithFlags,
     HIP_ERROR_NOT_INITIALIZED,
     fn(p: *mut *mut c_void, s: usize, f: u32) -> c_int
 );
-forward!(
+forward_with_caller!(
     fb_hip_mem_advise,
     RealFn::HipMemAdvise,
     HIP_ERROR_NOT_INITIALIZED,
@@ -419,13 +431,35 @@ pub unsafe extern "C" fn hipMalloc(ptr: *mut *mut c_void, size: usize) -> c_int 
 pub unsafe extern "C" fn hipFree(ptr: *mut c_void) -> c_int {
     unsafe { (engine().hip_free)(ptr) }
 }
+/// hipHostMalloc, hipHostAlloc, hipMallocManaged, hipExtMallocWithFlags
+/// (ptr, size, flags): forward with the caller's return address as a fourth
+/// argument (rcx), so that memory RCCL or OpenMP offload asked for stays
+/// coherent.
+#[unsafe(naked)]
 #[no_mangle]
-pub unsafe extern "C" fn hipHostMalloc(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int {
-    unsafe { (engine().hip_host_malloc)(ptr, size, flags) }
+pub unsafe extern "C" fn hipHostMalloc(_ptr: *mut *mut c_void, _size: usize, _flags: u32) -> c_int {
+    core::arch::naked_asm!("mov rcx, qword ptr [rsp]", "jmp {imp}", imp = sym host_malloc_impl)
 }
+unsafe extern "C" fn host_malloc_impl(
+    p: *mut *mut c_void,
+    s: usize,
+    f: u32,
+    caller: usize,
+) -> c_int {
+    unsafe { (engine().hip_host_malloc)(p, s, f, caller) }
+}
+#[unsafe(naked)]
 #[no_mangle]
-pub unsafe extern "C" fn hipHostAlloc(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int {
-    unsafe { (engine().hip_host_alloc)(ptr, size, flags) }
+pub unsafe extern "C" fn hipHostAlloc(_ptr: *mut *mut c_void, _size: usize, _flags: u32) -> c_int {
+    core::arch::naked_asm!("mov rcx, qword ptr [rsp]", "jmp {imp}", imp = sym host_alloc_impl)
+}
+unsafe extern "C" fn host_alloc_impl(
+    p: *mut *mut c_void,
+    s: usize,
+    f: u32,
+    caller: usize,
+) -> c_int {
+    unsafe { (engine().hip_host_alloc)(p, s, f, caller) }
 }
 #[no_mangle]
 pub unsafe extern "C" fn hipHostFree(ptr: *mut c_void) -> c_int {
@@ -435,26 +469,55 @@ pub unsafe extern "C" fn hipHostFree(ptr: *mut c_void) -> c_int {
 pub unsafe extern "C" fn hipFreeHost(ptr: *mut c_void) -> c_int {
     unsafe { (engine().hip_free_host)(ptr) }
 }
+#[unsafe(naked)]
 #[no_mangle]
-pub unsafe extern "C" fn hipMallocManaged(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int {
-    unsafe { (engine().hip_malloc_managed)(ptr, size, flags) }
+pub unsafe extern "C" fn hipMallocManaged(
+    _ptr: *mut *mut c_void,
+    _size: usize,
+    _flags: u32,
+) -> c_int {
+    core::arch::naked_asm!("mov rcx, qword ptr [rsp]", "jmp {imp}", imp = sym managed_impl)
 }
+unsafe extern "C" fn managed_impl(p: *mut *mut c_void, s: usize, f: u32, caller: usize) -> c_int {
+    unsafe { (engine().hip_malloc_managed)(p, s, f, caller) }
+}
+#[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn hipExtMallocWithFlags(
-    ptr: *mut *mut c_void,
-    size: usize,
-    flags: u32,
+    _ptr: *mut *mut c_void,
+    _size: usize,
+    _flags: u32,
 ) -> c_int {
-    unsafe { (engine().hip_ext_malloc_with_flags)(ptr, size, flags) }
+    core::arch::naked_asm!("mov rcx, qword ptr [rsp]", "jmp {imp}", imp = sym ext_malloc_impl)
 }
+unsafe extern "C" fn ext_malloc_impl(
+    p: *mut *mut c_void,
+    s: usize,
+    f: u32,
+    caller: usize,
+) -> c_int {
+    unsafe { (engine().hip_ext_malloc_with_flags)(p, s, f, caller) }
+}
+/// hipMemAdvise(ptr, count, advice, device): the caller's return address as a
+/// fifth argument (r8).
+#[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn hipMemAdvise(
-    ptr: *const c_void,
-    count: usize,
-    advice: c_int,
-    device: c_int,
+    _ptr: *const c_void,
+    _count: usize,
+    _advice: c_int,
+    _device: c_int,
 ) -> c_int {
-    unsafe { (engine().hip_mem_advise)(ptr, count, advice, device) }
+    core::arch::naked_asm!("mov r8, qword ptr [rsp]", "jmp {imp}", imp = sym mem_advise_impl)
+}
+unsafe extern "C" fn mem_advise_impl(
+    p: *const c_void,
+    c: usize,
+    a: c_int,
+    d: c_int,
+    caller: usize,
+) -> c_int {
+    unsafe { (engine().hip_mem_advise)(p, c, a, d, caller) }
 }
 #[no_mangle]
 pub unsafe extern "C" fn hsa_init() -> u32 {
