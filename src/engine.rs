@@ -506,17 +506,25 @@ unsafe extern "C" fn hip_host_alloc(
     // SAFETY: the caller's arguments.
     let forward = || unsafe { f(ptr, size, flags) };
     intercept(&forward, |st| {
-        if !st.any_active
-            || ptr.is_null()
-            || size == 0
-            || !st.active_for(current_device(st))
-            || !crate::callers::may_rewrite(caller)
-        {
+        if !st.tracking || ptr.is_null() || size == 0 {
             return forward();
         }
-        // Up to 6.2 hipHostAlloc returns coarse VRAM: nothing to rewrite (facts §3).
+        let dev = current_device(st);
+        if !st.active_for(dev) {
+            // Host or device memory, depending on the release: not asked here
+            // (no call of our own on a GPU we do not work for).
+            return finish(forward(), ptr, size, Kind::Other, dev);
+        }
+        // Up to 6.2 hipHostAlloc returns coarse VRAM (facts §3): nothing to
+        // rewrite, but it is device memory like hipMalloc's, so it is padded.
         if runtime_version().is_none_or(|v| v < 60_300_000) {
-            return forward();
+            // SAFETY: the caller's pointer and flags, a padded size.
+            return padded_alloc(st, ptr, size, Kind::Device, dev, false, |n, _| unsafe {
+                f(ptr, n, flags)
+            });
+        }
+        if !crate::callers::may_rewrite(caller) {
+            return finish(forward(), ptr, size, Kind::Host, dev);
         }
         match (
             policy::host_alloc_flags(flags),

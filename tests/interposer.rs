@@ -118,6 +118,13 @@ fn hip_host_alloc_is_rewritten_from_rocm_6_3() {
         !masked_log(&b).iter().any(|l| l.contains("hipHostMalloc")),
         "not redirected on 6.2"
     );
+    // It is device memory there: padded like hipMalloc's.
+    let (without, with) = both(
+        simwork_cmd("gfx1010", &["hostalloc:4096:0", "read:0:0:8192"]),
+        &[("SIMGPU_ROCM_VERSION", "6.2")],
+    );
+    assert_rocr_page_fault(&without, 1);
+    assert_eq!(with.code, Some(0), "{with:#?}");
 }
 
 #[test]
