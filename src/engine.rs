@@ -245,16 +245,42 @@ fn guarded<R>(f: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| fallback())
 }
 
-/// Every hook's frame: count the call, decide with the state, and forward
-/// the call unchanged if anything of ours panics.
-fn intercept<R>(forward: &dyn Fn() -> R, body: impl FnOnce(&'static State) -> R) -> R {
-    guarded(
+std::thread_local! {
+    /// The result of the last real call made by the hook running on this
+    /// thread (None: none yet).
+    static LAST_REAL: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes a real call, remembering its result for [`intercept`]. (Panics
+/// inside hooks are bugs of ours; this keeps one from allocating twice.)
+fn real_call<R: Copy + Into<i64>>(call: impl FnOnce() -> R) -> R {
+    let r = call();
+    let _ = LAST_REAL.try_with(|c| c.set(Some(r.into())));
+    r
+}
+
+/// Every hook's frame: count the call, decide with the state, and if
+/// anything of ours panics, forward the call unchanged, unless the real
+/// function already ran: then its result is the answer (calling it again
+/// would allocate twice).
+fn intercept<R: Copy + Into<i64> + TryFrom<i64>>(
+    forward: &dyn Fn() -> R,
+    body: impl FnOnce(&'static State) -> R,
+) -> R {
+    // Hooks nest (HIP's allocation calls the HSA hook): keep the outer one's.
+    let outer = LAST_REAL.try_with(|c| c.take()).ok().flatten();
+    let r = guarded(
         || {
             stats::add(Stat::Intercepted, 1);
             body(state())
         },
-        forward,
-    )
+        || match LAST_REAL.try_with(|c| c.get()).ok().flatten() {
+            Some(v) => R::try_from(v).unwrap_or_else(|_| forward()),
+            None => forward(),
+        },
+    );
+    let _ = LAST_REAL.try_with(|c| c.set(outer));
+    r
 }
 
 /// The HIP device the calling thread allocates on. Asks HIP only when it
@@ -330,7 +356,7 @@ fn padded_alloc(
     // HSA allocations (Kind::Hsa) return a status and keep no error state.
     let errors = LastError::before(kind != Kind::Hsa && (pad > 0 || rewritten));
     if let Some(total) = (pad > 0).then(|| policy::padded_size(size, pad)).flatten() {
-        let r = alloc(total, rewritten);
+        let r = real_call(|| alloc(total, rewritten));
         if r == policy::HIP_SUCCESS {
             stats::add(Stat::Padded, 1);
             stats::add(Stat::PaddedBytes, (total - size) as u64);
@@ -342,7 +368,7 @@ fn padded_alloc(
         }
         stats::add(Stat::Retried, 1);
     } else if rewritten {
-        let r = alloc(size, true);
+        let r = real_call(|| alloc(size, true));
         if r == policy::HIP_SUCCESS {
             stats::add(Stat::Rewritten, 1);
             record(ptr, size, 0, kind, device);
@@ -350,9 +376,9 @@ fn padded_alloc(
         }
         stats::add(Stat::Retried, 1);
     } else {
-        return finish(alloc(size, false), ptr, size, kind, device);
+        return finish(real_call(|| alloc(size, false)), ptr, size, kind, device);
     }
-    let r = finish(alloc(size, false), ptr, size, kind, device);
+    let r = finish(real_call(|| alloc(size, false)), ptr, size, kind, device);
     if r == policy::HIP_SUCCESS {
         errors.retried_ok();
     }
@@ -373,7 +399,7 @@ unsafe extern "C" fn hip_malloc(ptr: *mut *mut c_void, size: usize) -> c_int {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
     // SAFETY (all calls of f below): the caller's arguments, or a larger size.
-    let forward = || unsafe { f(ptr, size) };
+    let forward = || real_call(|| unsafe { f(ptr, size) });
     intercept(&forward, |st| {
         if !st.tracking || ptr.is_null() || size == 0 {
             return forward();
@@ -433,7 +459,7 @@ fn host_malloc_as(
     st: &State,
 ) -> c_int {
     // SAFETY: the caller's arguments with other flags.
-    let call = |fl: u32| unsafe { f(ptr, size, fl) };
+    let call = |fl: u32| real_call(|| unsafe { f(ptr, size, fl) });
     let mut errors = None;
     if new != flags {
         errors = Some(LastError::before(true));
@@ -465,7 +491,7 @@ unsafe extern "C" fn hip_host_malloc(
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
     // SAFETY: the caller's arguments.
-    let forward = || unsafe { f(ptr, size, flags) };
+    let forward = || real_call(|| unsafe { f(ptr, size, flags) });
     intercept(&forward, |st| {
         if !st.tracking || ptr.is_null() || size == 0 {
             return forward();
@@ -504,7 +530,7 @@ unsafe extern "C" fn hip_host_alloc(
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
     // SAFETY: the caller's arguments.
-    let forward = || unsafe { f(ptr, size, flags) };
+    let forward = || real_call(|| unsafe { f(ptr, size, flags) });
     intercept(&forward, |st| {
         if !st.tracking || ptr.is_null() || size == 0 {
             return forward();
@@ -533,7 +559,7 @@ unsafe extern "C" fn hip_host_alloc(
             (HostAlloc::UseHostMalloc(new), Some(hm)) => {
                 let errors = LastError::before(true);
                 // SAFETY: hipHostMalloc with the caller's pointer and size.
-                let r = unsafe { hm(ptr, size, new) };
+                let r = real_call(|| unsafe { hm(ptr, size, new) });
                 if r == policy::HIP_SUCCESS {
                     stats::add(Stat::Rewritten, 1);
                     record(ptr, size, 0, Kind::Host, -1);
@@ -561,7 +587,7 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
     // SAFETY: the caller's arguments.
-    let forward = || unsafe { f(ptr, size, flags) };
+    let forward = || real_call(|| unsafe { f(ptr, size, flags) });
     intercept(&forward, |st| {
         if !st.tracking || ptr.is_null() || size == 0 || flags == policy::HIP_MALLOC_SIGNAL_MEMORY {
             return forward();
@@ -605,7 +631,7 @@ unsafe extern "C" fn hip_malloc_managed(
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
     // SAFETY: the caller's arguments.
-    let forward = || unsafe { f(ptr, size, flags) };
+    let forward = || real_call(|| unsafe { f(ptr, size, flags) });
     intercept(&forward, |st| {
         if !st.tracking || ptr.is_null() || size == 0 {
             return forward();
@@ -666,7 +692,7 @@ unsafe extern "C" fn hip_mem_advise(
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
     // SAFETY: the caller's arguments.
-    let forward = || unsafe { f(ptr, count, advice, device) };
+    let forward = || real_call(|| unsafe { f(ptr, count, advice, device) });
     intercept(&forward, |st| {
         match policy::mem_advise(advice) {
             AdviseAction::Replace(new)
@@ -675,7 +701,7 @@ unsafe extern "C" fn hip_mem_advise(
                 stats::add(Stat::Rewritten, 1);
                 log::debug!("hipMemAdvise {advice} on {ptr:p} replaced by {new}");
                 // SAFETY: the caller's arguments with another advice.
-                unsafe { f(ptr, count, new, device) }
+                real_call(|| unsafe { f(ptr, count, new, device) })
             }
             _ => forward(),
         }
@@ -689,17 +715,19 @@ unsafe extern "C" fn hsa_init() -> u32 {
         return policy::HSA_STATUS_ERROR_NOT_INITIALIZED;
     };
     // SAFETY: no arguments.
-    let r = unsafe { f() };
-    // The real hsa_init has run: on a panic of ours, nothing is left to forward.
-    intercept(&|| (), |st| {
+    let forward = || real_call(|| unsafe { f() });
+    // The real hsa_init runs first: on a panic of ours afterwards, its result
+    // is the answer (intercept does not call it again).
+    intercept(&forward, |st| {
+        let r = forward();
         if r == policy::HSA_STATUS_SUCCESS
             && st.tracking
             && !HANDLER_REGISTERED.swap(true, Ordering::AcqRel)
         {
             crate::forensics::register_handler();
         }
-    });
-    r
+        r
+    })
 }
 
 unsafe extern "C" fn hsa_pool_allocate(
@@ -713,7 +741,7 @@ unsafe extern "C" fn hsa_pool_allocate(
         return policy::HSA_STATUS_ERROR_NOT_INITIALIZED;
     };
     // SAFETY: the caller's arguments.
-    let forward = || unsafe { f(pool, size, flags, ptr) };
+    let forward = || real_call(|| unsafe { f(pool, size, flags, ptr) });
     intercept(&forward, |st| {
         // The runtime's own allocations (and HIP's, already handled at the HIP
         // level) pass untouched.
@@ -785,7 +813,7 @@ unsafe extern "C" fn hsa_svm_attributes_set(
         return policy::HSA_STATUS_ERROR_NOT_INITIALIZED;
     };
     // SAFETY: the caller's arguments.
-    let forward = || unsafe { f(ptr, size, list, count) };
+    let forward = || real_call(|| unsafe { f(ptr, size, list, count) });
     intercept(&forward, |st| {
         // The runtime validates what it is given: a list longer than any real
         // one (there are fewer than 16 attributes) is passed through as is.
@@ -811,7 +839,7 @@ unsafe extern "C" fn hsa_svm_attributes_set(
             return forward();
         }
         // SAFETY: the same call with our copy of the list.
-        let r = unsafe { f(ptr, size, copy.as_mut_ptr(), count) };
+        let r = real_call(|| unsafe { f(ptr, size, copy.as_mut_ptr(), count) });
         if r == policy::HSA_STATUS_SUCCESS {
             stats::add(Stat::Rewritten, 1);
             return r;
@@ -879,6 +907,28 @@ pub unsafe extern "C" fn rocm_fix_engine_init(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A panic of ours forwards the call, but never runs the real function a
+    /// second time (that would allocate twice).
+    #[test]
+    fn a_panic_after_the_real_call_returns_its_result() {
+        use std::cell::Cell;
+        let forwarded = Cell::new(0);
+        let forward = || {
+            forwarded.set(forwarded.get() + 1);
+            real_call(|| 7i32)
+        };
+        let r = intercept(&forward, |_| {
+            let r = real_call(|| 5i32);
+            if r == 5 {
+                panic!("a bug of ours after the allocation");
+            }
+            r
+        });
+        assert_eq!((r, forwarded.get()), (5, 0));
+        let r = intercept(&forward, |_| -> i32 { panic!("a bug of ours before it") });
+        assert_eq!((r, forwarded.get()), (7, 1));
+    }
 
     /// A child forked while a registry lock is held (by a thread that does
     /// not exist in the child) must not wait for it: e.g. its exit handlers
