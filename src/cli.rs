@@ -269,7 +269,9 @@ pub fn parse_run(args: &[OsString]) -> Result<RunOptions, String> {
                 i += 2;
             }
             "-h" | "--help" => return Err("help".into()),
-            _ if s.starts_with("--") => return Err(format!("unknown option '{s}'")),
+            _ if s.starts_with('-') => {
+                return Err(format!("unknown option '{s}' (put the command after --)"))
+            }
             _ => break,
         }
     }
@@ -308,14 +310,12 @@ fn exit_like(status: std::process::ExitStatus) -> i32 {
         // on ourselves, so that our parent sees the same death.
         unsafe {
             libc::signal(sig, libc::SIG_DFL);
-            if sig == libc::SIGABRT {
-                // Core dumps are the child's business.
-                let lim = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                libc::setrlimit(libc::RLIMIT_CORE, &lim);
-            }
+            // Core dumps are the child's business: ours would overwrite its core.
+            let lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &lim);
             libc::raise(sig);
         }
         return 128 + sig;

@@ -268,6 +268,9 @@ pub fn rung_changes(rung: &Rung, fault: Option<&Fault>, plan: &Plan) -> EnvChang
 }
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// A terminating signal (TERM, HUP, or INT/QUIT sent to us) arrived: no
+/// further attempt is started.
+static STOP: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward_signal(
     sig: libc::c_int,
@@ -298,8 +301,17 @@ fn install_forwarding() {
         libc::SIGUSR1,
         libc::SIGUSR2,
     ] {
-        // SAFETY: a zeroed sigaction with our handler and SA_SIGINFO|SA_RESTART.
+        // SAFETY: reading the current disposition; then a zeroed sigaction with
+        // our handler and SA_SIGINFO|SA_RESTART.
         unsafe {
+            // A signal we were started with ignored (nohup, `cmd &` in a
+            // script) stays ignored, for us and for the command.
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+            {
+                continue;
+            }
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = forward_signal as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
@@ -534,7 +546,15 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus, String> {
             status,
             fault: fault.clone(),
         });
-        let _ = std::fs::write(&report_path, report_json(opts, &plan, &attempts) + "\n");
+        if let Err(e) = std::fs::write(&report_path, report_json(opts, &plan, &attempts) + "\n") {
+            say(&format!(
+                "cannot write the run report {}: {e}",
+                report_path.display()
+            ));
+        }
+        // A fault record alone is not enough: a child process may have faulted
+        // while the command itself carried on and succeeded. Never re-run that.
+        let fault = fault.filter(|_| !status.success());
         let Some(f) = fault else {
             if status.signal() == Some(libc::SIGABRT) {
                 say(&format!(
@@ -545,7 +565,7 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus, String> {
             return Ok(status);
         };
         let retries_done = attempts.len() as u32 - 1;
-        let upcoming = if retries_done < opts.retries {
+        let upcoming = if retries_done < opts.retries && STOP.load(Ordering::Relaxed) == 0 {
             rungs_left.next()
         } else {
             None

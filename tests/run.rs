@@ -447,3 +447,52 @@ fn ctrl_c_on_a_terminal_reaches_the_child_and_the_supervisor_waits_for_it() {
         "the child's status is ours: {run:#?}"
     );
 }
+
+#[test]
+fn a_command_that_succeeds_is_never_run_again() {
+    // A child process faults, the command carries on and exits 0.
+    let simwork = program("simwork");
+    let script = format!(
+        "'{}' malloc:10000 read:0:0:200000; echo finished; exit 0",
+        simwork.display()
+    );
+    let run = Run::from(
+        rocm_fix(Some("gfx1010"), &["run", "sh", "-c", &script])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(
+        run.stdout.matches("finished").count(),
+        1,
+        "ran once: {run:#?}"
+    );
+    assert!(
+        !run.stderr.contains("rocm-fix-run: attempt"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn signals_ignored_at_start_stay_ignored() {
+    // As under nohup: SIGHUP to the whole group must not kill the command.
+    // (In a session of its own: `kill 0` reaches the whole process group.)
+    let inner = "kill -HUP 0; echo survived";
+    let outer = format!(
+        "trap '' HUP; exec '{}' sh -c '{}'",
+        bin("rocm-fix-run").display(),
+        inner
+    );
+    let run = Run::from(
+        sim_command(std::path::Path::new("setsid"), "gfx1010")
+            .args(["--wait", "sh", "-c", &outer])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(run.stdout.contains("survived"), "{run:#?}");
+    // And a single-dash option before the command is a usage error, not a command.
+    let run = Run::from(rocm_fix(None, &["run", "-v", "true"]).output().unwrap());
+    assert_eq!(run.code, Some(2), "{run:#?}");
+}
