@@ -103,20 +103,33 @@ pub fn with_line(text: &str, line: &str) -> (String, String) {
 pub fn without_ours(text: &str, added: Option<&str>) -> String {
     if let Some(a) = added.filter(|a| !a.is_empty()) {
         if let Some(before) = text.strip_suffix(a) {
-            return before.to_string();
+            if !entries(before).iter().any(|w| is_ours(w)) {
+                return before.to_string();
+            }
         }
     }
     let mut out = String::new();
     for line in text.split_inclusive('\n') {
         let body = line.trim_end_matches(['\n', '\r']);
-        let words = entries(body);
-        if !words.is_empty()
-            && words.iter().all(|w| is_ours(w))
-            && !body.trim_start().starts_with('#')
-        {
+        let ending = &line[body.len()..];
+        if body.trim_start().starts_with('#') {
+            out.push_str(line);
             continue;
         }
-        out.push_str(line);
+        let words: Vec<&str> = body
+            .split([' ', '\t', ':'])
+            .filter(|w| !w.is_empty())
+            .collect();
+        if !words.iter().any(|w| is_ours(w)) {
+            out.push_str(line);
+        } else if words.iter().all(|w| is_ours(w)) {
+            // A line of ours only: the whole line goes.
+        } else {
+            // Shared with other entries: only our word goes.
+            let kept: Vec<&str> = words.into_iter().filter(|w| !is_ours(w)).collect();
+            out.push_str(&kept.join(" "));
+            out.push_str(ending);
+        }
     }
     out
 }
@@ -173,7 +186,20 @@ pub fn check_loads(host_path: &Path) -> Result<(), String> {
 /// Writes `text` to `path` atomically: a temp file in the same folder,
 /// fsync, rename, fsync of the folder. Mode 0644, as ld.so.preload has.
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = path.parent().ok_or("no parent folder")?;
+    // The file keeps its mode and owner (a umask of 077 must not make
+    // ld.so.preload unreadable, which the linker would silently skip).
+    let (mode, owner) = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(format!(
+                "{} is a symbolic link; edit its target instead",
+                path.display()
+            ))
+        }
+        Ok(m) => (m.mode() & 0o7777, Some((m.uid(), m.gid()))),
+        Err(_) => (0o644, None),
+    };
     let tmp = dir.join(format!(
         ".{}.rocm-fix.{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
@@ -186,6 +212,10 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
             .mode(0o644)
             .open(&tmp)?;
         f.write_all(text.as_bytes())?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
         f.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
@@ -302,6 +332,35 @@ fn read_optional(path: &Path) -> Result<Option<String>, String> {
     }
 }
 
+/// Every process on the machine, setuid ones included, will load the
+/// library and the engine beside it: both, and every folder from the root
+/// down to them, must be owned by root and writable by nobody else (a
+/// sticky folder such as /tmp is allowed: others cannot replace our files
+/// there). Otherwise whoever can replace them gets root.
+pub fn check_trusted(paths: &Paths, library: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let engine = library.with_file_name("librocm_fix_engine.so");
+    let mut to_check = vec![paths.host(library), paths.host(&engine)];
+    let mut dir = library.parent();
+    while let Some(d) = dir {
+        to_check.push(paths.host(d));
+        dir = d.parent();
+    }
+    for p in to_check {
+        let m = fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let writable_by_others = m.mode() & 0o022 != 0 && !(m.is_dir() && m.mode() & 0o1000 != 0);
+        if m.uid() != 0 || writable_by_others {
+            return Err(format!(
+                "{} is {}: a library listed in ld.so.preload is loaded into setuid programs too, so it and \
+                 its folders must be root's alone (install the package, or copy both libraries to a root-owned folder)",
+                p.display(),
+                if m.uid() != 0 { "not owned by root" } else { "writable by others" }
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Lists `library` (a path as seen inside the root) in ROOT/etc/ld.so.preload.
 pub fn enable(paths: &Paths, library: &Path) -> Result<Outcome, String> {
     if !library.is_absolute() {
@@ -315,11 +374,15 @@ pub fn enable(paths: &Paths, library: &Path) -> Result<Outcome, String> {
         return Err(format!("{} does not exist", host_lib.display()));
     }
     check_elf(&host_lib)?;
+    check_trusted(paths, library)?;
     check_loads(&host_lib)?;
     let line = library.to_string_lossy().to_string();
-    if line.chars().any(|c| c.is_whitespace() || c == ':') {
+    if line
+        .chars()
+        .any(|c| c.is_whitespace() || c == ':' || c == '#')
+    {
         return Err(format!(
-            "{line}: ld.so.preload cannot list a path with spaces or ':'"
+            "{line}: ld.so.preload cannot list a path with spaces, ':' or '#'"
         ));
     }
     let _lock = lock(paths)?;
@@ -408,6 +471,12 @@ pub fn disable(paths: &Paths) -> Result<Outcome, String> {
         )));
     }
     let new = without_ours(&text, state.as_ref().map(|s| s.added.as_str()));
+    if entries(&new).iter().any(|w| is_ours(w)) {
+        return Err(format!(
+            "{} lists librocm_fix.so in a way rocm-fix cannot take apart; edit it by hand",
+            paths.preload.display()
+        ));
+    }
     write_atomic(&paths.backup, &text)?;
     let created_by_us = state.as_ref().is_some_and(|s| !s.existed);
     if created_by_us && new.is_empty() {
@@ -484,6 +553,12 @@ mod tests {
             assert!(!added.contains('\r'), "never a CR in our line");
             assert_eq!(without_ours(&with, Some(&added)), original);
         }
+    }
+
+    #[test]
+    fn our_word_leaves_a_shared_line() {
+        let text = "/lib/a.so /opt/x/librocm_fix.so\n/lib/b.so:/opt/x/librocm_fix.so\r\n";
+        assert_eq!(without_ours(text, None), "/lib/a.so\n/lib/b.so\r\n");
     }
 
     #[test]

@@ -297,3 +297,71 @@ fn kernel_params_apply_only_what_the_evidence_supports_and_revert_exactly() {
     assert_eq!(run.code, Some(3), "{run:#?}");
     assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
 }
+
+#[test]
+fn a_library_others_could_replace_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = image("preload-untrusted");
+    let lib = root.join("usr/lib/x86_64-linux-gnu/librocm_fix.so");
+    std::os::unix::fs::chown(&lib, Some(65534), None).unwrap();
+    let run = preload_cmd(&root, &["enable"]);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(run.stderr.contains("not owned by root"), "{}", run.stderr);
+    std::os::unix::fs::chown(&lib, Some(0), None).unwrap();
+    let dir = root.join("usr/lib/x86_64-linux-gnu");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = preload_cmd(&root, &["enable"]);
+    assert!(run.stderr.contains("writable by others"), "{}", run.stderr);
+    assert!(!root.join("etc/ld.so.preload").exists(), "nothing written");
+}
+
+#[test]
+fn mode_owner_symlinks_and_shared_lines() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let root = image("preload-mode");
+    let file = root.join("etc/ld.so.preload");
+    std::fs::write(&file, "/lib/keep.so\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A umask of 077 must not make the file unreadable to other users.
+    let run = Run::from(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask 077; exec '{}' preload enable --root '{}'",
+                rocm_fix().display(),
+                root.display()
+            ))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o644);
+    assert_eq!(preload_cmd(&root, &["disable"]).code, Some(0));
+    // Our entry sharing a line with another one: only ours goes.
+    std::fs::write(&file, format!("/lib/keep.so {LIB}\n")).unwrap();
+    let run = preload_cmd(&root, &["disable"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "/lib/keep.so\n");
+    // A symbolic link is not replaced by a file.
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(root.join("etc/preload.real"), "/lib/keep.so\n").unwrap();
+    std::os::unix::fs::symlink("preload.real", &file).unwrap();
+    let run = preload_cmd(&root, &["enable"]);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(run.stderr.contains("symbolic link"), "{}", run.stderr);
+    assert!(std::fs::symlink_metadata(&file)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // A '#' would cut the path short for the linker.
+    let odd = root.join("opt/a#b");
+    std::fs::create_dir_all(&odd).unwrap();
+    for f in ["librocm_fix.so", "librocm_fix_engine.so"] {
+        std::fs::copy(root.join("usr/lib/x86_64-linux-gnu").join(f), odd.join(f)).unwrap();
+    }
+    std::fs::set_permissions(root.join("opt"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&odd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let run = preload_cmd(&root, &["enable", "--library", "/opt/a#b/librocm_fix.so"]);
+    assert!(run.stderr.contains("'#'"), "{run:#?}");
+}
