@@ -155,7 +155,8 @@ Options:
   --dry-run    say what would change, change nothing
   --yes        run the regeneration command after apply/revert
   --json       print JSON
-Exit status: 0 done (or nothing to do), 2 bad usage, 3 refused or failed
+Exit status: 0 done (or nothing to do), 1 written but the regeneration
+command failed (run it yourself), 2 bad usage, 3 refused or failed
 (nothing was changed).
 ";
 
@@ -565,12 +566,21 @@ fn kparams_command(args: &[String]) -> i32 {
                 print!("{}", change.to_text());
             }
             if yes && !dry && !change.regenerate.is_empty() {
-                if let Err(e) = crate::kparams::run_regeneration(&root, &change) {
-                    eprintln!("rocm-fix: {e}");
-                    return EXIT_ERROR;
+                if root != std::path::Path::new("/") {
+                    println!(
+                        "rocm-fix: not regenerating the boot configuration of an image (--root)"
+                    );
+                } else if let Err(e) = crate::kparams::run_regeneration(&root, &change) {
+                    // The files are written: say so, and let the user regenerate.
+                    eprintln!("rocm-fix: the change is written, but regenerating failed: {e}");
+                    return EXIT_FINDINGS;
                 }
             }
             EXIT_OK
+        }
+        Err(e) if e.to_lowercase().contains("nothing was changed") => {
+            eprintln!("rocm-fix: {e}");
+            EXIT_ERROR
         }
         Err(e) => {
             eprintln!("rocm-fix: {e}; nothing was changed");

@@ -561,6 +561,9 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus, String> {
                     "the command aborted without a GPU fault record (not retried); run report: {}",
                     report_path.display()
                 ));
+            } else if attempts.iter().all(|a| a.fault.is_none()) && opts.report.is_none() {
+                // Nothing happened worth looking at: leave no folder behind.
+                let _ = std::fs::remove_dir_all(&dir);
             }
             return Ok(status);
         };
