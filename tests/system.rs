@@ -295,7 +295,11 @@ fn kernel_params_apply_only_what_the_evidence_supports_and_revert_exactly() {
     copy_tree(&root().join("tests/fixtures/kparams/unknown"), &unknown);
     let run = kparams("gfx1151", &unknown, &["apply"]);
     assert_eq!(run.code, Some(3), "{run:#?}");
-    assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
+    assert!(
+        run.stderr.to_lowercase().contains("nothing was changed"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
