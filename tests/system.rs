@@ -167,6 +167,31 @@ fn a_read_only_etc_is_a_clear_error() {
 }
 
 #[test]
+fn an_edit_in_progress_is_waited_for_then_refused_clearly() {
+    // Someone else holds the edit lock (as a second rocm-fix would).
+    let root = image("preload-lock");
+    let file = root.join("etc/ld.so.preload");
+    std::fs::write(&file, "/lib/keep.so\n").unwrap();
+    let lock = root.join("etc/.ld.so.preload.rocm-fix.lock");
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let run = preload_cmd(&root, &["enable"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(
+        run.stderr.contains("another rocm-fix is editing"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "/lib/keep.so\n");
+}
+
+#[test]
 fn two_enables_at_once_add_one_line() {
     let root = image("preload-race");
     let file = root.join("etc/ld.so.preload");
