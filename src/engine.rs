@@ -406,11 +406,7 @@ unsafe extern "C" fn hip_malloc(ptr: *mut *mut c_void, size: usize) -> c_int {
         }
         let dev = current_device(st);
         if !st.active_for(dev) {
-            let r = forward();
-            if r == policy::HIP_SUCCESS {
-                record(ptr, size, 0, Kind::Device, dev);
-            }
-            return r;
+            return finish(forward(), ptr, size, Kind::Device, dev);
         }
         padded_alloc(st, ptr, size, Kind::Device, dev, false, |n, _| unsafe {
             f(ptr, n)
@@ -599,11 +595,7 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
             Kind::ExtFine
         };
         if !st.active_for(dev) {
-            let r = forward();
-            if r == policy::HIP_SUCCESS {
-                record(ptr, size, 0, kind, dev);
-            }
-            return r;
+            return finish(forward(), ptr, size, kind, dev);
         }
         // A request the runtime would refuse is not turned into a success, and
         // RCCL's or OpenMP offload's uncached flags stay uncached.
@@ -638,11 +630,7 @@ unsafe extern "C" fn hip_malloc_managed(
         }
         let dev = current_device(st);
         if !st.active_for(dev) {
-            let r = forward();
-            if r == policy::HIP_SUCCESS {
-                record(ptr, size, 0, Kind::Managed, dev);
-            }
-            return r;
+            return finish(forward(), ptr, size, Kind::Managed, dev);
         }
         // SAFETY: the caller's pointer and flags, a padded size.
         let r = padded_alloc(st, ptr, size, Kind::Managed, dev, false, |n, _| unsafe {
