@@ -340,41 +340,24 @@ forward!(
     HSA_STATUS_ERROR_NOT_INITIALIZED,
     fn() -> u32
 );
-unsafe extern "C" fn fb_hsa_pool_free(ptr: *mut c_void, _caller: usize) -> u32 {
-    // SAFETY: resolve returns the real function of this exact signature.
-    match real_fast(RealFn::HsaPoolFree) {
-        0 => HSA_STATUS_ERROR_NOT_INITIALIZED,
-        f => unsafe { core::mem::transmute::<usize, HsaPoolFreeFn>(f)(ptr) },
-    }
-}
-
-unsafe extern "C" fn fb_hsa_svm_set(
-    ptr: *mut c_void,
-    size: usize,
-    list: *mut [u64; 2],
-    n: usize,
-    _caller: usize,
-) -> u32 {
-    // SAFETY: resolve returns the real function of this exact signature.
-    match real_fast(RealFn::HsaSvmAttributesSet) {
-        0 => HSA_STATUS_ERROR_NOT_INITIALIZED,
-        f => unsafe { core::mem::transmute::<usize, HsaSvmSetFn>(f)(ptr, size, list, n) },
-    }
-}
-
-unsafe extern "C" fn fb_hsa_pool_allocate(
-    pool: u64,
-    size: usize,
-    flags: u32,
-    ptr: *mut *mut c_void,
-    _caller: usize,
-) -> u32 {
-    // SAFETY: resolve returns the real function of this exact signature.
-    match real_fast(RealFn::HsaPoolAllocate) {
-        0 => HSA_STATUS_ERROR_NOT_INITIALIZED,
-        f => unsafe { core::mem::transmute::<usize, HsaPoolAllocateFn>(f)(pool, size, flags, ptr) },
-    }
-}
+forward_with_caller!(
+    fb_hsa_pool_free,
+    RealFn::HsaPoolFree,
+    HSA_STATUS_ERROR_NOT_INITIALIZED,
+    fn(ptr: *mut c_void) -> u32
+);
+forward_with_caller!(
+    fb_hsa_svm_set,
+    RealFn::HsaSvmAttributesSet,
+    HSA_STATUS_ERROR_NOT_INITIALIZED,
+    fn(ptr: *mut c_void, size: usize, list: *mut [u64; 2], n: usize) -> u32
+);
+forward_with_caller!(
+    fb_hsa_pool_allocate,
+    RealFn::HsaPoolAllocate,
+    HSA_STATUS_ERROR_NOT_INITIALIZED,
+    fn(pool: u64, size: usize, flags: u32, ptr: *mut *mut c_void) -> u32
+);
 
 unsafe extern "C" fn fb_get_stats(out: *mut c_void, size: usize) -> c_int {
     let mut s = Stats {
