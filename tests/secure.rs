@@ -26,8 +26,33 @@ fn setup() -> Setup {
         0,
         "tests/secure.rs needs root (mount namespaces, a setuid-root program)"
     );
-    let lib = simgpu_lib();
-    let rpath = format!("-Wl,-rpath,{}", lib.display());
+    // Everything the unprivileged user must read is copied into a folder of
+    // its own (mode 755 under /tmp): the checkout itself may sit in a folder
+    // other users cannot enter.
+    let libs = tmpdir("secure-libs");
+    std::fs::set_permissions(&libs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sim = simgpu_lib();
+    for f in ["libamdhip64.so.6", "libhsa-runtime64.so.1"] {
+        std::fs::copy(sim.join(f), libs.join(f)).unwrap();
+    }
+    let built = preload().parent().unwrap().to_path_buf();
+    for f in ["librocm_fix.so", "librocm_fix_engine.so"] {
+        std::fs::copy(built.join(f), libs.join(f)).unwrap();
+    }
+    let topo_src = simgpu_env("gfx1010")
+        .into_iter()
+        .find(|(k, _)| k == "SIMGPU_KFD_TOPOLOGY")
+        .unwrap()
+        .1;
+    let topo = libs.join("topology");
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&topo_src)
+        .arg(&topo)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let rpath = format!("-Wl,-rpath,{}", libs.display());
     let prog = program_with("secure_simwork", &[&rpath]);
     let dir = tmpdir("secure");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -40,19 +65,14 @@ fn setup() -> Setup {
     std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(
         dir.join("ld.so.preload"),
-        format!("{}\n", preload().display()),
+        format!("{}\n", libs.join("librocm_fix.so").display()),
     )
     .unwrap();
-    let topo = simgpu_env("gfx1010")
-        .into_iter()
-        .find(|(k, _)| k == "SIMGPU_KFD_TOPOLOGY")
-        .unwrap()
-        .1;
     Setup {
         dir,
         setuid,
         plain,
-        topo,
+        topo: topo.to_string_lossy().into_owned(),
     }
 }
 

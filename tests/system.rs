@@ -216,12 +216,14 @@ fn two_enables_at_once_add_one_line() {
 
 #[test]
 fn without_root_the_live_file_is_not_touched() {
-    let script = format!(
-        "exec setpriv --reuid=65534 --regid=65534 --clear-groups '{}' preload enable",
-        rocm_fix().display()
-    );
+    // A copy the unprivileged user can reach (the checkout may not be).
     let dir = tmpdir("preload-nonroot");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(rocm_fix(), dir.join("rocm-fix")).unwrap();
+    let script = format!(
+        "exec setpriv --reuid=65534 --regid=65534 --clear-groups '{}' preload enable",
+        dir.join("rocm-fix").display()
+    );
     let run = Run::from(
         Command::new("sh")
             .args(["-c", &script])
