@@ -16,7 +16,7 @@
 #![no_std]
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
-#[path = "../../engine_abi.rs"]
+#[path = "../../engine/abi.rs"]
 #[allow(dead_code)]
 mod engine_abi;
 

@@ -10,8 +10,8 @@
 //! and a state file records what was changed so that `revert` restores the
 //! previous bytes exactly. A failure undoes whatever the run had written.
 
-use crate::kb::{self, json_opt, json_string, json_strings, Evidence, Issue, Mitigation};
-use crate::pciids;
+use rocm_fix_shared::kb::{self, json_opt, json_string, json_strings, Evidence, Issue, Mitigation};
+use rocm_fix_shared::pciids;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Read as _, Write as _};
@@ -2258,7 +2258,7 @@ mod tests {
 
     /// Strix Halo, as detection reports it: gfx name and family label.
     fn strix_halo() -> Vec<String> {
-        let family = pciids::family_label(crate::topology::family(110501));
+        let family = pciids::family_label(rocm_fix_shared::topology::family(110501));
         assert_eq!(family, "RDNA3");
         chips(&["gfx1151", family])
     }

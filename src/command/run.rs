@@ -1,6 +1,6 @@
 //! `rocm-fix run` / `rocm-fix-run`: start a command with librocm_fix.so
 //! preloaded, and if it dies of a GPU memory fault, run it again with the
-//! next rung of the retry ladder (src/kb/presets.kb).
+//! next rung of the retry ladder (src/shared/kb/presets.kb).
 //!
 //! The child's stdin, stdout and stderr are its own (inherited, never
 //! piped); signals from the terminal reach it directly (same process group),
@@ -8,9 +8,9 @@
 //! from the fault journal the engine writes (ROCM_FIX_JOURNAL), one per
 //! attempt; any other failure is never retried.
 
-use crate::kb::{self, json_opt, json_string, Rung};
-use crate::pciids;
-use crate::topology::{self, Family};
+use rocm_fix_shared::kb::{self, json_opt, json_string, Rung};
+use rocm_fix_shared::pciids;
+use rocm_fix_shared::topology::{self, Family};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
@@ -54,7 +54,7 @@ pub struct Plan {
 /// knowledge-base entry for one chip, gfx1031 say, "covers" the query
 /// "RDNA2", so a family query would apply gfx1031's settings to a gfx1030.)
 pub fn machine_chips(env: &dyn Fn(&str) -> Option<String>) -> (Vec<String>, Vec<topology::Gpu>) {
-    let root = env(crate::process::TOPOLOGY_VAR)
+    let root = env(rocm_fix_shared::process::TOPOLOGY_VAR)
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| topology::default_root().to_string());
     let gpus = topology::read_topology(Path::new(&root));

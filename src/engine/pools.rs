@@ -3,9 +3,9 @@
 //! that agent's coarse-grained pool (rocm-facts §2, §3). Learnt once, from
 //! the runtime, the first time an application allocates through HSA.
 
-use crate::engine::{real, State};
-use crate::engine_abi::*;
+use crate::abi::*;
 use crate::policy;
+use crate::state::{real, State};
 use std::ffi::c_void;
 use std::sync::OnceLock;
 

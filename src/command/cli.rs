@@ -2,7 +2,7 @@
 //! second name). Arguments are parsed by hand: five subcommands with a few
 //! flags each do not need a parser crate.
 
-use crate::supervisor::{self, RunOptions};
+use crate::run::{self, RunOptions};
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
@@ -292,7 +292,7 @@ fn run_command(args: &[OsString]) -> i32 {
         }
         Err(e) => return usage_error(&e, RUN_HELP),
     };
-    match supervisor::run(&opts) {
+    match run::run(&opts) {
         Ok(status) => exit_like(status),
         Err(e) => {
             eprintln!("{e}");
@@ -383,7 +383,7 @@ fn triage_command(args: &[String]) -> i32 {
             let warn = report
                 .findings
                 .iter()
-                .any(|x| !matches!(x.severity, crate::kb::Severity::Info));
+                .any(|x| !matches!(x.severity, rocm_fix_shared::kb::Severity::Info));
             if warn {
                 EXIT_FINDINGS
             } else {
@@ -415,19 +415,19 @@ fn kb_command(args: &[String]) -> i32 {
     {
         ["list"] => {
             if json {
-                println!("{}", crate::kb::list_json());
+                println!("{}", rocm_fix_shared::kb::list_json());
             } else {
-                print!("{}", crate::kb::list_text());
+                print!("{}", rocm_fix_shared::kb::list_text());
             }
             EXIT_OK
         }
-        ["show", id] => match crate::kb::issue(id) {
+        ["show", id] => match rocm_fix_shared::kb::issue(id) {
             Some(issue) if json => {
                 println!("{}", issue.to_json());
                 EXIT_OK
             }
             Some(_) => {
-                print!("{}", crate::kb::show_text(id).unwrap_or_default());
+                print!("{}", rocm_fix_shared::kb::show_text(id).unwrap_or_default());
                 EXIT_OK
             }
             None => {
@@ -475,27 +475,25 @@ fn preload_command(args: &[String]) -> i32 {
         eprintln!("rocm-fix: editing /etc/ld.so.preload needs root (or --root DIR for an image)");
         return EXIT_ERROR;
     }
-    let paths =
-        crate::preload_file::Paths::new(root.as_deref().unwrap_or(std::path::Path::new("/")));
+    let paths = crate::preload::Paths::new(root.as_deref().unwrap_or(std::path::Path::new("/")));
     let result = match action.as_str() {
         "enable" => {
             let lib = match (library, &root) {
                 (Some(l), _) => Ok(l),
                 (None, Some(_)) => Ok("/usr/lib/x86_64-linux-gnu/librocm_fix.so".into()),
-                (None, None) => supervisor::find_preload(None),
+                (None, None) => run::find_preload(None),
             };
-            lib.and_then(|l| crate::preload_file::enable(&paths, &l))
+            lib.and_then(|l| crate::preload::enable(&paths, &l))
         }
-        "disable" => crate::preload_file::disable(&paths),
+        "disable" => crate::preload::disable(&paths),
         _ => {
-            let (text, ok) = crate::preload_file::status(&paths);
+            let (text, ok) = crate::preload::status(&paths);
             print!("{text}");
             return if ok { EXIT_OK } else { EXIT_FINDINGS };
         }
     };
     match result {
-        Ok(crate::preload_file::Outcome::Changed(m))
-        | Ok(crate::preload_file::Outcome::Unchanged(m)) => {
+        Ok(crate::preload::Outcome::Changed(m)) | Ok(crate::preload::Outcome::Unchanged(m)) => {
             println!("rocm-fix: {m}");
             EXIT_OK
         }
@@ -544,8 +542,8 @@ fn kparams_command(args: &[String]) -> i32 {
         return EXIT_ERROR;
     }
     let env = |k: &str| std::env::var(k).ok();
-    let (chips, _) = supervisor::machine_chips(&env);
-    let plan = crate::kparams::plan(&root, &chips);
+    let (chips, _) = run::machine_chips(&env);
+    let plan = crate::kernel_params::plan(&root, &chips);
     let change = match action.as_str() {
         "plan" => {
             if json {
@@ -555,8 +553,8 @@ fn kparams_command(args: &[String]) -> i32 {
             }
             return EXIT_OK;
         }
-        "apply" => crate::kparams::apply(&root, &plan, dry),
-        _ => crate::kparams::revert(&root, dry),
+        "apply" => crate::kernel_params::apply(&root, &plan, dry),
+        _ => crate::kernel_params::revert(&root, dry),
     };
     match change {
         Ok(change) => {
@@ -570,7 +568,7 @@ fn kparams_command(args: &[String]) -> i32 {
                     println!(
                         "rocm-fix: not regenerating the boot configuration of an image (--root)"
                     );
-                } else if let Err(e) = crate::kparams::run_regeneration(&root, &change) {
+                } else if let Err(e) = crate::kernel_params::run_regeneration(&root, &change) {
                     // The files are written: say so, and let the user regenerate.
                     eprintln!("rocm-fix: the change is written, but regenerating failed: {e}");
                     return EXIT_FINDINGS;

@@ -8,12 +8,12 @@
 //! from the knowledge base. Nothing here writes or fails: what cannot be read
 //! is reported as such.
 
-use crate::config;
-use crate::kb::{self, json_opt, json_string, json_strings, Evidence, Severity};
-use crate::pciids;
-use crate::policy::{self, Mode};
-use crate::process;
-use crate::topology::{self, Family};
+use rocm_fix_shared::config;
+use rocm_fix_shared::config::Mode;
+use rocm_fix_shared::kb::{self, json_opt, json_string, json_strings, Evidence, Severity};
+use rocm_fix_shared::pciids;
+use rocm_fix_shared::process;
+use rocm_fix_shared::topology::{self, Family};
 use std::fmt::Write as _;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -534,7 +534,7 @@ fn gpu_info(g: &topology::Gpu, opts: &Options, mode: Mode) -> GpuInfo {
         reported_gfx,
         gfx_override,
         // The engine decides from sysfs alone (engine.rs), so the same here.
-        rocm_fix_applies: policy::active(mode, topology::family(g.gfx_target_version)),
+        rocm_fix_applies: config::active(mode, topology::family(g.gfx_target_version)),
         notes,
     }
 }

@@ -4,8 +4,6 @@
 //! The rewrites move allocations that land in fine-grained (coherent) memory,
 //! which GFX10/10.3 maps MTYPE_UC (facts §6), to the coarse-grained equivalent.
 
-use crate::topology::Family;
-
 // ---- hipHostMalloc flags (facts §4) ----
 
 /// `hipHostMallocDefault`.
@@ -179,50 +177,10 @@ pub const HSA_DEVICE_TYPE_CPU: u32 = 0;
 /// `HSA_DEVICE_TYPE_GPU`.
 pub const HSA_DEVICE_TYPE_GPU: u32 = 1;
 
-/// How much rocm-fix does in a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Mode {
-    /// Rewrite on RDNA1/RDNA2 only (the chips the fix is for).
-    #[default]
-    Auto,
-    /// Rewrite on any AMD GPU.
-    On,
-    /// Forensics only: record allocations and explain faults, rewrite nothing.
-    Observe,
-    /// Do nothing.
-    Off,
-}
-
-impl Mode {
-    /// The name used in configuration and reports.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Mode::Auto => "auto",
-            Mode::On => "on",
-            Mode::Observe => "observe",
-            Mode::Off => "off",
-        }
-    }
-
-    /// `auto`, `on`, `observe` or `off`, case-insensitive.
-    pub fn parse(s: &str) -> Option<Mode> {
-        [Mode::Auto, Mode::On, Mode::Observe, Mode::Off]
-            .into_iter()
-            .find(|m| s.eq_ignore_ascii_case(m.as_str()))
-    }
-}
-
-/// Whether allocation rewrites apply to a GPU of `family` under `mode`.
-///
-/// Auto: only RDNA1/RDNA2, whose real chip (facts §5) maps coherent memory
-/// MTYPE_UC (facts §6). On: every family. Observe and Off never rewrite.
-pub fn active(mode: Mode, family: Family) -> bool {
-    match mode {
-        Mode::Auto => matches!(family, Family::Rdna1 | Family::Rdna2),
-        Mode::On => true,
-        Mode::Observe | Mode::Off => false,
-    }
-}
+// The mode and where it applies are configuration that the command reports
+// too (`rocm-fix doctor`), so they live in src/shared; the rule `active` is
+// re-exported here with the rest of the policy.
+pub use rocm_fix_shared::config::{active, Mode};
 
 /// The flags to pass to `hipHostMalloc` instead of `flags`.
 ///
@@ -384,6 +342,7 @@ fn round_up_page(n: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rocm_fix_shared::topology::Family;
 
     const ALL_FAMILIES: [Family; 7] = [
         Family::Rdna1,

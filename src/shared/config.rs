@@ -7,7 +7,52 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::policy::Mode;
+use crate::topology::Family;
+
+/// How much rocm-fix does in a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Rewrite on RDNA1/RDNA2 only (the chips the fix is for).
+    #[default]
+    Auto,
+    /// Rewrite on any AMD GPU.
+    On,
+    /// Forensics only: record allocations and explain faults, rewrite nothing.
+    Observe,
+    /// Do nothing.
+    Off,
+}
+
+impl Mode {
+    /// The name used in configuration and reports.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::On => "on",
+            Mode::Observe => "observe",
+            Mode::Off => "off",
+        }
+    }
+
+    /// `auto`, `on`, `observe` or `off`, case-insensitive.
+    pub fn parse(s: &str) -> Option<Mode> {
+        [Mode::Auto, Mode::On, Mode::Observe, Mode::Off]
+            .into_iter()
+            .find(|m| s.eq_ignore_ascii_case(m.as_str()))
+    }
+}
+
+/// Whether allocation rewrites apply to a GPU of `family` under `mode`.
+///
+/// Auto: only RDNA1/RDNA2, whose real chip (facts §5) maps coherent memory
+/// MTYPE_UC (facts §6). On: every family. Observe and Off never rewrite.
+pub fn active(mode: Mode, family: Family) -> bool {
+    match mode {
+        Mode::Auto => matches!(family, Family::Rdna1 | Family::Rdna2),
+        Mode::On => true,
+        Mode::Observe | Mode::Off => false,
+    }
+}
 
 /// The system-wide configuration file.
 pub const SYSTEM_CONFIG: &str = "/etc/rocm-fix.conf";

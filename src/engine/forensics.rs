@@ -7,10 +7,10 @@
 //! would leave the program hanging instead of letting it (or rocm-fix-run)
 //! start over.
 
-use crate::engine::{books, real, state};
-use crate::engine_abi::*;
+use crate::abi::*;
 use crate::policy;
 use crate::registry::Alloc;
+use crate::state::{books, real, state};
 use crate::stats::{self, Stat};
 use std::ffi::c_void;
 use std::io::Write;
@@ -151,7 +151,7 @@ fn report(addr: u64, mask: u32, node: Option<u32>) {
     let hit = books().and_then(|r| r.locate(addr));
     let gfx = node
         .and_then(|n| st.gpus.iter().find(|g| g.node == n))
-        .map(|g| crate::topology::gfx_name(g.gfx_target_version));
+        .map(|g| rocm_fix_shared::topology::gfx_name(g.gfx_target_version));
     let line = record_json(addr, mask, node, gfx.as_deref(), hit);
     if let (Some(path), false) = (&st.cfg.journal, st.secure) {
         let written = std::fs::OpenOptions::new()

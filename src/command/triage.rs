@@ -10,9 +10,9 @@
 //! overrides even without a Chip ID; the wavefront size is not used, because
 //! it follows the overridden ISA.
 
-use crate::kb::{self, json_opt, json_string, json_strings, Severity};
-use crate::pciids;
-use crate::topology::{self, Family};
+use rocm_fix_shared::kb::{self, json_opt, json_string, json_strings, Severity};
+use rocm_fix_shared::pciids;
+use rocm_fix_shared::topology::{self, Family};
 use std::fmt;
 use std::fmt::Write as _;
 
@@ -806,13 +806,15 @@ impl Report {
 mod tests {
     use super::*;
 
-    const OVERRIDE: &str = include_str!("../tests/fixtures/triage/rx6600m_cezanne_override.txt");
-    const RDNA1: &str = include_str!("../tests/fixtures/triage/rx5700xt_rdna1.txt");
+    const OVERRIDE: &str = include_str!("../../tests/fixtures/triage/rx6600m_cezanne_override.txt");
+    const RDNA1: &str = include_str!("../../tests/fixtures/triage/rx5700xt_rdna1.txt");
     const NEW_FORMAT: &str =
-        include_str!("../tests/fixtures/triage/rx6700xt_dual_cpu_new_format.txt");
-    const OLD_FORMAT: &str = include_str!("../tests/fixtures/triage/vega64_rocm33_old_format.txt");
-    const PARTIAL: &str = include_str!("../tests/fixtures/triage/w6600_partial_from_agent2.txt");
-    const TRUNCATED: &str = include_str!("../tests/fixtures/triage/rx5700xt_agent5_truncated.txt");
+        include_str!("../../tests/fixtures/triage/rx6700xt_dual_cpu_new_format.txt");
+    const OLD_FORMAT: &str =
+        include_str!("../../tests/fixtures/triage/vega64_rocm33_old_format.txt");
+    const PARTIAL: &str = include_str!("../../tests/fixtures/triage/w6600_partial_from_agent2.txt");
+    const TRUNCATED: &str =
+        include_str!("../../tests/fixtures/triage/rx5700xt_agent5_truncated.txt");
 
     /// (kind, reported, real, override) per agent.
     fn summary(r: &Report) -> Vec<(&'static str, Option<&str>, Option<&str>, bool)> {
@@ -946,27 +948,29 @@ mod tests {
         for (text, expected) in [
             (
                 OVERRIDE,
-                include_str!("../tests/fixtures/triage/rx6600m_cezanne_override.expected.json"),
+                include_str!("../../tests/fixtures/triage/rx6600m_cezanne_override.expected.json"),
             ),
             (
                 RDNA1,
-                include_str!("../tests/fixtures/triage/rx5700xt_rdna1.expected.json"),
+                include_str!("../../tests/fixtures/triage/rx5700xt_rdna1.expected.json"),
             ),
             (
                 NEW_FORMAT,
-                include_str!("../tests/fixtures/triage/rx6700xt_dual_cpu_new_format.expected.json"),
+                include_str!(
+                    "../../tests/fixtures/triage/rx6700xt_dual_cpu_new_format.expected.json"
+                ),
             ),
             (
                 OLD_FORMAT,
-                include_str!("../tests/fixtures/triage/vega64_rocm33_old_format.expected.json"),
+                include_str!("../../tests/fixtures/triage/vega64_rocm33_old_format.expected.json"),
             ),
             (
                 PARTIAL,
-                include_str!("../tests/fixtures/triage/w6600_partial_from_agent2.expected.json"),
+                include_str!("../../tests/fixtures/triage/w6600_partial_from_agent2.expected.json"),
             ),
             (
                 TRUNCATED,
-                include_str!("../tests/fixtures/triage/rx5700xt_agent5_truncated.expected.json"),
+                include_str!("../../tests/fixtures/triage/rx5700xt_agent5_truncated.expected.json"),
             ),
         ] {
             assert_eq!(triage(text).unwrap().to_json(), expected);

@@ -2,8 +2,8 @@
 //! them and how well that is supported, plus the run supervisor's per-tool
 //! presets and retry ladder.
 //!
-//! The data is text in the repository (`src/kb/issues.kb`,
-//! `src/kb/presets.kb`), compiled in with `include_str!` and parsed here; the
+//! The data is text in the repository (`src/shared/kb/issues.kb`,
+//! `src/shared/kb/presets.kb`), compiled in with `include_str!` and parsed here; the
 //! format is described at the top of each file. Parse errors name the file
 //! and line. A unit test guarantees the compiled-in data parses, so the
 //! accessors that cannot return an error treat a failure as "no data".

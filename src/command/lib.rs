@@ -1,0 +1,26 @@
+//! The `rocm-fix` command (and `rocm-fix-run`, its second name): a program
+//! the user runs, never loaded into other processes.
+//!
+//! May use: `rocm-fix-shared` (with serde), std, `libc` and the command-line
+//! crates. Never the engine: what the command knows about the engine's
+//! decisions comes from `rocm-fix-shared`.
+//!
+//! [`cli`] parses the arguments and dispatches; one module per subcommand:
+//!
+//! - [`run`]: `rocm-fix run` / `rocm-fix-run`, the supervisor and retry ladder
+//! - [`doctor`]: `rocm-fix doctor`, the system report
+//! - [`triage`]: `rocm-fix triage`, the real chips behind a pasted rocminfo
+//! - [`preload`]: `rocm-fix preload enable|disable|status`, /etc/ld.so.preload
+//! - [`kernel_params`]: `rocm-fix kernel-params plan|apply|revert`
+//!
+//! (`rocm-fix kb` is a few lines over `rocm_fix_shared::kb`, in [`cli`].)
+
+pub mod cli;
+pub mod doctor;
+pub mod kernel_params;
+pub mod preload;
+pub mod run;
+pub mod triage;
+
+/// The version of rocm-fix.
+pub const VERSION: &str = rocm_fix_shared::VERSION;
