@@ -1,9 +1,14 @@
 /*
- * A training loop in miniature, the way PyTorch/MIOpen use HIP: weights and
- * activations in VRAM (hipMalloc), a pinned staging buffer for the data
- * loader (hipHostMalloc with default flags: coherent host memory), and a
- * convolution kernel whose weight loads read a little past the end of the
- * weights buffer (the MIOpen over-read of rocm-facts §7).
+ * A training loop in miniature, the way PyTorch/MIOpen use HIP. PyTorch's
+ * caching allocator asks HIP for 2 MiB segments for small tensors and hands
+ * out tensors from them, rounded to 512 bytes (c10/cuda/CUDACachingAllocator
+ * .cpp, kSmallBuffer, kMinBlockSize); the weights tensor here is the last one
+ * in its segment, so it ends where the segment ends. ROCr gives a 2 MiB
+ * request a 2 MiB block of its own, and the page after a block is unmapped
+ * (libhsakmt's guard page). A convolution kernel whose weight loads read a
+ * little past the end of the weights (the over-read MIOpen PR #2546 fixed on
+ * Navi21) then faults. A pinned staging buffer (hipHostMalloc, default
+ * flags) feeds the batches.
  *
  * On the simulated RX 5700 XT (gfx1010) this crashes with ROCr's
  * "Memory access fault … Page not present" message unless rocm-fix is
@@ -30,10 +35,13 @@ int main(int argc, char **argv) {
   CHECK(hipGetDevicePropertiesR0600(&prop, 0));
   printf("train_sim: device 0 is %s (%s)\n", prop.name, prop.gcnArchName);
 
-  const size_t weights_bytes = 3 * 3 * 64 * 64 * 4 + 100; /* a 3x3x64x64 fp32 filter bank, odd-sized */
+  const size_t weights_bytes = 3 * 3 * 64 * 64 * 4; /* a 3x3x64x64 fp32 filter bank */
   const size_t batch_bytes = 64 * 3 * 32 * 32 * 4;
-  void *weights, *activations, *staging;
-  CHECK(hipMalloc(&weights, weights_bytes));
+  const size_t segment_bytes = 2 << 20; /* kSmallBuffer */
+  void *segment, *activations, *staging;
+  CHECK(hipMalloc(&segment, segment_bytes));
+  /* The caching allocator's last block in the segment: its end is the segment's. */
+  char *weights = (char *)segment + segment_bytes - ((weights_bytes + 511) & ~(size_t)511);
   CHECK(hipMalloc(&activations, batch_bytes));
   CHECK(hipHostMalloc(&staging, batch_bytes, 0)); /* default flags: coherent */
 
@@ -50,7 +58,7 @@ int main(int argc, char **argv) {
   }
   CHECK(hipHostFree(staging));
   CHECK(hipFree(activations));
-  CHECK(hipFree(weights));
+  CHECK(hipFree(segment));
   printf("train_sim: training finished\n");
   return 0;
 }

@@ -245,7 +245,11 @@ fn exports_sit_at_the_real_version_nodes() {
     let real_hsa = exports(REAL_HSA);
     let real_hip = exports(REAL_HIP);
     let mut checked = 0;
-    for (name, node) in sim_hsa.iter().filter(|(n, _)| n.starts_with("hsa_")) {
+    // The virtual memory API came with ROCm 6.0: not in Debian's 5.2.
+    for (name, node) in sim_hsa
+        .iter()
+        .filter(|(n, _)| n.starts_with("hsa_") && !n.starts_with("hsa_amd_vmem_"))
+    {
         assert_eq!(real_hsa.get(name), Some(node), "{name}");
         checked += 1;
     }

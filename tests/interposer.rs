@@ -18,6 +18,10 @@ fn simwork_cmd(spec: &str, steps: &[&str]) -> impl FnMut() -> Command {
     }
 }
 
+/// The seed's coherent-memory hypothesis, asked for by name where a test
+/// exercises the coherent -> non-coherent rewrite (FAULT-MODEL.md).
+const SEED: (&str, &str) = ("SIMGPU_FAULT_RULES", "default,seed-coherent");
+
 /// Crashes with ROCr's message without the preload, completes with it.
 fn crash_then_survive(spec: &str, env: &[(&str, &str)], steps: &[&str]) -> Run {
     let (without, with) = both(simwork_cmd(spec, steps), env);
@@ -38,7 +42,7 @@ fn rdna1_and_rdna2_workloads_survive_with_the_preload() {
         for flags in ["0", "0x40000000", "0x2"] {
             crash_then_survive(
                 spec,
-                &[],
+                &[SEED],
                 &[
                     &format!("hostmalloc:100000:{flags}"),
                     "read:0:0:100000",
@@ -49,7 +53,7 @@ fn rdna1_and_rdna2_workloads_survive_with_the_preload() {
         // Managed memory (coherent SVM by default).
         crash_then_survive(
             spec,
-            &[],
+            &[SEED],
             &[
                 "managed:65536:1",
                 "write:0:0:65536",
@@ -58,20 +62,25 @@ fn rdna1_and_rdna2_workloads_survive_with_the_preload() {
             ],
         );
         // hipExtMallocWithFlags Uncached, and Finegrained where the fine pool is visible.
-        crash_then_survive(spec, &[], &["ext:8192:3", "read:0:0:8192", "free:0"]);
+        crash_then_survive(spec, &[SEED], &["ext:8192:3", "read:0:0:8192", "free:0"]);
         crash_then_survive(
             spec,
-            &[("HSA_FORCE_FINE_GRAIN_PCIE", "1")],
+            &[SEED, ("HSA_FORCE_FINE_GRAIN_PCIE", "1")],
             &["ext:8192:1", "read:0:0:8192"],
         );
-        // A kernel over-reading by up to the padding (64 KiB by default).
-        crash_then_survive(spec, &[], &["malloc:10000", "read:0:0:77536", "free:0"]);
-        // The application's own SVM range, set fine-grained through HSA.
-        crash_then_survive(spec, &[], &["svm:8192", "read:0:0:8192"]);
-        // UnsetCoarseGrain is not applied.
+        // A kernel over-reading by up to the padding (64 KiB by default) past a
+        // buffer that ends at a 2 MiB block end (a PyTorch-sized segment).
         crash_then_survive(
             spec,
             &[],
+            &["malloc:0x200000", "read:0:0:0x210000", "free:0"],
+        );
+        // The application's own SVM range, set fine-grained through HSA.
+        crash_then_survive(spec, &[SEED], &["svm:8192", "read:0:0:8192"]);
+        // UnsetCoarseGrain is not applied.
+        crash_then_survive(
+            spec,
+            &[SEED],
             &[
                 "managed:4096:1",
                 "advise:0:100",
@@ -84,7 +93,7 @@ fn rdna1_and_rdna2_workloads_survive_with_the_preload() {
 
 #[test]
 fn hip_host_alloc_is_rewritten_from_rocm_6_3() {
-    crash_then_survive("gfx1010", &[], &["hostalloc:4096:0", "read:0:0:4096"]);
+    crash_then_survive("gfx1010", &[SEED], &["hostalloc:4096:0", "read:0:0:4096"]);
     // Up to 6.2 it returns coarse VRAM: nothing to fix, the same allocation.
     let dir = tmpdir("hostalloc62");
     let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
@@ -120,7 +129,7 @@ fn hip_host_alloc_is_rewritten_from_rocm_6_3() {
     );
     // It is device memory there: padded like hipMalloc's.
     let (without, with) = both(
-        simwork_cmd("gfx1010", &["hostalloc:4096:0", "read:0:0:8192"]),
+        simwork_cmd("gfx1010", &["hostalloc:0x200000:0", "read:0:0:0x201000"]),
         &[("SIMGPU_ROCM_VERSION", "6.2")],
     );
     assert_rocr_page_fault(&without, 1);
@@ -185,14 +194,14 @@ fn an_over_read_past_the_padding_still_faults_and_the_journal_names_the_buffer()
     let (_, with) = both(
         simwork_cmd(
             "gfx1010",
-            &["malloc:10000", "malloc:4096", "read:0:0:40000"],
+            &["malloc:0x200000", "malloc:4096", "read:0:0:0x400001"],
         ),
         &env,
     );
     assert_rocr_page_fault(&with, 1);
     assert!(
         with.stderr
-            .contains("bytes past the end of a 10000-byte device allocation"),
+            .contains("bytes past the end of a 2097152-byte device allocation"),
         "the hint names the buffer: {}",
         with.stderr
     );
@@ -200,16 +209,16 @@ fn an_over_read_past_the_padding_still_faults_and_the_journal_names_the_buffer()
     let lines: Vec<_> = text.lines().collect();
     assert_eq!(lines.len(), 1, "{text}");
     let rec = lines[0];
-    // 10000 bytes + 8 KiB padding = pages up to 0x5000 mapped; the fault is at the page 0x5000.
+    // 2 MiB + 8 KiB padding takes a 4 MiB block of its own; the fault is at its end.
     for want in [
         "\"event\":\"gpu-memory-fault\"",
         "\"node\":1",
         "\"gfx\":\"gfx1010\"",
-        "\"size\":10000",
-        "\"padding\":10480",
+        "\"size\":2097152",
+        "\"padding\":8192",
         "\"kind\":\"device\"",
         "\"device\":0",
-        "\"past_end\":10480",
+        "\"past_end\":2097152",
         "\"reason_mask\":1",
     ] {
         assert!(rec.contains(want), "{want} in {rec}");
@@ -228,10 +237,11 @@ fn rocm_fix_mode_off_crashes_exactly_as_without() {
     let steps = ["hostmalloc:4096:0", "malloc:100", "read:0:0:64"];
     let mut cmd = simwork_cmd("gfx1010", &steps);
     let mut c = cmd();
-    c.env("SIMGPU_CALL_LOG", &a);
+    c.env("SIMGPU_CALL_LOG", &a).envs([SEED]);
     let without = Run::from(c.output().unwrap());
     let mut c = cmd();
     c.env("SIMGPU_CALL_LOG", &b)
+        .envs([SEED])
         .env("ROCM_FIX_MODE", "off")
         .env("LD_PRELOAD", preload());
     let with = Run::from(c.output().unwrap());
@@ -335,16 +345,16 @@ fn overrides_neither_switch_us_on_nor_off() {
 fn each_allocation_is_judged_by_its_device() {
     // gfx1100 first, gfx1030 second: device allocations are padded only on device 1.
     let steps = [
-        "malloc:4096",
+        "malloc:0x200000",
         "setdev:1",
-        "malloc:4096",
-        "read:1:0:8192",
+        "malloc:0x200000",
+        "read:1:0:0x201000",
         "setdev:0",
-        "read:0:0:8192",
+        "read:0:0:0x201000",
     ];
     let (_, with) = both(simwork_cmd("gfx1100,gfx1030", &steps), &[]);
     assert!(
-        with.stdout.contains("read:1:0:8192 -> 0"),
+        with.stdout.contains("read:1:0:0x201000 -> 0"),
         "padded on the RDNA2 device: {with:#?}"
     );
     assert_rocr_page_fault(&with, 1);
@@ -352,12 +362,12 @@ fn each_allocation_is_judged_by_its_device() {
 
 #[test]
 fn a_failing_padded_allocation_is_retried_exactly_as_asked() {
-    // 1 MiB of VRAM: a 1 MiB buffer fits only without padding. Our failed
+    // 2 MiB of VRAM: a 2 MiB buffer fits only without padding. Our failed
     // padded attempt leaves nothing for the application's hipGetLastError.
     let (without, with) = both(
         simwork_cmd(
-            "gfx1010:vram=1M",
-            &["malloc:0x100000", "read:0:0:4096", "lasterror"],
+            "gfx1010:vram=2M",
+            &["malloc:0x200000", "read:0:0:4096", "lasterror"],
         ),
         &[],
     );
@@ -374,7 +384,14 @@ fn a_failing_padded_allocation_is_retried_exactly_as_asked() {
 #[test]
 fn dlopen_local_dlsym_clients_get_the_same_treatment() {
     let prog = program("dlclient");
-    let (without, with) = both(|| sim_command(&prog, "gfx1010"), &[]);
+    let (without, with) = both(
+        || {
+            let mut c = sim_command(&prog, "gfx1010");
+            c.envs([SEED]);
+            c
+        },
+        &[],
+    );
     assert_rocr_page_fault(&without, 1);
     assert_eq!(with.code, Some(0), "{with:#?}");
     assert!(
@@ -548,8 +565,11 @@ fn a_missing_engine_means_plain_forwarding() {
     let front = dir.join("librocm_fix.so");
     std::fs::copy(preload(), &front).unwrap();
     let mut c = sim_command(&program("simwork"), "gfx1010");
-    c.env("LD_PRELOAD", &front)
-        .args(["malloc:4096", "hostmalloc:4096:0", "read:1:0:64"]);
+    c.env("LD_PRELOAD", &front).envs([SEED]).args([
+        "malloc:4096",
+        "hostmalloc:4096:0",
+        "read:1:0:64",
+    ]);
     let run = Run::from(c.output().unwrap());
     assert!(run.stdout.contains("malloc:4096 -> 0"), "{run:#?}");
     assert_rocr_page_fault(&run, 1);
@@ -562,7 +582,10 @@ fn the_runtime_itself_is_never_rewritten() {
     // the fine-grained host pool goes to the coarse pool.
     crash_then_survive(
         "gfx1010",
-        &[],
+        &[(
+            "SIMGPU_FAULT_RULES",
+            "default,seed-coherent,internal-coherence",
+        )],
         &[
             "init",
             "hsa-alloc:0:2:4096",

@@ -29,7 +29,7 @@ fn an_over_read_past_the_padding_crashes_once_then_completes() {
     c.arg("--report")
         .arg(&report)
         .arg(&simwork)
-        .args(["malloc:10000", "read:0:0:200000"]);
+        .args(["malloc:0x200000", "read:0:0:0x400001"]);
     let run = Run::from(c.output().unwrap());
     assert_eq!(run.code, Some(0), "the second attempt completes: {run:#?}");
     assert_eq!(
@@ -46,15 +46,15 @@ fn an_over_read_past_the_padding_crashes_once_then_completes() {
         .find(|l| l.starts_with("rocm-fix-run: attempt 1 died"))
         .expect("the paragraph");
     assert!(
-        line.contains("bytes past the end of a 10000-byte device allocation"),
+        line.contains("bytes past the end of a 2097152-byte device allocation"),
         "{line}"
     );
     assert!(
-        line.contains("Next: attempt 2 with ROCM_FIX_PAD=2M"),
+        line.contains("Next: attempt 2 with ROCM_FIX_PAD=4M"),
         "{line}"
     );
     assert_eq!(
-        run.stdout.matches("read:0:0:200000 -> 0").count(),
+        run.stdout.matches("read:0:0:0x400001 -> 0").count(),
         1,
         "{}",
         run.stdout
@@ -65,8 +65,8 @@ fn an_over_read_past_the_padding_crashes_once_then_completes() {
             "-c",
             "import json,sys; r=json.load(open(sys.argv[1])); a=r['attempts']; \
              assert len(a)==2, a; assert a[0]['exit']=={'signal':6}, a[0]; \
-             assert a[0]['gpu_fault']['allocation']['size']==10000; \
-             assert a[1]['rung']=='pad-2m' and a[1]['env']['ROCM_FIX_PAD']=='2M', a[1]; \
+             assert a[0]['gpu_fault']['allocation']['size']==2097152; \
+             assert a[1]['rung']=='pad-2m' and a[1]['env']['ROCM_FIX_PAD']=='4M', a[1]; \
              assert a[1]['exit']=={'code':0} and a[1]['gpu_fault'] is None",
         ])
         .arg(&report)
@@ -85,7 +85,7 @@ fn no_retry_means_the_fault_is_the_exit_status() {
     let mut c = sim_command(&bin("rocm-fix-run"), "gfx1010");
     c.arg("--no-retry")
         .arg(&simwork)
-        .args(["malloc:10000", "read:0:0:200000"]);
+        .args(["malloc:0x200000", "read:0:0:0x400001"]);
     let run = Run::from(c.output().unwrap());
     assert!(run.aborted(), "died like the child: {run:#?}");
     assert!(
@@ -453,7 +453,7 @@ fn a_command_that_succeeds_is_never_run_again() {
     // A child process faults, the command carries on and exits 0.
     let simwork = program("simwork");
     let script = format!(
-        "'{}' malloc:10000 read:0:0:200000; echo finished; exit 0",
+        "'{}' malloc:0x200000 read:0:0:0x400001; echo finished; exit 0",
         simwork.display()
     );
     let run = Run::from(

@@ -84,8 +84,12 @@ pub struct Alloc {
     pub device: i32,
 }
 
-/// How far past an allocation's end `locate` still attributes an address.
-pub const LOCATE_WINDOW: u64 = 1 << 20;
+/// How far past an allocation's end `locate` still attributes an address:
+/// ROCr's block size. Buffers are cut from 2 MiB blocks and only the page
+/// after a block is unmapped (ROCR-Runtime amd_memory_region.h block_size_,
+/// libhsakmt fmm.c guard pages), so an over-read faults at its block's end,
+/// up to a block past the buffer's own end.
+pub const LOCATE_WINDOW: u64 = 2 << 20;
 
 /// The per-slot value: everything but the key.
 #[derive(Debug, Clone, Copy)]
@@ -415,7 +419,7 @@ impl Registry {
     ///
     /// Returns the allocation whose mapped range `[base, base+size+padding)`
     /// contains `addr` or, failing that, the one whose end lies closest below
-    /// `addr` and less than [`LOCATE_WINDOW`] (1 MiB) before it: the buffer a
+    /// `addr` and less than [`LOCATE_WINDOW`] (2 MiB) before it: the buffer a
     /// kernel ran past. GPU faults name the faulting page (facts §1), so
     /// `addr` is often page-aligned and past an end that is not.
     ///
@@ -726,8 +730,10 @@ mod tests {
         assert_eq!(r.locate(0x7f12_3450_1000), Some((x, 4096 - 100)));
         // Last byte of the window, then just out of it.
         let end = x.base + 100;
-        assert_eq!(r.locate(end + MIB - 1), Some((x, MIB as i64 - 1)));
-        assert_eq!(r.locate(end + MIB), None);
+        let w = LOCATE_WINDOW;
+        assert_eq!(w, 2 * MIB);
+        assert_eq!(r.locate(end + w - 1), Some((x, w as i64 - 1)));
+        assert_eq!(r.locate(end + w), None);
         // Before the allocation: nothing.
         assert_eq!(r.locate(x.base - 1), None);
         assert_eq!(r.locate(0), None);

@@ -1,8 +1,8 @@
 /* A client that binds without the dynamic linker, like ctypes or AMD's
  * hip-python: dlopen("libamdhip64.so", RTLD_LOCAL) and dlsym for every
  * function. Allocates coherent host memory (hipHostMalloc default flags)
- * and launches a kernel on it; then over-reads a hipMalloc buffer by
- * argv[1] bytes (default 0). */
+ * and launches a kernel on it; then over-reads a 2 MiB hipMalloc buffer (a
+ * PyTorch-sized segment, which ends at a block end) by argv[1] bytes. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +19,7 @@ int main(int argc, char **argv) {
   void *p = NULL, *d = NULL;
   printf("hipHostMalloc %d\n", host_malloc(&p, 4096, 0));
   printf("read %d\n", read_(p, 0, 4096));
-  printf("hipMalloc %d\n", malloc_(&d, 4096));
-  printf("over-read %d\n", read_(d, 0, 4096 + over));
+  printf("hipMalloc %d\n", malloc_(&d, 0x200000));
+  printf("over-read %d\n", read_(d, 0, 0x200000 + over));
   return 0;
 }

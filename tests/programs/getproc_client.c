@@ -15,7 +15,7 @@ int main(int argc, char **argv) {
   void *p = NULL, *d = NULL;
   printf("hipHostMalloc %d\n", ((hipError_t(*)(void **, size_t, unsigned))hm)(&p, 4096, 0));
   printf("read %d\n", simgpuLaunchRead(p, 0, 4096));
-  printf("hipMalloc %d\n", ((hipError_t(*)(void **, size_t))m)(&d, 4096));
-  printf("over-read %d\n", simgpuLaunchRead(d, 0, 4096 + over));
+  printf("hipMalloc %d\n", ((hipError_t(*)(void **, size_t))m)(&d, 0x200000));
+  printf("over-read %d\n", simgpuLaunchRead(d, 0, 0x200000 + over));
   return 0;
 }

@@ -3,8 +3,9 @@ real client no one here wrote: it opens libamdhip64.so with dlopen and
 binds every function with dlsym. The kernel stand-in (simulated device
 only) is called through ctypes on the same library.
 
-  hip_python_client.py sim OVER   allocate coherent host memory and a device
-                                  buffer, launch reads (over-reading by OVER)
+  hip_python_client.py sim OVER   allocate coherent host memory and a 2 MiB
+                                  device buffer (it ends at a block end),
+                                  launch reads (over-reading it by OVER)
   hip_python_client.py matrix     a matrix of HIP calls, results printed
 """
 import ctypes
@@ -25,8 +26,8 @@ if sys.argv[1] == "sim":
     lib.simgpuLaunchRead.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
     _, host = show("hipHostMalloc", hip.hipHostMalloc(4096, 0))
     show("read", lib.simgpuLaunchRead(int(host), 0, 4096))
-    _, dev = show("hipMalloc", hip.hipMalloc(4096))
-    show("over-read", lib.simgpuLaunchRead(int(dev), 0, 4096 + over))
+    _, dev = show("hipMalloc", hip.hipMalloc(0x200000))
+    show("over-read", lib.simgpuLaunchRead(int(dev), 0, 0x200000 + over))
     show("hipFree", hip.hipFree(dev))
     show("hipHostFree", hip.hipHostFree(host))
 else:

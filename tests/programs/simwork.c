@@ -10,13 +10,23 @@
  *   svm:SIZE  (the application's own SVM range: mmap, then
  *              hsa_amd_svm_attributes_set GLOBAL_FLAG fine-grained and
  *              AGENT_ACCESSIBLE for agent 1, the first GPU)
- *   handler:suppress|pass  (registers a system event handler; prints events)
+ *   handler:suppress|pass  (registers a system event handler; prints events and
+ *                           whether it runs on the main thread)
+ *   readasync:BUF:OFFSET:BYTES  (launch without waiting; sync waits)
+ *   info  (hipMemGetInfo: "free F total T")
+ *   pitch:WIDTH:HEIGHT  async:SIZE  freeasync:BUF  trimpool
+ *   vmm:SIZE  (hipMemCreate + hipMemAddressReserve + hipMemMap + hipMemSetAccess)
+ *   mapped:BUF:OFFSET  (bytes the GPU has mapped from there on, up to 64 MiB)
+ *   offset:BUF:BUF  (the second buffer's address minus the first's)
+ *   align:BUF  (the buffer's address modulo 2 MiB)
+ *   range:BUF:OFFSET  (hipMemGetAddressRange: "range base+B size S")
  *   early-handler  (registers before hsa_init)  init  hsa-init
  * Numbers accept 0x prefixes.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include "simgpu.h"
 
@@ -25,9 +35,11 @@ static size_t nbufs;
 
 static unsigned long long num(const char *s) { return strtoull(s, NULL, 0); }
 
+static pthread_t main_thread;
 static hsa_status_t on_event(const hsa_amd_event_t *ev, void *data) {
-  printf("event type=%u addr=0x%llx mask=0x%x\n", ev->event_type,
-         (unsigned long long)ev->memory_fault.virtual_address, ev->memory_fault.fault_reason_mask);
+  printf("event type=%u addr=0x%llx mask=0x%x %s\n", ev->event_type,
+         (unsigned long long)ev->memory_fault.virtual_address, ev->memory_fault.fault_reason_mask,
+         pthread_equal(pthread_self(), main_thread) ? "main-thread" : "event-thread");
   fflush(stdout);
   return data ? HSA_STATUS_SUCCESS : HSA_STATUS_ERROR;
 }
@@ -50,6 +62,7 @@ static hsa_status_t find_agent(hsa_agent_t a, void *d) {
 int main(int argc, char **argv) {
   int failed = 0;
   setvbuf(stdout, NULL, _IOLBF, 0);
+  main_thread = pthread_self();
   for (int i = 1; i < argc; i++) {
     char step[256];
     snprintf(step, sizeof step, "%s", argv[i]);
@@ -73,6 +86,11 @@ int main(int argc, char **argv) {
       struct pool_query pq = {(uint32_t)ARG(2), {0}};
       if (aq.found.handle) hsa_amd_agent_iterate_memory_pools(aq.found, find_pool, &pq);
       r = pq.found.handle ? hsa_amd_memory_pool_allocate(pq.found, ARG(3), 0, &p) : HSA_STATUS_ERROR_INVALID_ARGUMENT;
+      if (!r && ARG(1) == 0) { /* host memory: let the first GPU reach it, as an HSA application does */
+        struct agent_query gq = {1, 0, {0}};
+        hsa_iterate_agents(find_agent, &gq);
+        hsa_amd_agents_allow_access(1, &gq.found, NULL, p);
+      }
       if (!r) bufs[nbufs++] = p;
     }
     else if (!strcmp(op, "svm")) {
@@ -86,6 +104,43 @@ int main(int argc, char **argv) {
       if (!r) bufs[nbufs++] = p;
     }
     else if (!strcmp(op, "read")) r = simgpuLaunchRead(bufs[ARG(1)], ARG(2), ARG(3));
+    else if (!strcmp(op, "readasync")) r = simgpuLaunchReadAsync(bufs[ARG(1)], ARG(2), ARG(3));
+    else if (!strcmp(op, "info")) {
+      size_t fr = 0, to = 0;
+      r = hipMemGetInfo(&fr, &to);
+      printf("free %zu total %zu\n", fr, to);
+    }
+    else if (!strcmp(op, "pitch")) {
+      size_t pitch = 0;
+      r = hipMallocPitch(&p, &pitch, ARG(1), ARG(2));
+      if (!r) { bufs[nbufs++] = p; printf("pitch %zu\n", pitch); }
+    }
+    else if (!strcmp(op, "async")) { r = hipMallocAsync(&p, ARG(1), NULL); if (!r) bufs[nbufs++] = p; }
+    else if (!strcmp(op, "freeasync")) r = hipFreeAsync(bufs[ARG(1)], NULL);
+    else if (!strcmp(op, "trimpool")) {
+      hipMemPool_t mp;
+      r = hipDeviceGetDefaultMemPool(&mp, 0);
+      if (!r) r = hipMemPoolTrimTo(mp, 0);
+    }
+    else if (!strcmp(op, "vmm")) {
+      hipMemAllocationProp prop = {hipMemAllocationTypePinned, 0, {hipMemLocationTypeDevice, 0}, NULL, {0, 0, 0}};
+      hipMemGenericAllocationHandle_t h;
+      hipMemAccessDesc acc = {{hipMemLocationTypeDevice, 0}, hipMemAccessFlagsProtReadWrite};
+      r = hipMemCreate(&h, ARG(1), &prop, 0);
+      if (!r) r = hipMemAddressReserve(&p, ARG(1), 0, NULL, 0);
+      if (!r) r = hipMemMap(p, ARG(1), 0, h, 0);
+      if (!r) r = hipMemSetAccess(p, ARG(1), &acc, 1);
+      if (!r) bufs[nbufs++] = p;
+    }
+    else if (!strcmp(op, "mapped")) { printf("mapped %zu\n", simgpuMappedBytes((char *)bufs[ARG(1)] + ARG(2), 64u << 20)); }
+    else if (!strcmp(op, "offset")) { printf("offset %lld\n", (long long)((char *)bufs[ARG(2)] - (char *)bufs[ARG(1)])); }
+    else if (!strcmp(op, "align")) { printf("align 0x%lx\n", (unsigned long)((uintptr_t)bufs[ARG(1)] & 0x1fffff)); }
+    else if (!strcmp(op, "range")) {
+      void *base = NULL;
+      size_t size = 0;
+      r = hipMemGetAddressRange(&base, &size, (char *)bufs[ARG(1)] + ARG(2));
+      printf("range base+%lld size %zu\n", (long long)((char *)base - (char *)bufs[ARG(1)]), size);
+    }
     else if (!strcmp(op, "write")) r = simgpuLaunchWrite(bufs[ARG(1)], ARG(2), ARG(3));
     else if (!strcmp(op, "memset")) r = hipMemset(bufs[ARG(1)], 0x5a, ARG(2));
     else if (!strcmp(op, "advise")) r = hipMemAdvise(bufs[ARG(1)], 4096, (int)ARG(2), 0);

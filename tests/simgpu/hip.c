@@ -18,31 +18,24 @@
 #include "calllog.h"
 #include "simgpu.h"
 #include "simgpu_private.h"
+#include "hip_internal.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define MAX_DEV 16
 
 _Static_assert(sizeof(hipDeviceProp_tR0600) == 1472, "R0600 layout");
 _Static_assert(offsetof(hipDeviceProp_tR0600, gcnArchName) == 1160, "R0600 gcnArchName");
 _Static_assert(sizeof(hsa_amd_event_t) == 32, "event layout (facts §1)");
 
-struct device {
-  hsa_agent_t agent;
-  hsa_amd_memory_pool_t coarse, ext_fine, fine; /* VRAM pools; handle 0 when absent */
-  uint32_t node;
-  char name[64];
-  char product[64];
-  uint32_t chip_id;
-};
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static hipError_t init_error = hipSuccess;
-static struct device devs[MAX_DEV];
-static int ndev;
+HIDDEN struct device devs[MAX_DEV];
+HIDDEN int ndev;
 static hsa_agent_t cpu_agent;
-static hsa_amd_memory_pool_t cpu_fine, cpu_coarse, cpu_kernarg;
+HIDDEN hsa_amd_memory_pool_t cpu_fine, cpu_coarse;
+static hsa_amd_memory_pool_t cpu_kernarg;
 static void *internal_buffer; /* the runtime's own hostcall/signal buffer */
-static __thread int current_dev;
+HIDDEN __thread int current_dev;
 static __thread hipError_t last_error;
 
 static hsa_status_t pool_cb(hsa_amd_memory_pool_t pool, void *data) {
@@ -93,22 +86,31 @@ static void runtime_init(void) {
     init_error = hipErrorSharedObjectInitFailed;
 }
 
-static hipError_t ensure_init(void) {
+HIDDEN hipError_t ensure_init(void) {
   pthread_once(&once, runtime_init);
   return init_error;
 }
 
-static hipError_t ret(hipError_t e) {
+HIDDEN hipError_t ret(hipError_t e) {
   if (e != hipSuccess) last_error = e;
   return e;
 }
 
-static int rocm_version(void) { return simgpu_hsa_rocm_version(); }
+HIDDEN int rocm_version(void) { return simgpu_hsa_rocm_version(); }
 
-static hipError_t pool_alloc(hsa_amd_memory_pool_t pool, size_t size, void **ptr) {
+HIDDEN hipError_t pool_alloc(hsa_amd_memory_pool_t pool, size_t size, void **ptr) {
   if (!pool.handle) return hipErrorOutOfMemory; /* an invisible pool's handle is 0 (facts §3) */
   void *p = NULL;
   if (hsa_amd_memory_pool_allocate(pool, size, 0, &p) != HSA_STATUS_SUCCESS) return hipErrorOutOfMemory;
+  /* Host memory: clr's hostAlloc makes it reachable by every GPU
+   * (hsa_amd_agents_allow_access, rocdevice.cpp). */
+  if (pool.handle == cpu_fine.handle || pool.handle == cpu_coarse.handle || pool.handle == cpu_kernarg.handle) {
+    hsa_agent_t gpus[MAX_DEV];
+    for (int i = 0; i < ndev; i++) gpus[i] = devs[i].agent;
+    if (ndev) hsa_amd_agents_allow_access((uint32_t)ndev, gpus, NULL, p);
+  }
+  memobj_add(p, size, pool.handle != cpu_fine.handle && pool.handle != cpu_coarse.handle &&
+                        pool.handle != cpu_kernarg.handle);
   *ptr = p;
   return hipSuccess;
 }
@@ -199,14 +201,17 @@ EXPORT hipError_t hipMalloc(void **ptr, size_t size) {
   return ret(e);
 }
 
-static hipError_t free_any(void *ptr) {
+HIDDEN hipError_t free_any(void *ptr) {
   if (!ptr) return hipSuccess;
+  void *base = ptr;
+  memobj_find(ptr, &base, NULL); /* clr-memobj: an interior pointer frees its whole allocation */
+  memobj_remove(base);
   size_t sz = 0;
-  if (simgpu_hsa_svm_forget(ptr, &sz)) { /* managed memory: an mmap'd SVM range */
-    munmap(ptr, sz);
+  if (simgpu_hsa_svm_forget(base, &sz)) { /* managed memory: an mmap'd SVM range */
+    munmap(base, sz);
     return hipSuccess;
   }
-  return hsa_amd_memory_pool_free(ptr) == HSA_STATUS_SUCCESS ? hipSuccess : hipErrorInvalidValue;
+  return hsa_amd_memory_pool_free(base) == HSA_STATUS_SUCCESS ? hipSuccess : hipErrorInvalidValue;
 }
 
 EXPORT hipError_t hipFree(void *ptr) {
@@ -297,7 +302,10 @@ EXPORT hipError_t hipMallocManaged(void **ptr, size_t size, unsigned int flags) 
         if (hsa_amd_svm_attributes_set(m, size, attrs, (size_t)ndev) != HSA_STATUS_SUCCESS) {
           munmap(m, size);
           e = hipErrorOutOfMemory;
-        } else *ptr = m;
+        } else {
+          *ptr = m;
+          memobj_add(m, size, 0);
+        }
       }
     }
   }
@@ -384,6 +392,8 @@ EXPORT hipError_t hipMemset(void *dst, int value, size_t size) {
 
 EXPORT hipError_t hipDeviceSynchronize(void) {
   hipError_t e = ensure_init();
+  if (e == hipSuccess) simgpu_hsa_wait_idle(); /* a kernel that faulted completes only once the event is handled */
+  if (e == hipSuccess) mempool_release_freed(); /* clr-mempool: Device::ReleaseFreedMemory */
   if (e == hipSuccess && simgpu_hsa_queues_dead()) e = hipErrorLaunchFailure; /* the queues are gone (facts §1) */
   calllog("hip", "hipDeviceSynchronize", e, " ");
   return ret(e);
@@ -482,6 +492,14 @@ EXPORT hipError_t simgpuLaunchRead(const void *base, size_t offset, size_t bytes
   char ps[32];
   hipError_t e = launch(base, offset, bytes, 0);
   calllog("hip", "simgpuLaunchRead", e, "\"base\":%s,\"offset\":%zu,\"bytes\":%zu", PTRSTR(ps, base), offset, bytes);
+  return ret(e);
+}
+
+EXPORT hipError_t simgpuLaunchReadAsync(const void *base, size_t offset, size_t bytes) {
+  char ps[32];
+  hipError_t e = launch(base, offset, bytes, SIMGPU_LAUNCH_NOWAIT);
+  if (e == hipErrorIllegalAddress) e = hipSuccess; /* the launch itself succeeded; the fault comes later */
+  calllog("hip", "simgpuLaunchReadAsync", e, "\"base\":%s,\"offset\":%zu,\"bytes\":%zu", PTRSTR(ps, base), offset, bytes);
   return ret(e);
 }
 

@@ -5,16 +5,17 @@
  * SIMGPU_ROCM_VERSION=5.2|6.2|6.4 selects the older pool sets. The fault
  * rules are documented, with their sources, in FAULT-MODEL.md.
  *
- * Memory: every allocation is a private anonymous mapping, rounded up to
- * whole 4 KiB pages, followed by one PROT_NONE guard page, so that the page
- * after an allocation is never another allocation's (the worst case of real
- * VA placement; see FAULT-MODEL.md, "not modelled").
+ * Memory: kfd.c models libhsakmt (one object per KFD allocation, whole
+ * objects GPU-mapped, an unmapped guard page after each) and heap.c ROCr's
+ * fragment allocator (ordinary VRAM sub-allocated from 2 MiB blocks); this
+ * file keeps ROCr's allocation map and the API. FAULT-MODEL.md has the rules.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include <sys/mman.h>
 
 #include "calllog.h"
+#include "model.h"
 #include "simgpu.h"
 #include "simgpu_private.h"
 
@@ -75,6 +77,9 @@ static unsigned rules_mask(void) {
 
 EXPORT unsigned simgpu_fault_rules(void) { return rules_mask(); }
 
+static int fragment_allocator_disabled(void);
+static void start_event_thread_locked(void);
+
 /* ---- agents and pools ---- */
 
 struct agent {
@@ -84,7 +89,7 @@ struct agent {
   uint32_t report_version;/* after HSA_OVERRIDE_GFX_VERSION (facts §5) */
   uint32_t device_id;
   uint32_t simd_count, simd_per_cu, wave_front_size;
-  uint64_t mem_size, mem_used;
+  uint64_t mem_size;
   char name[64];
   char product[64];
   int pools[6];
@@ -95,13 +100,16 @@ struct pool {
   int agent;
   uint32_t flags;
   int location;
+  struct heap *heap; /* VRAM pools: ROCr's fragment allocator (heap.c) */
 };
 
+/* Runtime::allocation_map_: what hsa_amd_memory_pool_free accepts. */
 struct alloc {
   uintptr_t base;
-  size_t mapped;   /* whole pages */
-  size_t size;     /* as asked */
+  size_t size;      /* page-rounded, as ROCr records it */
+  size_t requested; /* as asked */
   int pool;
+  int sub;          /* from the fragment allocator */
 };
 
 struct svm {
@@ -117,7 +125,7 @@ static struct agent agents[MAX_AGENTS];
 static int nagents;
 static struct pool pools[MAX_POOLS];
 static int npools;
-static struct alloc *allocs;
+static struct alloc *allocs; /* sorted by base */
 static size_t nallocs, cap_allocs;
 static struct svm *svms;
 static size_t nsvms, cap_svms;
@@ -194,7 +202,8 @@ static const char *marketing_name(uint32_t device_id) {
 
 static void add_pool(struct agent *a, int agent_idx, uint32_t flags, int location) {
   if (npools >= MAX_POOLS || a->npools >= 6) return;
-  pools[npools] = (struct pool){agent_idx, flags, location};
+  pools[npools] = (struct pool){agent_idx, flags, location, NULL};
+  if (location == HSA_AMD_MEMORY_POOL_LOCATION_GPU) pools[npools].heap = heap_new(npools);
   a->pools[a->npools++] = npools++;
 }
 
@@ -244,6 +253,9 @@ static hsa_status_t load_topology(void) {
     agents[nagents++] = a;
   }
   if (nagents == 0) return HSA_STATUS_ERROR_OUT_OF_RESOURCES;
+  uint64_t vram[MAX_AGENTS];
+  for (int i = 0; i < nagents; i++) vram[i] = agents[i].is_gpu ? agents[i].mem_size : 0;
+  if (kfd_init(nagents, vram) != 0) return HSA_STATUS_ERROR_OUT_OF_RESOURCES;
   build_pools();
   return HSA_STATUS_SUCCESS;
 }
@@ -274,7 +286,7 @@ EXPORT hsa_status_t hsa_init(void) {
   pthread_mutex_lock(&lock);
   hsa_status_t st = HSA_STATUS_SUCCESS;
   if (init_count == 0) st = load_topology();
-  if (st == HSA_STATUS_SUCCESS) init_count++;
+  if (st == HSA_STATUS_SUCCESS && init_count++ == 0) start_event_thread_locked();
   pthread_mutex_unlock(&lock);
   calllog("hsa", "hsa_init", st, " ");
   return st;
@@ -295,6 +307,8 @@ EXPORT hsa_status_t hsa_system_get_info(uint32_t attribute, void *value) {
   else if (!value) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
   else if (attribute == HSA_AMD_SYSTEM_INFO_SVM_SUPPORTED)
     *(bool *)value = !env_is("SIMGPU_HMM", "0"); /* a kernel without HMM: SIMGPU_HMM=0 */
+  else if (attribute == HSA_AMD_SYSTEM_INFO_VIRTUAL_MEM_API_SUPPORTED && rocm_version() >= 600)
+    *(bool *)value = true; /* a KFD with the VMM ioctls (6.0+) */
   else if (attribute == HSA_AMD_SYSTEM_INFO_SVM_ACCESSIBLE_BY_DEFAULT)
     *(bool *)value = false; /* true only with XNACK, which RDNA never enables (facts §6) */
   else st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
@@ -331,6 +345,14 @@ EXPORT hsa_status_t hsa_agent_get_info(hsa_agent_t agent, uint32_t attribute, vo
     case HSA_AMD_AGENT_INFO_DRIVER_NODE_ID: *(uint32_t *)value = a->node; break;
     case HSA_AMD_AGENT_INFO_PRODUCT_NAME: memset(value, 0, 64); memcpy(value, a->product, strlen(a->product)); break;
     case HSA_AMD_AGENT_INFO_ASIC_REVISION: *(uint32_t *)value = 0; break;
+    case HSA_AMD_AGENT_INFO_MEMORY_AVAIL: { /* amd_gpu_agent.cpp: KFD's available bytes plus the fragment caches */
+      uint64_t avail = a->mem_size - kfd_committed(i);
+      for (int k = 0; k < npools; k++)
+        if (pools[k].agent == i && pools[k].heap) avail += heap_cache_size(pools[k].heap);
+      if (a->is_gpu) *(uint64_t *)value = avail;
+      else st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+      break;
+    }
     default: st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
     }
   }
@@ -373,6 +395,10 @@ EXPORT hsa_status_t hsa_amd_memory_pool_get_info(hsa_amd_memory_pool_t pool, uin
     case HSA_AMD_MEMORY_POOL_INFO_RUNTIME_ALLOC_ALIGNMENT: *(size_t *)value = PAGE; break;
     case HSA_AMD_MEMORY_POOL_INFO_ACCESSIBLE_BY_ALL: *(bool *)value = p->location == HSA_AMD_MEMORY_POOL_LOCATION_CPU; break;
     case HSA_AMD_MEMORY_POOL_INFO_ALLOC_MAX_SIZE: *(size_t *)value = agents[p->agent].mem_size; break;
+    case HSA_AMD_MEMORY_POOL_INFO_RUNTIME_ALLOC_REC_GRANULE: /* amd_memory_region.cpp GetPoolInfo (6.0+) */
+      if (rocm_version() < 600) { st = HSA_STATUS_ERROR_INVALID_ARGUMENT; break; }
+      *(size_t *)value = p->heap && !fragment_allocator_disabled() ? SIM_BLOCK : PAGE;
+      break;
     case HSA_AMD_MEMORY_POOL_INFO_LOCATION:
       if (rocm_version() >= 505) *(uint32_t *)value = (uint32_t)p->location;
       else st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
@@ -384,11 +410,22 @@ EXPORT hsa_status_t hsa_amd_memory_pool_get_info(hsa_amd_memory_pool_t pool, uin
   return st;
 }
 
-/* Caller holds lock. Finds the allocation whose mapped pages contain addr. */
+/* Caller holds lock. The allocation (as ROCr's allocation map records it)
+ * whose [base, base+size) holds addr. */
+static size_t alloc_lower(uintptr_t base) {
+  size_t lo = 0, hi = nallocs;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (allocs[mid].base < base) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
 static struct alloc *find_alloc_locked(uintptr_t addr) {
-  for (size_t i = 0; i < nallocs; i++)
-    if (addr >= allocs[i].base && addr < allocs[i].base + allocs[i].mapped) return &allocs[i];
-  return NULL;
+  size_t i = alloc_lower(addr + 1);
+  if (i == 0) return NULL;
+  struct alloc *al = &allocs[i - 1];
+  return addr < al->base + al->size ? al : NULL;
 }
 static struct svm *find_svm_locked(uintptr_t addr) {
   for (size_t i = 0; i < nsvms; i++)
@@ -396,6 +433,35 @@ static struct svm *find_svm_locked(uintptr_t addr) {
   return NULL;
 }
 
+/* HSA_DISABLE_FRAGMENT_ALLOCATOR (ROCR-Runtime src/core/util/flag.h, read
+ * once at start-up): every VRAM allocation becomes its own KFD object. */
+static int fragment_allocator_disabled(void) {
+  static int cached = -1;
+  if (cached < 0) cached = env_is("HSA_DISABLE_FRAGMENT_ALLOCATOR", "1");
+  return cached;
+}
+
+/* Caller holds lock. See model.h. */
+HIDDEN uintptr_t region_alloc_direct(int pool, size_t size) {
+  const struct pool *p = &pools[pool];
+  int vram = p->location == HSA_AMD_MEMORY_POOL_LOCATION_GPU;
+  uintptr_t va = kfd_alloc(p->agent, vram, size, KOBJ_DIRECT);
+  if (!va) { /* owner()->Trim(): every fragment cache of the agent, then once more */
+    for (int k = 0; k < npools; k++)
+      if (pools[k].agent == p->agent && pools[k].heap) heap_trim(pools[k].heap);
+    va = kfd_alloc(p->agent, vram, size, KOBJ_DIRECT);
+  }
+  struct kobj *o = va ? kfd_find(va) : NULL;
+  if (o) o->pool = pool;
+  return va;
+}
+
+/* ROCr's hsa_amd_memory_pool_allocate (hsa_ext_amd.cpp) and
+ * MemoryRegion::AllocateImpl (amd_memory_region.cpp), rocm-6.2.4: size 0 is
+ * an invalid argument; more than the pool holds is an invalid allocation;
+ * the size is rounded up to whole pages; ordinary VRAM (no PCIE, CONTIGUOUS
+ * or EXECUTABLE flag) comes from the fragment allocator, everything else is
+ * a KFD object of its own. */
 EXPORT hsa_status_t hsa_amd_memory_pool_allocate(hsa_amd_memory_pool_t pool, size_t size, uint32_t flags, void **ptr) {
   hsa_status_t st = HSA_STATUS_SUCCESS;
   void *out = NULL;
@@ -405,23 +471,22 @@ EXPORT hsa_status_t hsa_amd_memory_pool_allocate(hsa_amd_memory_pool_t pool, siz
   if (i == -2) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
   else if (i < 0 || !ptr || size == 0) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
   else if (flags & ~7u) st = HSA_STATUS_ERROR_INVALID_ARGUMENT; /* STANDARD|PCIE|CONTIGUOUS|EXECUTABLE (facts §2) */
+  else if (size > agents[pools[i].agent].mem_size) st = HSA_STATUS_ERROR_INVALID_ALLOCATION;
+  else if (nallocs == cap_allocs &&
+           !(allocs = realloc(allocs, (cap_allocs = cap_allocs ? cap_allocs * 2 : 64) * sizeof *allocs)))
+    st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
   else {
-    struct agent *a = &agents[pools[i].agent];
-    size_t mapped = (size + PAGE - 1) & ~(PAGE - 1);
-    if (mapped < size || a->mem_used + mapped > a->mem_size) st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
-    else if (nallocs == cap_allocs &&
-             !(allocs = realloc(allocs, (cap_allocs = cap_allocs ? cap_allocs * 2 : 64) * sizeof *allocs)))
-      st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
+    size_t rounded = (size + PAGE - 1) & ~(PAGE - 1);
+    int sub = pools[i].heap && flags == 0 && !fragment_allocator_disabled();
+    uintptr_t va = sub ? heap_alloc(pools[i].heap, rounded) : region_alloc_direct(i, rounded);
+    if (!va) st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
     else {
-      void *m = mmap(NULL, mapped + PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-      if (m == MAP_FAILED) st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
-      else {
-        mprotect((char *)m + mapped, PAGE, PROT_NONE); /* the guard page */
-        allocs[nallocs++] = (struct alloc){(uintptr_t)m, mapped, size, i};
-        a->mem_used += mapped;
-        out = m;
-        *ptr = m;
-      }
+      size_t k = alloc_lower(va);
+      memmove(&allocs[k + 1], &allocs[k], (nallocs - k) * sizeof *allocs);
+      allocs[k] = (struct alloc){va, rounded, size, i, sub};
+      nallocs++;
+      out = (void *)va;
+      *ptr = out;
     }
   }
   pthread_mutex_unlock(&lock);
@@ -431,23 +496,192 @@ EXPORT hsa_status_t hsa_amd_memory_pool_allocate(hsa_amd_memory_pool_t pool, siz
   return st;
 }
 
+/* Runtime::FreeMemory: only a pointer the allocation map holds. */
 EXPORT hsa_status_t hsa_amd_memory_pool_free(void *ptr) {
   hsa_status_t st = HSA_STATUS_SUCCESS;
   char ps[32];
   pthread_mutex_lock(&lock);
   if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
   else if (ptr) {
-    size_t k;
-    for (k = 0; k < nallocs && allocs[k].base != (uintptr_t)ptr; k++) ;
-    if (k == nallocs) st = HSA_STATUS_ERROR_INVALID_ALLOCATION;
+    size_t k = alloc_lower((uintptr_t)ptr);
+    if (k == nallocs || allocs[k].base != (uintptr_t)ptr) st = HSA_STATUS_ERROR_INVALID_ALLOCATION;
     else {
-      munmap((void *)allocs[k].base, allocs[k].mapped + PAGE);
-      agents[pools[allocs[k].pool].agent].mem_used -= allocs[k].mapped;
-      allocs[k] = allocs[--nallocs];
+      struct alloc al = allocs[k];
+      memmove(&allocs[k], &allocs[k + 1], (nallocs - k - 1) * sizeof *allocs);
+      nallocs--;
+      if (!(al.sub && heap_free(pools[al.pool].heap, al.base))) kfd_free(al.base, KOBJ_DIRECT);
     }
   }
   pthread_mutex_unlock(&lock);
   calllog("hsa", "hsa_amd_memory_pool_free", st, "\"ptr\":%s", PTRSTR(ps, ptr));
+  return st;
+}
+
+/* Runtime::AllowAccess (runtime.cpp, rocm-6.2.4): only a pointer the
+ * allocation map holds (HSA_STATUS_ERROR otherwise); the region maps the
+ * whole KFD object, so for a fragment the whole block ("accessibility sticky
+ * for fragments", amd_memory_region.cpp). */
+EXPORT hsa_status_t hsa_amd_agents_allow_access(uint32_t num_agents, const hsa_agent_t *list, const uint32_t *flags,
+                                                const void *ptr) {
+  (void)flags;
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  char ps[32];
+  pthread_mutex_lock(&lock);
+  size_t k = init_count ? alloc_lower((uintptr_t)ptr) : 0;
+  if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (!num_agents || !list || !ptr) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else if (k == nallocs || allocs[k].base != (uintptr_t)ptr) st = HSA_STATUS_ERROR;
+  else {
+    uint32_t mask = 0;
+    for (uint32_t n = 0; n < num_agents && st == HSA_STATUS_SUCCESS; n++) {
+      int ai = agent_index(list[n]);
+      if (ai < 0) st = HSA_STATUS_ERROR_INVALID_AGENT;
+      else if (agents[ai].is_gpu) mask |= 1u << ai;
+    }
+    struct kobj *o = kfd_find((uintptr_t)ptr);
+    if (st == HSA_STATUS_SUCCESS && o) o->gpus |= mask;
+  }
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_amd_agents_allow_access", st, "\"num_agents\":%u,\"ptr\":%s", num_agents, PTRSTR(ps, ptr));
+  return st;
+}
+
+/* ---- virtual memory (runtime.cpp VMemory*, rocm-6.2.4; 6.0+) ----
+ * A reservation is address space only, placed like any object (kfd.c, a
+ * guard page after it); a handle is physical VRAM outside the fragment
+ * allocator (AllocateMemoryOnly); the GPU sees a mapping only once
+ * hsa_amd_vmem_set_access grants it. */
+static struct { uintptr_t va; size_t size; } reservations[256];
+static int nreservations;
+
+EXPORT hsa_status_t hsa_amd_vmem_address_reserve(void **va, size_t size, uint64_t address, uint64_t flags) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  char ps[32];
+  (void)address; /* a hint; the fixed placement is retried without it */
+  (void)flags;
+  pthread_mutex_lock(&lock);
+  if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (!va || !size || (size & (PAGE - 1))) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else if (nreservations == 256) st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
+  else {
+    uintptr_t a = kfd_alloc(0, 0, size, KOBJ_VA);
+    if (!a) st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
+    else {
+      reservations[nreservations].va = a;
+      reservations[nreservations++].size = size;
+      *va = (void *)a;
+    }
+  }
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_amd_vmem_address_reserve", st, "\"size\":%zu,\"va\":%s", size,
+          PTRSTR(ps, st == HSA_STATUS_SUCCESS ? *va : NULL));
+  return st;
+}
+
+EXPORT hsa_status_t hsa_amd_vmem_address_free(void *va, size_t size) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  char ps[32];
+  pthread_mutex_lock(&lock);
+  int r = 0;
+  while (r < nreservations && reservations[r].va != (uintptr_t)va) r++;
+  if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (r == nreservations) st = HSA_STATUS_ERROR_INVALID_ALLOCATION;
+  else if (reservations[r].size != size) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else if (kfd_free((uintptr_t)va, KOBJ_VA) != 0) st = HSA_STATUS_ERROR_RESOURCE_FREE; /* still mapped */
+  else reservations[r] = reservations[--nreservations];
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_amd_vmem_address_free", st, "\"va\":%s,\"size\":%zu", PTRSTR(ps, va), size);
+  return st;
+}
+
+EXPORT hsa_status_t hsa_amd_vmem_handle_create(hsa_amd_memory_pool_t pool, size_t size, hsa_amd_memory_type_t type,
+                                               uint64_t flags, hsa_amd_vmem_alloc_handle_t *handle) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  (void)type;
+  (void)flags;
+  pthread_mutex_lock(&lock);
+  int i = init_count ? pool_index(pool) : -2;
+  if (i == -2) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (i < 0 || !handle || !size || (size & (PAGE - 1))) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else if (pools[i].location != HSA_AMD_MEMORY_POOL_LOCATION_GPU) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else {
+    uintptr_t id = kfd_alloc(pools[i].agent, 1, size, KOBJ_HANDLE);
+    if (!id) {
+      for (int k = 0; k < npools; k++)
+        if (pools[k].agent == pools[i].agent && pools[k].heap) heap_trim(pools[k].heap);
+      id = kfd_alloc(pools[i].agent, 1, size, KOBJ_HANDLE);
+    }
+    if (!id) st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
+    else {
+      kfd_handle(id)->pool = i;
+      handle->handle = id;
+    }
+  }
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_amd_vmem_handle_create", st, "\"size\":%zu,\"handle\":%lu", size,
+          (unsigned long)(st == HSA_STATUS_SUCCESS ? handle->handle : 0));
+  return st;
+}
+
+EXPORT hsa_status_t hsa_amd_vmem_handle_release(hsa_amd_vmem_alloc_handle_t handle) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  pthread_mutex_lock(&lock);
+  if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (!kfd_handle(handle.handle)) st = HSA_STATUS_ERROR_INVALID_ALLOCATION;
+  else if (!kfd_handle_mapped(handle.handle)) kfd_free(handle.handle, KOBJ_HANDLE);
+  else kfd_handle(handle.handle)->released = 1; /* still mapped (use_count): freed at its last unmap */
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_amd_vmem_handle_release", st, "\"handle\":%lu", (unsigned long)handle.handle);
+  return st;
+}
+
+EXPORT hsa_status_t hsa_amd_vmem_map(void *va, size_t size, size_t in_offset, hsa_amd_vmem_alloc_handle_t handle,
+                                     uint64_t flags) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  char ps[32];
+  (void)in_offset; /* unused by ROCr */
+  (void)flags;
+  pthread_mutex_lock(&lock);
+  if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (!va || !size || kfd_map((uintptr_t)va, size, handle.handle) != 0) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  else {
+    struct kobj *h = kfd_handle(handle.handle);
+    struct kobj *r = kfd_find((uintptr_t)va);
+    if (h && r) r->pool = h->pool;
+  }
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_amd_vmem_map", st, "\"va\":%s,\"size\":%zu,\"handle\":%lu", PTRSTR(ps, va), size,
+          (unsigned long)handle.handle);
+  return st;
+}
+
+EXPORT hsa_status_t hsa_amd_vmem_unmap(void *va, size_t size) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  char ps[32];
+  pthread_mutex_lock(&lock);
+  if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (kfd_unmap((uintptr_t)va, size) != 0) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_amd_vmem_unmap", st, "\"va\":%s,\"size\":%zu", PTRSTR(ps, va), size);
+  return st;
+}
+
+EXPORT hsa_status_t hsa_amd_vmem_set_access(void *va, size_t size, const hsa_amd_memory_access_desc_t *desc,
+                                            size_t desc_cnt) {
+  hsa_status_t st = HSA_STATUS_SUCCESS;
+  char ps[32];
+  pthread_mutex_lock(&lock);
+  uint32_t gpus = 0;
+  if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
+  else if (!va || !desc || !desc_cnt) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
+  for (size_t k = 0; st == HSA_STATUS_SUCCESS && k < desc_cnt; k++) {
+    int ai = agent_index(desc[k].agent_handle);
+    if (ai < 0) st = HSA_STATUS_ERROR_INVALID_AGENT;
+    else if (agents[ai].is_gpu && desc[k].permissions != HSA_ACCESS_PERMISSION_NONE) gpus |= 1u << ai;
+  }
+  if (st == HSA_STATUS_SUCCESS && kfd_set_access((uintptr_t)va, size, gpus) != 0) st = HSA_STATUS_ERROR_INVALID_ALLOCATION;
+  pthread_mutex_unlock(&lock);
+  calllog("hsa", "hsa_amd_vmem_set_access", st, "\"va\":%s,\"size\":%zu", PTRSTR(ps, va), size);
   return st;
 }
 
@@ -549,27 +783,23 @@ static const char *reason_text(uint32_t mask) {
   return "Unknown";
 }
 
-struct fault_job {
-  hsa_amd_event_t ev;
-  int agent;
-  int handled;
-};
+/* ROCr's event thread. Runtime::Load binds VMFaultHandler to the KFD
+ * memory-fault event (runtime.cpp BindVmFaultHandler, rocm-6.2.4) and
+ * AsyncEventsLoop runs it on the runtime's own thread, not the launching
+ * one: the application goes on while the handlers run. */
+static pthread_cond_t fault_cond = PTHREAD_COND_INITIALIZER;
+static pthread_t event_thread;
+static int event_thread_started;
+static pid_t event_pid; /* a forked child has no event thread */
+static int fault_state; /* 0 none, 1 posted, 2 a handler returned SUCCESS */
+static hsa_amd_event_t fault_event;
+static int fault_agent;
 
-/* ROCr delivers the event on its own event thread, not the launching one. */
-static void *fault_thread(void *arg) {
-  struct fault_job *job = arg;
-  pthread_mutex_lock(&lock);
-  int n = nhandlers;
-  __typeof__(handlers[0]) copy[MAX_HANDLERS];
-  memcpy(copy, handlers, sizeof copy);
-  pthread_mutex_unlock(&lock);
-  for (int k = 0; k < n; k++)
-    if (copy[k].cb(&job->ev, copy[k].data) == HSA_STATUS_SUCCESS) job->handled = 1; /* every handler is called */
-  if (job->handled) return NULL;
+static void report_and_abort(void) {
   if (!env_is("HSA_ENABLE_VM_FAULT_MESSAGE", "0")) {
-    const hsa_amd_gpu_memory_fault_info_t *f = &job->ev.memory_fault;
+    const hsa_amd_gpu_memory_fault_info_t *f = &fault_event.memory_fault;
     fprintf(stderr, "Memory access fault by GPU node-%u (Agent handle: %p) on address %p%s. Reason: %s.\n",
-            agents[job->agent].node, (void *)(uintptr_t)f->agent.handle, (void *)(uintptr_t)f->virtual_address,
+            agents[fault_agent].node, (void *)(uintptr_t)f->agent.handle, (void *)(uintptr_t)f->virtual_address,
             (f->fault_reason_mask & HSA_AMD_MEMORY_FAULT_IMPRECISE) ? "(may not be exact address)" : "",
             reason_text(f->fault_reason_mask));
     fflush(stderr);
@@ -577,23 +807,70 @@ static void *fault_thread(void *arg) {
   abort();
 }
 
-static void raise_fault(int agent, uintptr_t va, uint32_t mask) {
+static void *event_loop(void *arg) {
+  (void)arg;
   pthread_mutex_lock(&lock);
-  int first = !fault_taken;
-  fault_taken = 1;
-  queues_dead = 1; /* KFD has evicted the queues before the event arrives */
+  while (fault_state != 1) pthread_cond_wait(&fault_cond, &lock);
+  int n = nhandlers;
+  __typeof__(handlers[0]) copy[MAX_HANDLERS];
+  memcpy(copy, handlers, sizeof copy);
+  hsa_amd_event_t ev = fault_event;
   pthread_mutex_unlock(&lock);
-  if (!first) return;
-  struct fault_job job;
-  memset(&job, 0, sizeof job);
-  job.ev.event_type = HSA_AMD_GPU_MEMORY_FAULT_EVENT;
-  job.ev.memory_fault.agent = agent_handle(agent);
-  job.ev.memory_fault.virtual_address = va & ~(PAGE - 1);
-  job.ev.memory_fault.fault_reason_mask = mask;
-  job.agent = agent;
-  pthread_t t;
-  if (pthread_create(&t, NULL, fault_thread, &job) != 0) fault_thread(&job);
-  else pthread_join(t, NULL);
+  /* VMFaultHandler: every registered handler, in registration order; any
+   * SUCCESS skips the message and the abort (facts §1). */
+  int handled = 0;
+  for (int k = 0; k < n; k++)
+    if (copy[k].cb(&ev, copy[k].data) == HSA_STATUS_SUCCESS) handled = 1;
+  if (!handled) report_and_abort();
+  pthread_mutex_lock(&lock);
+  fault_state = 2;
+  pthread_cond_broadcast(&fault_cond);
+  pthread_mutex_unlock(&lock);
+  return NULL; /* the fault signal is not re-armed: only the first fault is delivered */
+}
+
+/* Caller holds lock. Started with the runtime when a GPU exists and
+ * interrupts are on (HSA_ENABLE_INTERRUPT != 0), as ROCr arms its handler. */
+static void start_event_thread_locked(void) {
+  if (event_thread_started || env_is("HSA_ENABLE_INTERRUPT", "0")) return;
+  int gpus = 0;
+  for (int i = 0; i < nagents; i++) gpus += agents[i].is_gpu;
+  if (!gpus) return;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* the application's signals stay the application's */
+  if (pthread_create(&event_thread, NULL, event_loop, NULL) == 0) {
+    pthread_detach(event_thread);
+    event_thread_started = 1;
+    event_pid = getpid();
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Caller holds lock. KFD has evicted the queues before the event arrives. */
+static void post_fault_locked(int agent, uintptr_t va, uint32_t mask) {
+  queues_dead = 1;
+  if (fault_taken) return;
+  fault_taken = 1;
+  memset(&fault_event, 0, sizeof fault_event);
+  fault_event.event_type = HSA_AMD_GPU_MEMORY_FAULT_EVENT;
+  fault_event.memory_fault.agent = agent_handle(agent);
+  fault_event.memory_fault.virtual_address = va & ~(PAGE - 1);
+  fault_event.memory_fault.fault_reason_mask = mask;
+  fault_agent = agent;
+  if (!event_thread_started || event_pid != getpid()) { /* no handler armed: nothing reports it; the queue is just dead */
+    fault_state = 2;
+    return;
+  }
+  fault_state = 1;
+  pthread_cond_broadcast(&fault_cond);
+}
+
+/* Waits until a posted fault has been handled (or the process has aborted). */
+EXPORT void simgpu_hsa_wait_idle(void) {
+  pthread_mutex_lock(&lock);
+  while (fault_state == 1) pthread_cond_wait(&fault_cond, &lock);
+  pthread_mutex_unlock(&lock);
 }
 
 static int is_rdna12(uint32_t v) { return v / 100 == 1001 || v / 100 == 1003; }
@@ -602,11 +879,16 @@ static int coherent_flags(uint32_t f) {
   return (f & (HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_FINE_GRAINED | HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_EXTENDED_SCOPE_FINE_GRAINED)) != 0;
 }
 
-/* A kernel on `agent` touching [addr, addr+bytes). Returns SIMGPU_LAUNCH_OK,
- * _FAULTED (a handler suppressed the fault) or _DEAD (queues already gone).
- * Unsuppressed faults do not return. */
+/* A kernel on `agent` touching [addr, addr+bytes). The launch itself always
+ * succeeds; a fault is posted to the event thread. With `wait`, the caller
+ * then waits for the kernel as hipDeviceSynchronize would. Returns
+ * SIMGPU_LAUNCH_OK, _FAULTED (a fault happened and a handler suppressed it,
+ * or not yet known without wait) or _DEAD (queues already gone). An
+ * unsuppressed fault aborts the process on the event thread. */
 EXPORT int simgpu_hsa_launch(hsa_agent_t agent_h, const void *addr, size_t bytes, int write) {
   unsigned rules = rules_mask();
+  int wait = !(write & SIMGPU_LAUNCH_NOWAIT);
+  write &= ~SIMGPU_LAUNCH_NOWAIT;
   pthread_mutex_lock(&lock);
   int ai = init_count ? agent_index(agent_h) : -1;
   if (ai < 0 || !agents[ai].is_gpu) { pthread_mutex_unlock(&lock); return SIMGPU_LAUNCH_BAD; }
@@ -623,34 +905,52 @@ EXPORT int simgpu_hsa_launch(hsa_agent_t agent_h, const void *addr, size_t bytes
   if (!mask && first && (rules & RULE_OVERRIDE_RDNA1_AS_RDNA2) && a->real_version / 100 == 1001 &&
       a->report_version / 100 == 1003) { fault_va = start; mask = HSA_AMD_MEMORY_FAULT_PAGE_NOT_PRESENT; }
   for (uintptr_t p = start & ~(PAGE - 1); !mask && bytes && p < end; p += PAGE) {
-    struct alloc *al = find_alloc_locked(p);
-    struct svm *sv = al ? NULL : find_svm_locked(p);
-    int mapped = al || (sv && (sv->accessible & (1u << ai)));
-    /* page-not-present: any byte of a page no live allocation maps. */
+    struct kobj *o = kfd_gpu_mapped(p, ai) ? kfd_find(p) : NULL;
+    struct svm *sv = o ? NULL : find_svm_locked(p);
+    int mapped = o || (sv && (sv->accessible & (1u << ai)));
+    /* page-not-present: any byte of a page with no GPU mapping (kfd.c). */
     if (!mapped) {
       if (rules & RULE_PAGE_NOT_PRESENT) { fault_va = p < start ? start : p; mask = HSA_AMD_MEMORY_FAULT_PAGE_NOT_PRESENT; }
       else { pthread_mutex_unlock(&lock); return SIMGPU_LAUNCH_SKIPPED_UNMAPPED; }
       break;
     }
-    /* seed-coherent (the seed's hypothesis, NOT confirmed upstream): on real RDNA1/2,
-     * fine-grained/coherent/uncached memory (MTYPE_UC, facts §6) faults. */
-    int coh = al ? coherent_flags(pools[al->pool].flags) : !sv->coarse;
+    /* seed-coherent (the seed's hypothesis, NOT confirmed upstream; off by
+     * default): on real RDNA1/2, fine-grained/coherent memory (MTYPE_UC) faults. */
+    int coh = o ? (o->pool >= 0 && coherent_flags(pools[o->pool].flags)) : !sv->coarse;
     if ((rules & RULE_SEED_COHERENT) && coh && is_rdna12(a->real_version)) {
       fault_va = p < start ? start : p;
       mask = HSA_AMD_MEMORY_FAULT_PAGE_NOT_PRESENT;
     }
   }
-  pthread_mutex_unlock(&lock);
   if (mask) {
-    raise_fault(ai, fault_va, mask);
+    post_fault_locked(ai, fault_va, mask);
+    if (wait) while (fault_state == 1) pthread_cond_wait(&fault_cond, &lock);
+    pthread_mutex_unlock(&lock);
     return SIMGPU_LAUNCH_FAULTED;
   }
+  pthread_mutex_unlock(&lock);
   /* The kernel really touches the memory: padding must be readable. */
   static volatile unsigned char sink;
   if (write) memset((void *)start, 0xA5, bytes);
   else
     for (uintptr_t p = start; p < end; p += 64) sink ^= *(volatile unsigned char *)p;
   return SIMGPU_LAUNCH_OK;
+}
+
+EXPORT size_t simgpu_hsa_mapped_run(hsa_agent_t agent, const void *addr, size_t cap) {
+  pthread_mutex_lock(&lock);
+  int i = init_count ? agent_index(agent) : -1;
+  size_t n = i >= 0 ? kfd_mapped_run((uintptr_t)addr, i, cap) : 0;
+  pthread_mutex_unlock(&lock);
+  return n;
+}
+
+EXPORT uint64_t simgpu_hsa_committed(hsa_agent_t agent) {
+  pthread_mutex_lock(&lock);
+  int i = init_count ? agent_index(agent) : -1;
+  uint64_t n = i >= 0 ? kfd_committed(i) : 0;
+  pthread_mutex_unlock(&lock);
+  return n;
 }
 
 EXPORT int simgpu_hsa_queues_dead(void) {
@@ -677,7 +977,7 @@ EXPORT int simgpu_hsa_range_state(const void *ptr, size_t n) {
   int r = 0;
   struct alloc *al = find_alloc_locked(b);
   struct svm *sv = al ? NULL : find_svm_locked(b);
-  if (al) r = (b + n <= al->base + al->mapped) ? 1 : -1;
+  if (al) r = (b + n <= al->base + al->requested) ? 1 : -1;
   else if (sv) r = (b + n <= sv->base + sv->size) ? 1 : -1;
   pthread_mutex_unlock(&lock);
   return r;

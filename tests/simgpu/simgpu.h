@@ -43,12 +43,14 @@ typedef struct hsa_amd_memory_pool_s { uint64_t handle; } hsa_amd_memory_pool_t;
 #define HSA_AMD_AGENT_INFO_DRIVER_NODE_ID 0xA004
 #define HSA_AMD_AGENT_INFO_PRODUCT_NAME 0xA009
 #define HSA_AMD_AGENT_INFO_ASIC_REVISION 0xA012
+#define HSA_AMD_AGENT_INFO_MEMORY_AVAIL 0xA015
 /* hsa_device_type_t */
 #define HSA_DEVICE_TYPE_CPU 0
 #define HSA_DEVICE_TYPE_GPU 1
 /* hsa_system_info_t subset */
 #define HSA_AMD_SYSTEM_INFO_SVM_SUPPORTED 0x201
 #define HSA_AMD_SYSTEM_INFO_SVM_ACCESSIBLE_BY_DEFAULT 0x202
+#define HSA_AMD_SYSTEM_INFO_VIRTUAL_MEM_API_SUPPORTED 0x205
 
 /* hsa_amd_memory_pool_info_t subset */
 #define HSA_AMD_MEMORY_POOL_INFO_SEGMENT 0
@@ -60,6 +62,7 @@ typedef struct hsa_amd_memory_pool_s { uint64_t handle; } hsa_amd_memory_pool_t;
 #define HSA_AMD_MEMORY_POOL_INFO_ACCESSIBLE_BY_ALL 15
 #define HSA_AMD_MEMORY_POOL_INFO_ALLOC_MAX_SIZE 16
 #define HSA_AMD_MEMORY_POOL_INFO_LOCATION 17
+#define HSA_AMD_MEMORY_POOL_INFO_RUNTIME_ALLOC_REC_GRANULE 18
 #define HSA_AMD_SEGMENT_GLOBAL 0
 #define HSA_AMD_MEMORY_POOL_LOCATION_CPU 0
 #define HSA_AMD_MEMORY_POOL_LOCATION_GPU 1
@@ -126,6 +129,29 @@ hsa_status_t hsa_amd_memory_pool_free(void *ptr);
 hsa_status_t hsa_amd_register_system_event_handler(hsa_amd_system_event_callback_t callback, void *data);
 hsa_status_t hsa_amd_svm_attributes_set(void *ptr, size_t size, hsa_amd_svm_attribute_pair_t *attribute_list,
                                         size_t attribute_count);
+hsa_status_t hsa_amd_agents_allow_access(uint32_t num_agents, const hsa_agent_t *agents, const uint32_t *flags,
+                                         const void *ptr);
+
+/* Virtual memory (hsa_ext_amd.h, ROCm 6.0+). */
+#define HSA_STATUS_ERROR_RESOURCE_FREE 0x1009
+typedef struct hsa_amd_vmem_alloc_handle_s { uint64_t handle; } hsa_amd_vmem_alloc_handle_t;
+typedef enum { MEMORY_TYPE_NONE, MEMORY_TYPE_PINNED } hsa_amd_memory_type_t;
+typedef enum { HSA_ACCESS_PERMISSION_NONE = 0, HSA_ACCESS_PERMISSION_RO = 1, HSA_ACCESS_PERMISSION_WO = 2,
+               HSA_ACCESS_PERMISSION_RW = 3 } hsa_access_permission_t;
+typedef struct hsa_amd_memory_access_desc_s {
+  hsa_access_permission_t permissions;
+  hsa_agent_t agent_handle;
+} hsa_amd_memory_access_desc_t;
+hsa_status_t hsa_amd_vmem_address_reserve(void **va, size_t size, uint64_t address, uint64_t flags);
+hsa_status_t hsa_amd_vmem_address_free(void *va, size_t size);
+hsa_status_t hsa_amd_vmem_handle_create(hsa_amd_memory_pool_t pool, size_t size, hsa_amd_memory_type_t type,
+                                        uint64_t flags, hsa_amd_vmem_alloc_handle_t *memory_handle);
+hsa_status_t hsa_amd_vmem_handle_release(hsa_amd_vmem_alloc_handle_t memory_handle);
+hsa_status_t hsa_amd_vmem_map(void *va, size_t size, size_t in_offset, hsa_amd_vmem_alloc_handle_t memory_handle,
+                              uint64_t flags);
+hsa_status_t hsa_amd_vmem_unmap(void *va, size_t size);
+hsa_status_t hsa_amd_vmem_set_access(void *va, size_t size, const hsa_amd_memory_access_desc_t *desc,
+                                     size_t desc_cnt);
 hsa_status_t hsa_amd_svm_attributes_get(void *ptr, size_t size, hsa_amd_svm_attribute_pair_t *attribute_list,
                                         size_t attribute_count);
 
@@ -304,6 +330,52 @@ hipError_t hipRuntimeGetVersion(int *version);
 const char *hipGetErrorString(hipError_t error);
 hipError_t hipGetProcAddress(const char *symbol, void **pfn, int hipVersion, uint64_t flags, int *status);
 
+/* ---- Allocation entry points beyond hipMalloc (hip_alloc.c) ---- */
+typedef void *hipDeviceptr_t;
+typedef struct ihipStream_t *hipStream_t;
+typedef struct ihipMemPoolHandle_t *hipMemPool_t;
+typedef struct hipPitchedPtr { void *ptr; size_t pitch; size_t xsize; size_t ysize; } hipPitchedPtr;
+typedef struct hipExtent { size_t width; size_t height; size_t depth; } hipExtent;
+typedef struct ihipMemGenericAllocationHandle *hipMemGenericAllocationHandle_t;
+typedef enum { hipMemLocationTypeInvalid = 0, hipMemLocationTypeDevice = 1 } hipMemLocationType;
+typedef struct hipMemLocation { hipMemLocationType type; int id; } hipMemLocation;
+typedef enum { hipMemAllocationTypeInvalid = 0, hipMemAllocationTypePinned = 1 } hipMemAllocationType;
+typedef struct hipMemAllocationProp {
+  hipMemAllocationType type;
+  int requestedHandleType;
+  hipMemLocation location;
+  void *win32HandleMetaData;
+  struct { unsigned char compressionType; unsigned char gpuDirectRDMACapable; unsigned short usage; } allocFlags;
+} hipMemAllocationProp;
+typedef enum { hipMemAccessFlagsProtNone = 0, hipMemAccessFlagsProtRead = 1, hipMemAccessFlagsProtReadWrite = 3 } hipMemAccessFlags;
+typedef struct hipMemAccessDesc { hipMemLocation location; hipMemAccessFlags flags; } hipMemAccessDesc;
+#define hipMemAllocationGranularityMinimum 0
+#define hipMemAllocationGranularityRecommended 1
+#define hipDeviceAttributeVirtualMemoryManagementSupported 89
+#define hipErrorNotFound 500
+
+hipError_t hipMemGetInfo(size_t *free, size_t *total);
+hipError_t hipMallocPitch(void **ptr, size_t *pitch, size_t width, size_t height);
+hipError_t hipMemAllocPitch(hipDeviceptr_t *dptr, size_t *pitch, size_t widthInBytes, size_t height,
+                            unsigned int elementSizeBytes);
+hipError_t hipMalloc3D(hipPitchedPtr *pitchedDevPtr, hipExtent extent);
+hipError_t hipMemGetAddressRange(hipDeviceptr_t *pbase, size_t *psize, hipDeviceptr_t dptr);
+hipError_t hipMallocAsync(void **dev_ptr, size_t size, hipStream_t stream);
+hipError_t hipFreeAsync(void *dev_ptr, hipStream_t stream);
+hipError_t hipMallocFromPoolAsync(void **dev_ptr, size_t size, hipMemPool_t mem_pool, hipStream_t stream);
+hipError_t hipDeviceGetDefaultMemPool(hipMemPool_t *mem_pool, int device);
+hipError_t hipMemPoolTrimTo(hipMemPool_t mem_pool, size_t min_bytes_to_hold);
+hipError_t hipMemCreate(hipMemGenericAllocationHandle_t *handle, size_t size, const hipMemAllocationProp *prop,
+                        unsigned long long flags);
+hipError_t hipMemRelease(hipMemGenericAllocationHandle_t handle);
+hipError_t hipMemAddressReserve(void **ptr, size_t size, size_t alignment, void *addr, unsigned long long flags);
+hipError_t hipMemAddressFree(void *devPtr, size_t size);
+hipError_t hipMemMap(void *ptr, size_t size, size_t offset, hipMemGenericAllocationHandle_t handle,
+                     unsigned long long flags);
+hipError_t hipMemUnmap(void *ptr, size_t size);
+hipError_t hipMemSetAccess(void *ptr, size_t size, const hipMemAccessDesc *desc, size_t count);
+hipError_t hipMemGetAllocationGranularity(size_t *granularity, const hipMemAllocationProp *prop, int option);
+
 /* ---- The kernel stand-in ------------------------------------------------
  * A kernel on the current device reads (or writes) `bytes` at base+offset.
  * Returns hipSuccess, or an error after a fault that a system event handler
@@ -312,6 +384,12 @@ hipError_t hipGetProcAddress(const char *symbol, void **pfn, int hipVersion, uin
  * ROCr does. */
 hipError_t simgpuLaunchRead(const void *base, size_t offset, size_t bytes);
 hipError_t simgpuLaunchWrite(void *base, size_t offset, size_t bytes);
+/* The same kernel, launched without waiting: a fault is handled on ROCr's
+ * event thread while the caller goes on; hipDeviceSynchronize waits for it. */
+hipError_t simgpuLaunchReadAsync(const void *base, size_t offset, size_t bytes);
+/* Bytes of memory the current device's page tables map from addr on, up to
+ * cap (0 when addr itself is unmapped): what an over-read past addr would read. */
+size_t simgpuMappedBytes(const void *addr, size_t cap);
 
 #ifdef __cplusplus
 }

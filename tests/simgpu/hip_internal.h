@@ -1,0 +1,35 @@
+/* Between the files of the simulated libamdhip64 only (hidden symbols). */
+#ifndef SIMGPU_HIP_INTERNAL_H
+#define SIMGPU_HIP_INTERNAL_H
+#include "simgpu.h"
+
+#define HIDDEN __attribute__((visibility("hidden")))
+#define MAX_DEV 16
+
+struct device {
+  hsa_agent_t agent;
+  hsa_amd_memory_pool_t coarse, ext_fine, fine; /* VRAM pools; handle 0 when absent */
+  uint32_t node;
+  char name[64];
+  char product[64];
+  uint32_t chip_id;
+};
+
+extern HIDDEN struct device devs[MAX_DEV];
+extern HIDDEN int ndev;
+extern HIDDEN __thread int current_dev;
+extern HIDDEN hsa_amd_memory_pool_t cpu_fine, cpu_coarse;
+
+HIDDEN hipError_t ensure_init(void);
+/* Records e as the thread's last error (per version) and returns it. */
+HIDDEN hipError_t ret(hipError_t e);
+HIDDEN int rocm_version(void);
+/* hsa_amd_memory_pool_allocate, plus access for every GPU when it is host memory. */
+HIDDEN hipError_t pool_alloc(hsa_amd_memory_pool_t pool, size_t size, void **ptr);
+HIDDEN hipError_t free_any(void *ptr);
+/* hip_alloc.c: clr's map of allocations (base, size as asked). */
+HIDDEN void memobj_add(void *base, size_t size, int vram);
+HIDDEN int memobj_find(const void *p, void **base, size_t *size);
+HIDDEN void memobj_remove(const void *base);
+HIDDEN void mempool_release_freed(void);
+#endif
