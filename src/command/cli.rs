@@ -1,11 +1,16 @@
-//! The `rocm-fix` command (and `rocm-fix-run`, the same program under a
-//! second name). Arguments are parsed by hand: five subcommands with a few
-//! flags each do not need a parser crate.
+//! Arguments, help and dispatch of the `rocm-fix` command (and of
+//! `rocm-fix-run`, the same program under a second name), declared once with
+//! clap's derive: the same definitions make `--help`, `help SUBCOMMAND`, the
+//! shell completions and the man pages (`rocm-fix generate`, hidden; run by
+//! scripts/install and scripts/package).
 
 use crate::run::{self, RunOptions};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 
 /// Exit codes (documented in `--help` and README).
 pub const EXIT_OK: i32 = 0;
@@ -16,49 +21,62 @@ pub const EXIT_USAGE: i32 = 2;
 /// Something failed on our side (a file we cannot read or write, no preload).
 pub const EXIT_ERROR: i32 = 3;
 
-const VERSION_TEXT: &str = concat!("rocm-fix ", env!("CARGO_PKG_VERSION"));
-
-const HELP: &str = "\
-rocm-fix: keep ROCm workloads on AMD RDNA1/RDNA2 GPUs alive through
-\"Memory access fault ... Page not present\" crashes.
-
-Usage:
-  rocm-fix run [OPTIONS] [--] COMMAND [ARGS...]   (also: rocm-fix-run COMMAND ...)
-  rocm-fix doctor [--sysfs DIR] [--json]
-  rocm-fix triage FILE|- [--json]
-  rocm-fix kb list [--json]
-  rocm-fix kb show ID [--json]
-  rocm-fix preload enable|disable|status [--root DIR] [--library PATH]
-  rocm-fix kernel-params plan|apply|revert [--root DIR] [--dry-run] [--yes] [--json]
-  rocm-fix --help | --version
-
-Commands:
-  run      start COMMAND with librocm_fix.so preloaded and the presets that match
-           it; if it dies of a GPU memory fault, run it again with the next rung
-           of the retry ladder
-  doctor   what GPU this really is, driver, kernel and ROCm versions, risky
-           settings, and the known issues that match, with sources
-  triage   the real chip of every agent in a pasted rocminfo or KFD properties file
-  kb       the known-issues knowledge base
-  preload  list librocm_fix.so in /etc/ld.so.preload (every process on the
-           machine), remove it, or show what is there
-  kernel-params
-           the amdgpu kernel parameters worth setting for these GPUs (with their
-           evidence), written as a boot-loader drop-in, and undone exactly
-
-Run 'rocm-fix COMMAND --help' for a command's options.
-
+const EXIT_CODES: &str = "\
 Exit codes:
   0  success (run: the command's own status is passed through)
   1  doctor/triage found problems worth acting on
   2  bad usage, or input that is not rocminfo / KFD properties
-  3  an error on rocm-fix's side (cannot read or write a file, no librocm_fix.so)
-";
+  3  an error on rocm-fix's side (cannot read or write a file, no librocm_fix.so)";
 
-const RUN_HELP: &str = "\
-Usage: rocm-fix run [OPTIONS] [--] COMMAND [ARGS...]
-       rocm-fix-run [OPTIONS] [--] COMMAND [ARGS...]
+/// Every subcommand's help opens with its usage line, as before clap.
+const SUB_TEMPLATE: &str =
+    "{usage-heading} {usage}\n\n{about-with-newline}\n{all-args}{after-help}";
 
+/// The whole command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "rocm-fix",
+    version,
+    about = "rocm-fix: keep ROCm workloads on AMD RDNA1/RDNA2 GPUs alive through\n\"Memory access fault ... Page not present\" crashes.",
+    arg_required_else_help = true,
+    after_help = EXIT_CODES,
+    help_template = "{about-with-newline}\n{usage-heading} {usage}\n\n{all-args}\n\nRun 'rocm-fix help COMMAND' (or 'rocm-fix COMMAND --help') for a command's options.\n{after-help}"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start COMMAND with librocm_fix.so preloaded; retry it after a GPU fault
+    #[command(help_template = SUB_TEMPLATE, long_about = RUN_ABOUT)]
+    Run(RunArgs),
+    /// The real GPUs, driver, ROCm, risky settings and the known issues that match
+    #[command(help_template = SUB_TEMPLATE, long_about = DOCTOR_ABOUT,
+              after_help = "Exit status: 0 nothing to act on, 1 problems found.")]
+    Doctor(DoctorArgs),
+    /// The real chip of every agent in a pasted rocminfo or KFD properties
+    #[command(help_template = SUB_TEMPLATE, long_about = TRIAGE_ABOUT,
+              after_help = "Exit status: 0 no warnings, 1 warnings found, 2 input that is neither.")]
+    Triage(TriageArgs),
+    /// The known-issues knowledge base
+    #[command(help_template = SUB_TEMPLATE, long_about = KB_ABOUT)]
+    Kb(KbArgs),
+    /// Add librocm_fix.so to /etc/ld.so.preload, remove it, or show it
+    #[command(help_template = SUB_TEMPLATE, long_about = PRELOAD_ABOUT,
+              after_help = "Exit status: 0 done (or nothing to do), 1 status: not enabled or broken,\n2 bad usage, 3 refused or failed (nothing was changed).")]
+    Preload(PreloadArgs),
+    /// amdgpu kernel parameters worth setting here: plan, apply, revert
+    #[command(name = "kernel-params", help_template = SUB_TEMPLATE, long_about = KPARAMS_ABOUT,
+              after_help = "Exit status: 0 done (or nothing to do), 1 written but the regeneration\ncommand failed (run it yourself), 2 bad usage, 3 refused or failed\n(nothing was changed).")]
+    KernelParams(KernelParamsArgs),
+    /// Write shell completions or man pages (scripts/install, scripts/package)
+    #[command(hide = true, help_template = SUB_TEMPLATE)]
+    Generate(GenerateArgs),
+}
+
+const RUN_ABOUT: &str = "\
 Starts COMMAND with librocm_fix.so prepended to LD_PRELOAD (what was there is
 kept), a fault journal of its own, and the presets that match it (ultralytics,
 python with torch, ComfyUI, AUTOMATIC1111, ollama/llama.cpp; settings you set
@@ -66,57 +84,28 @@ yourself win). Its stdin, stdout and stderr are its own; signals reach it; its
 exit status is ours. If it dies of a GPU memory fault it is run again with the
 next rung of the ladder: larger padding, MIOpen solver restrictions, PyTorch
 caching off, removal of a harmful HSA_OVERRIDE_GFX_VERSION, and with
---allow-cpu-fallback the CPU. Any other failure is never retried.
+--allow-cpu-fallback the CPU. Any other failure is never retried.";
 
-Options:
-  --retries N            retry at most N times (default 3)
-  --no-retry             never retry
-  --no-presets           apply no preset
-  --show                 print what would be set and exit (with --json: as JSON)
-  --allow-cpu-fallback   allow the last rung: hide the GPUs so frameworks use the CPU
-  --report FILE          write the run report (JSON) here (default: the run folder)
-  --preload PATH         the librocm_fix.so to use (default: next to this program)
-  -h, --help             this help
-";
-
-const DOCTOR_HELP: &str = "\
-Usage: rocm-fix doctor [--sysfs DIR] [--json]
-
+const DOCTOR_ABOUT: &str = "\
 What to paste into a bug report, and what to do: every GPU with its real chip
 (from the KFD topology) and what the runtime reports, whether an override is in
 effect and whether it is harmful for that chip, kernel version, amdgpu module
 parameters, ROCm version, firmware versions where readable, risky environment
 variables, whether librocm_fix.so is in /etc/ld.so.preload, and the known issues
-that match, each with its mitigation, evidence level and sources.
+that match, each with its mitigation, evidence level and sources.";
 
-Options:
-  --sysfs DIR   read a captured sysfs tree (DIR/class/kfd/kfd/topology) instead of /sys
-  --json        print JSON
-Exit status: 0 nothing to act on, 1 problems found.
-";
-
-const TRIAGE_HELP: &str = "\
-Usage: rocm-fix triage FILE|- [--json]
-
+const TRIAGE_ABOUT: &str = "\
 Reads a pasted `rocminfo` output (old and new formats, several agents,
 truncated pastes) or a KFD `properties` file, and finds the real chip of every
 GPU agent even when HSA_OVERRIDE_GFX_VERSION rewrote the names: from the Chip
-ID (PCI device id), gfx_target_version, SIMDs per CU. '-' reads stdin.
-Exit status: 0 no warnings, 1 warnings found, 2 input that is neither.
-";
+ID (PCI device id), gfx_target_version, SIMDs per CU. '-' reads stdin.";
 
-const KB_HELP: &str = "\
-Usage: rocm-fix kb list [--json]
-       rocm-fix kb show ID [--json]
-
+const KB_ABOUT: &str = "\
 The known issues behind \"Page not present\" faults: symptoms, chips, cause,
 mitigations with their evidence level (confirmed, helped, mixed, anecdotal,
-harmful, none-found) and sources.
-";
+harmful, none-found) and sources.";
 
-const PRELOAD_HELP: &str = "\
-Usage: rocm-fix preload enable|disable|status [--root DIR] [--library PATH]
-
+const PRELOAD_ABOUT: &str = "\
 enable   validates the library (it exists, is an x86_64 ELF, and a test process
          runs cleanly with it preloaded), then adds it to ROOT/etc/ld.so.preload:
          atomically (temp file, fsync, rename), after a backup
@@ -124,21 +113,9 @@ enable   validates the library (it exists, is an x86_64 ELF, and a test process
          running it twice changes nothing
 disable  removes only rocm-fix's line: the file is back byte for byte as it was
          before enable (and removed if enable created it)
-status   what the file lists and whether rocm-fix's library loads
+status   what the file lists and whether rocm-fix's library loads";
 
-Options:
-  --root DIR      edit DIR/etc/ld.so.preload (a chroot or image); without it,
-                  enable and disable need root
-  --library PATH  the library as seen inside the root
-                  (default: /usr/lib/x86_64-linux-gnu/librocm_fix.so with --root,
-                  else the one next to this program)
-Exit status: 0 done (or nothing to do), 1 status: not enabled or broken,
-2 bad usage, 3 refused or failed (nothing was changed).
-";
-
-const KPARAMS_HELP: &str = "\
-Usage: rocm-fix kernel-params plan|apply|revert [--root DIR] [--dry-run] [--yes] [--json]
-
+const KPARAMS_ABOUT: &str = "\
 plan     the amdgpu parameters the knowledge base supports for the GPUs found
          (KFD topology), each with its evidence level and sources, and the ones
          considered and rejected, with why. Parameters whose evidence is harmful
@@ -148,149 +125,307 @@ apply    writes them for the boot loader in use: a GRUB drop-in
          systemd-boot (/etc/kernel/cmdline) or kernelstub, after a backup; prints
          the command that regenerates the boot configuration and runs it only
          with --yes
-revert   restores exactly what was there
+revert   restores exactly what was there";
 
-Options:
-  --root DIR   work on an image or chroot (nothing is regenerated there)
-  --dry-run    say what would change, change nothing
-  --yes        run the regeneration command after apply/revert
-  --json       print JSON
-Exit status: 0 done (or nothing to do), 1 written but the regeneration
-command failed (run it yourself), 2 bad usage, 3 refused or failed
-(nothing was changed).
-";
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    /// Retry at most N times
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = retries)]
+    pub retries: u32,
+    /// Never retry
+    #[arg(long)]
+    pub no_retry: bool,
+    /// Apply no preset
+    #[arg(long)]
+    pub no_presets: bool,
+    /// Print what would be set and exit (with --json: as JSON)
+    #[arg(long)]
+    pub show: bool,
+    /// With --show: print JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Allow the last rung: hide the GPUs so frameworks use the CPU
+    #[arg(long)]
+    pub allow_cpu_fallback: bool,
+    /// Write the run report (JSON) here (default: the run folder)
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// The librocm_fix.so to use (default: next to this program)
+    #[arg(long, value_name = "PATH")]
+    pub preload: Option<PathBuf>,
+    /// The command and its arguments (everything from the first word that is
+    /// not an option of ours, or after --)
+    #[arg(value_name = "COMMAND", trailing_var_arg = true, value_hint = clap::ValueHint::CommandWithArguments)]
+    pub command: Vec<OsString>,
+}
 
-fn usage_error(msg: &str, help: &str) -> i32 {
+fn retries(s: &str) -> Result<u32, String> {
+    s.parse()
+        .map_err(|_| format!("--retries takes a number, not '{s}'"))
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Read a captured sysfs tree (DIR/class/kfd/kfd/topology) instead of /sys
+    #[arg(long, value_name = "DIR")]
+    pub sysfs: Option<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TriageArgs {
+    /// A rocminfo output or KFD properties file ('-': stdin)
+    #[arg(value_name = "FILE|-")]
+    pub input: Vec<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KbArgs {
+    #[command(subcommand)]
+    pub action: Option<KbAction>,
+    /// Print JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KbAction {
+    /// Every known issue, one a line
+    List,
+    /// One issue in full
+    Show {
+        /// The issue's id (see 'rocm-fix kb list')
+        id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PreloadArgs {
+    #[arg(value_enum)]
+    pub action: Option<PreloadAction>,
+    /// Edit DIR/etc/ld.so.preload (a chroot or image); without it, enable and
+    /// disable need root
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The library as seen inside the root (default:
+    /// /usr/lib/x86_64-linux-gnu/librocm_fix.so with --root, else the one next
+    /// to this program)
+    #[arg(long, value_name = "PATH")]
+    pub library: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PreloadAction {
+    Enable,
+    Disable,
+    Status,
+}
+
+impl PreloadAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            PreloadAction::Enable => "enable",
+            PreloadAction::Disable => "disable",
+            PreloadAction::Status => "status",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct KernelParamsArgs {
+    #[arg(value_enum)]
+    pub action: Option<KernelParamsAction>,
+    /// Work on an image or chroot (nothing is regenerated there)
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Say what would change, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run the regeneration command after apply/revert
+    #[arg(long)]
+    pub yes: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelParamsAction {
+    Plan,
+    Apply,
+    Revert,
+}
+
+impl KernelParamsAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            KernelParamsAction::Plan => "plan",
+            KernelParamsAction::Apply => "apply",
+            KernelParamsAction::Revert => "revert",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[arg(value_enum)]
+    pub what: Generated,
+    /// The folder to write into
+    pub dir: PathBuf,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generated {
+    /// rocm-fix.bash, _rocm-fix (zsh), rocm-fix.fish
+    Completions,
+    /// rocm-fix.1 and rocm-fix-SUBCOMMAND.1
+    Man,
+}
+
+fn usage_error(msg: &str) -> i32 {
     eprintln!("rocm-fix: {msg}");
-    eprintln!("{}", help.lines().next().unwrap_or(""));
     eprintln!("Try 'rocm-fix --help'.");
     EXIT_USAGE
 }
 
-fn to_strings(args: &[OsString]) -> Vec<String> {
-    args.iter()
-        .map(|a| a.to_string_lossy().to_string())
-        .collect()
+/// A clap error as the one line rocm-fix has always printed (the tests and
+/// scripts read these), or clap's own text for the rarer kinds.
+fn usage_message(e: &clap::Error) -> String {
+    let ctx = |k: ContextKind| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    // "--retries <N>" -> "--retries"
+    let arg = ctx(ContextKind::InvalidArg)
+        .map(|a| a.split([' ', '=']).next().unwrap_or_default().to_string());
+    match (e.kind(), arg) {
+        (ErrorKind::InvalidSubcommand, _) => format!(
+            "unknown command '{}'",
+            ctx(ContextKind::InvalidSubcommand).unwrap_or_default()
+        ),
+        (ErrorKind::UnknownArgument, Some(a)) => {
+            let usage = match e.get(ContextKind::Usage) {
+                Some(ContextValue::StyledStr(u)) => u.to_string(),
+                _ => String::new(),
+            };
+            if usage.contains("rocm-fix run") {
+                format!("unknown option '{a}' (put the command after --)")
+            } else {
+                format!("unknown option '{a}'")
+            }
+        }
+        (ErrorKind::InvalidValue, Some(a))
+            if ctx(ContextKind::InvalidValue).is_some_and(|v| v.is_empty()) =>
+        {
+            format!("{a} needs a value")
+        }
+        (ErrorKind::ValueValidation, _) => match std::error::Error::source(e) {
+            Some(source) => source.to_string(),
+            None => e.to_string(),
+        },
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            first.strip_prefix("error: ").unwrap_or(first).to_string()
+        }
+    }
 }
 
 /// The program's entry point; returns the exit code.
 pub fn main(argv: Vec<OsString>) -> i32 {
     let name = argv
         .first()
-        .map(|a| {
-            a.to_string_lossy()
-                .rsplit('/')
-                .next()
-                .unwrap_or("")
-                .to_string()
+        .and_then(|a| {
+            std::path::Path::new(a)
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
         })
         .unwrap_or_default();
-    let rest = argv.get(1..).unwrap_or(&[]).to_vec();
+    let mut args: Vec<OsString> = vec!["rocm-fix".into()];
     if name == "rocm-fix-run" {
-        return run_command(&rest);
+        // rocm-fix-run ARGS… is rocm-fix run ARGS…
+        args.push("run".into());
     }
-    let Some(first) = rest.first().map(|a| a.to_string_lossy().to_string()) else {
-        eprint!("{HELP}");
-        return EXIT_USAGE;
+    args.extend(argv.into_iter().skip(1));
+    let cli = match Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(&e),
     };
-    let tail = rest.get(1..).unwrap_or(&[]);
-    match first.as_str() {
-        "-h" | "--help" | "help" => {
-            print!("{HELP}");
+    match cli.command {
+        Command::Run(a) => run_command(a),
+        Command::Doctor(a) => doctor_command(a),
+        Command::Triage(a) => triage_command(a),
+        Command::Kb(a) => kb_command(a),
+        Command::Preload(a) => preload_command(a),
+        Command::KernelParams(a) => kparams_command(a),
+        Command::Generate(a) => generate(a),
+    }
+}
+
+/// Help and version go to stdout with status 0; a bare `rocm-fix` prints the
+/// help on stderr; every usage error exits 2 (clap's own default is 2 too,
+/// but the message is ours).
+fn clap_exit(e: &clap::Error) -> i32 {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
             EXIT_OK
         }
-        "-V" | "--version" => {
-            println!("{VERSION_TEXT}");
-            EXIT_OK
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            EXIT_USAGE
         }
-        "run" => run_command(tail),
-        "doctor" => doctor_command(&to_strings(tail)),
-        "triage" => triage_command(&to_strings(tail)),
-        "kb" => kb_command(&to_strings(tail)),
-        "preload" => preload_command(&to_strings(tail)),
-        "kernel-params" => kparams_command(&to_strings(tail)),
-        other => usage_error(&format!("unknown command '{other}'"), HELP),
+        _ => usage_error(&usage_message(e)),
     }
 }
 
 /// Parses `run`'s options; everything from the first non-option (or after
 /// `--`) is the command.
 pub fn parse_run(args: &[OsString]) -> Result<RunOptions, String> {
-    let mut o = RunOptions {
-        retries: 3,
-        presets: true,
-        ..Default::default()
-    };
-    let mut i = 0;
-    while let Some(a) = args.get(i) {
-        let s = a.to_string_lossy();
-        let value = |i: usize| -> Result<OsString, String> {
-            args.get(i + 1)
-                .cloned()
-                .ok_or_else(|| format!("{s} needs a value"))
-        };
-        match s.as_ref() {
-            "--" => {
-                i += 1;
-                break;
-            }
-            "--retries" => {
-                let v = value(i)?;
-                o.retries = v.to_string_lossy().parse().map_err(|_| {
-                    format!("--retries takes a number, not '{}'", v.to_string_lossy())
-                })?;
-                i += 2;
-            }
-            "--no-retry" => {
-                o.retries = 0;
-                i += 1;
-            }
-            "--no-presets" => {
-                o.presets = false;
-                i += 1;
-            }
-            "--show" => {
-                o.show = true;
-                i += 1;
-            }
-            "--json" => {
-                o.json = true;
-                i += 1;
-            }
-            "--allow-cpu-fallback" => {
-                o.allow_cpu_fallback = true;
-                i += 1;
-            }
-            "--report" => {
-                o.report = Some(value(i)?.into());
-                i += 2;
-            }
-            "--preload" => {
-                o.preload = Some(value(i)?.into());
-                i += 2;
-            }
-            "-h" | "--help" => return Err("help".into()),
-            _ if s.starts_with('-') => {
-                return Err(format!("unknown option '{s}' (put the command after --)"))
-            }
-            _ => break,
-        }
+    let argv = ["rocm-fix".into(), "run".into()]
+        .into_iter()
+        .chain(args.iter().cloned());
+    let cli = Cli::command()
+        .try_get_matches_from(argv)
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .map_err(|e| match e.kind() {
+            ErrorKind::DisplayHelp => "help".to_string(),
+            _ => usage_message(&e),
+        })?;
+    match cli.command {
+        Command::Run(a) => run_options(a),
+        _ => Err("not a run command".into()),
     }
-    o.command = args.get(i..).unwrap_or(&[]).to_vec();
-    if o.command.is_empty() {
-        return Err("no command to run".into());
-    }
-    Ok(o)
 }
 
-fn run_command(args: &[OsString]) -> i32 {
-    let opts = match parse_run(args) {
+fn run_options(a: RunArgs) -> Result<RunOptions, String> {
+    if a.command.is_empty() {
+        return Err("no command to run".into());
+    }
+    Ok(RunOptions {
+        command: a.command,
+        retries: if a.no_retry { 0 } else { a.retries },
+        presets: !a.no_presets,
+        show: a.show,
+        json: a.json,
+        allow_cpu_fallback: a.allow_cpu_fallback,
+        report: a.report,
+        preload: a.preload,
+    })
+}
+
+fn run_command(a: RunArgs) -> i32 {
+    let opts = match run_options(a) {
         Ok(o) => o,
-        Err(e) if e == "help" => {
-            print!("{RUN_HELP}");
-            return EXIT_OK;
-        }
-        Err(e) => return usage_error(&e, RUN_HELP),
+        Err(e) => return usage_error(&e),
     };
     match run::run(&opts) {
         Ok(status) => exit_like(status),
@@ -324,43 +459,9 @@ fn exit_like(status: std::process::ExitStatus) -> i32 {
     EXIT_ERROR
 }
 
-fn flags(args: &[String], allowed: &[&str]) -> Result<(Vec<String>, Vec<String>), String> {
-    let mut f = Vec::new();
-    let mut pos = Vec::new();
-    let mut i = 0;
-    while let Some(a) = args.get(i) {
-        if a.starts_with("--") || a == "-h" {
-            if !allowed.contains(&a.as_str()) {
-                return Err(format!("unknown option '{a}'"));
-            }
-            f.push(a.clone());
-            if a == "--sysfs" {
-                let v = args.get(i + 1).ok_or("--sysfs needs a folder")?;
-                pos.insert(0, format!("sysfs={v}"));
-                i += 1;
-            }
-        } else {
-            pos.push(a.clone());
-        }
-        i += 1;
-    }
-    Ok((f, pos))
-}
-
-fn triage_command(args: &[String]) -> i32 {
-    let (f, pos) = match flags(args, &["--json", "--help", "-h"]) {
-        Ok(x) => x,
-        Err(e) => return usage_error(&e, TRIAGE_HELP),
-    };
-    if f.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{TRIAGE_HELP}");
-        return EXIT_OK;
-    }
-    let [input] = pos.as_slice() else {
-        return usage_error(
-            "triage reads exactly one FILE (or - for stdin)",
-            TRIAGE_HELP,
-        );
+fn triage_command(a: TriageArgs) -> i32 {
+    let [input] = a.input.as_slice() else {
+        return usage_error("triage reads exactly one FILE (or - for stdin)");
     };
     let mut text = Vec::new();
     let read = if input == "-" {
@@ -375,7 +476,7 @@ fn triage_command(args: &[String]) -> i32 {
     let text = String::from_utf8_lossy(&text);
     match crate::triage::triage(&text) {
         Ok(report) => {
-            if f.iter().any(|a| a == "--json") {
+            if a.json {
                 println!("{}", report.to_json());
             } else {
                 print!("{}", report.to_text());
@@ -397,37 +498,26 @@ fn triage_command(args: &[String]) -> i32 {
     }
 }
 
-fn kb_command(args: &[String]) -> i32 {
-    let (f, pos) = match flags(args, &["--json", "--help", "-h"]) {
-        Ok(x) => x,
-        Err(e) => return usage_error(&e, KB_HELP),
-    };
-    let json = f.iter().any(|a| a == "--json");
-    if f.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{KB_HELP}");
-        return EXIT_OK;
-    }
-    match pos
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["list"] => {
-            if json {
+fn kb_command(a: KbArgs) -> i32 {
+    match a.action {
+        Some(KbAction::List) => {
+            if a.json {
                 println!("{}", rocm_fix_shared::kb::list_json());
             } else {
                 print!("{}", rocm_fix_shared::kb::list_text());
             }
             EXIT_OK
         }
-        ["show", id] => match rocm_fix_shared::kb::issue(id) {
-            Some(issue) if json => {
+        Some(KbAction::Show { id }) => match rocm_fix_shared::kb::issue(&id) {
+            Some(issue) if a.json => {
                 println!("{}", issue.to_json());
                 EXIT_OK
             }
             Some(_) => {
-                print!("{}", rocm_fix_shared::kb::show_text(id).unwrap_or_default());
+                print!(
+                    "{}",
+                    rocm_fix_shared::kb::show_text(&id).unwrap_or_default()
+                );
                 EXIT_OK
             }
             None => {
@@ -435,40 +525,20 @@ fn kb_command(args: &[String]) -> i32 {
                 EXIT_USAGE
             }
         },
-        _ => usage_error("kb takes 'list' or 'show ID'", KB_HELP),
+        None => usage_error("kb takes 'list' or 'show ID'"),
     }
 }
 
-fn preload_command(args: &[String]) -> i32 {
-    let mut action = None;
-    let mut root: Option<std::path::PathBuf> = None;
-    let mut library: Option<std::path::PathBuf> = None;
-    let mut i = 0;
-    while let Some(a) = args.get(i) {
-        match a.as_str() {
-            "-h" | "--help" => {
-                print!("{PRELOAD_HELP}");
-                return EXIT_OK;
-            }
-            "--root" | "--library" => {
-                let Some(v) = args.get(i + 1) else {
-                    return usage_error(&format!("{a} needs a value"), PRELOAD_HELP);
-                };
-                if a == "--root" {
-                    root = Some(v.into());
-                } else {
-                    library = Some(v.into());
-                }
-                i += 1;
-            }
-            "enable" | "disable" | "status" if action.is_none() => action = Some(a.clone()),
-            other => return usage_error(&format!("unexpected argument '{other}'"), PRELOAD_HELP),
-        }
-        i += 1;
-    }
+fn preload_command(a: PreloadArgs) -> i32 {
+    let PreloadArgs {
+        action,
+        root,
+        library,
+    } = a;
     let Some(action) = action else {
-        return usage_error("preload takes enable, disable or status", PRELOAD_HELP);
+        return usage_error("preload takes enable, disable or status");
     };
+    let action = action.as_str();
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     if action != "status" && root.is_none() && !is_root {
@@ -476,7 +546,7 @@ fn preload_command(args: &[String]) -> i32 {
         return EXIT_ERROR;
     }
     let paths = crate::preload::Paths::new(root.as_deref().unwrap_or(std::path::Path::new("/")));
-    let result = match action.as_str() {
+    let result = match action {
         "enable" => {
             let lib = match (library, &root) {
                 (Some(l), _) => Ok(l),
@@ -504,35 +574,18 @@ fn preload_command(args: &[String]) -> i32 {
     }
 }
 
-fn kparams_command(args: &[String]) -> i32 {
-    let mut action = None;
-    let mut root = std::path::PathBuf::from("/");
-    let (mut dry, mut yes, mut json) = (false, false, false);
-    let mut i = 0;
-    while let Some(a) = args.get(i) {
-        match a.as_str() {
-            "-h" | "--help" => {
-                print!("{KPARAMS_HELP}");
-                return EXIT_OK;
-            }
-            "--root" => {
-                let Some(v) = args.get(i + 1) else {
-                    return usage_error("--root needs a folder", KPARAMS_HELP);
-                };
-                root = v.into();
-                i += 1;
-            }
-            "--dry-run" => dry = true,
-            "--yes" => yes = true,
-            "--json" => json = true,
-            "plan" | "apply" | "revert" if action.is_none() => action = Some(a.clone()),
-            other => return usage_error(&format!("unexpected argument '{other}'"), KPARAMS_HELP),
-        }
-        i += 1;
-    }
+fn kparams_command(a: KernelParamsArgs) -> i32 {
+    let KernelParamsArgs {
+        action,
+        root,
+        dry_run: dry,
+        yes,
+        json,
+    } = a;
     let Some(action) = action else {
-        return usage_error("kernel-params takes plan, apply or revert", KPARAMS_HELP);
+        return usage_error("kernel-params takes plan, apply or revert");
     };
+    let action = action.as_str();
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     if action != "plan" && !dry && root == std::path::Path::new("/") && !is_root {
@@ -544,7 +597,7 @@ fn kparams_command(args: &[String]) -> i32 {
     let env = |k: &str| std::env::var(k).ok();
     let (chips, _) = run::machine_chips(&env);
     let plan = crate::kernel_params::plan(&root, &chips);
-    let change = match action.as_str() {
+    let change = match action {
         "plan" => {
             if json {
                 println!("{}", plan.to_json());
@@ -587,26 +640,7 @@ fn kparams_command(args: &[String]) -> i32 {
     }
 }
 
-fn doctor_command(args: &[String]) -> i32 {
-    let (f, pos) = match flags(args, &["--json", "--sysfs", "--help", "-h"]) {
-        Ok(x) => x,
-        Err(e) => return usage_error(&e, DOCTOR_HELP),
-    };
-    if f.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{DOCTOR_HELP}");
-        return EXIT_OK;
-    }
-    let mut sysfs = None;
-    for p in &pos {
-        match p.strip_prefix("sysfs=") {
-            Some(d) => sysfs = Some(std::path::PathBuf::from(d)),
-            None => return usage_error(&format!("unexpected argument '{p}'"), DOCTOR_HELP),
-        }
-    }
-    doctor_run(sysfs, f.iter().any(|a| a == "--json"))
-}
-
-fn doctor_run(sysfs: Option<std::path::PathBuf>, json: bool) -> i32 {
+fn doctor_command(DoctorArgs { sysfs, json }: DoctorArgs) -> i32 {
     let mut opts = crate::doctor::Options::from_system();
     if let Some(dir) = sysfs {
         if !dir.is_dir() {
@@ -625,6 +659,30 @@ fn doctor_run(sysfs: Option<std::path::PathBuf>, json: bool) -> i32 {
         EXIT_FINDINGS
     } else {
         EXIT_OK
+    }
+}
+
+/// `rocm-fix generate completions|man DIR`: the files scripts/install and
+/// scripts/package ship, from the definitions above.
+fn generate(a: GenerateArgs) -> i32 {
+    let result = std::fs::create_dir_all(&a.dir).and_then(|_| match a.what {
+        Generated::Completions => {
+            use clap_complete::Shell;
+            [Shell::Bash, Shell::Zsh, Shell::Fish]
+                .into_iter()
+                .try_for_each(|shell| {
+                    clap_complete::generate_to(shell, &mut Cli::command(), "rocm-fix", &a.dir)
+                        .map(drop)
+                })
+        }
+        Generated::Man => clap_mangen::generate_to(Cli::command(), &a.dir),
+    });
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("rocm-fix: cannot write into {}: {e}", a.dir.display());
+            EXIT_ERROR
+        }
     }
 }
 

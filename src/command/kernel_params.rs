@@ -1915,8 +1915,9 @@ pub fn run_regeneration(root: &Path, change: &Change) -> Result<(), String> {
 }
 
 // ---------------------------------------------------------------------------
-// A small JSON reader: enough to find kernelstub's kernel_options and their
-// byte spans without reformatting the rest of the file.
+// kernelstub's JSON, read with serde_json: each value keeps its byte span
+// (through serde_json's RawValue, a slice of the input), so that a parameter
+// is added without reformatting the rest of the file.
 // ---------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
@@ -1939,17 +1940,51 @@ const JSON_MAX_DEPTH: usize = 64;
 
 impl Json {
     fn parse(text: &[u8]) -> Result<Json, String> {
-        let s = std::str::from_utf8(text).map_err(|_| "not UTF-8".to_string())?;
-        let mut p = JsonParser {
-            b: s.as_bytes(),
-            i: 0,
-        };
-        let v = p.value(0)?;
-        p.ws();
-        if p.i != p.b.len() {
-            return Err(format!("unexpected text at byte {}", p.i));
+        let doc = std::str::from_utf8(text).map_err(|_| "not UTF-8".to_string())?;
+        // Checked whole first: serde_json refuses deep nesting here (its
+        // recursion limit), which reading the raw slices does not check.
+        serde_json::from_str::<serde_json::Value>(doc).map_err(json_error)?;
+        let raw: &serde_json::value::RawValue = serde_json::from_str(doc).map_err(json_error)?;
+        Json::node(doc, raw, 0)
+    }
+
+    /// The value `raw` (a slice of `doc`) and everything in it.
+    fn node(doc: &str, raw: &serde_json::value::RawValue, depth: usize) -> Result<Json, String> {
+        if depth > JSON_MAX_DEPTH {
+            return Err("not valid JSON (nested too deeply)".into());
         }
-        Ok(v)
+        let text = raw.get().trim_matches([' ', '\t', '\r', '\n']);
+        // The slice lies within `doc`: its offset is the distance of the pointers.
+        let start = text.as_ptr() as usize - doc.as_ptr() as usize;
+        let kind = match text.as_bytes().first() {
+            Some(b'{') => {
+                let members: Vec<(String, &serde_json::value::RawValue)> =
+                    serde_json::from_str::<Members>(text).map_err(json_error)?.0;
+                JsonKind::Obj(
+                    members
+                        .into_iter()
+                        .map(|(k, v)| Ok((k, Json::node(doc, v, depth + 1)?)))
+                        .collect::<Result<_, String>>()?,
+                )
+            }
+            Some(b'[') => {
+                let items: Vec<&serde_json::value::RawValue> =
+                    serde_json::from_str(text).map_err(json_error)?;
+                JsonKind::Arr(
+                    items
+                        .into_iter()
+                        .map(|v| Json::node(doc, v, depth + 1))
+                        .collect::<Result<_, String>>()?,
+                )
+            }
+            Some(b'"') => JsonKind::Str(serde_json::from_str(text).map_err(json_error)?),
+            _ => JsonKind::Scalar,
+        };
+        Ok(Json {
+            start,
+            end: start + text.len(),
+            kind,
+        })
     }
 
     /// The last member named `key` (Python's json keeps the last).
@@ -1974,187 +2009,37 @@ impl Json {
     }
 }
 
-struct JsonParser<'a> {
-    b: &'a [u8],
-    i: usize,
+/// An object's members in order, duplicates kept (a map would drop them).
+struct Members<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::new();
+                while let Some(kv) = m.next_entry()? {
+                    out.push(kv);
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
-impl JsonParser<'_> {
-    fn ws(&mut self) {
-        while self.b.get(self.i).is_some_and(|c| b" \t\r\n".contains(c)) {
-            self.i += 1;
-        }
-    }
-
-    fn err(&self, what: &str) -> String {
-        format!("not valid JSON ({what} at byte {})", self.i)
-    }
-
-    fn value(&mut self, depth: usize) -> Result<Json, String> {
-        if depth > JSON_MAX_DEPTH {
-            return Err(self.err("nested too deeply"));
-        }
-        self.ws();
-        let start = self.i;
-        let kind = match self.b.get(self.i) {
-            Some(b'{') => {
-                self.i += 1;
-                let mut members = Vec::new();
-                self.ws();
-                if self.b.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                } else {
-                    loop {
-                        self.ws();
-                        if self.b.get(self.i) != Some(&b'"') {
-                            return Err(self.err("expected a member name"));
-                        }
-                        let key = self.string()?;
-                        self.ws();
-                        if self.b.get(self.i) != Some(&b':') {
-                            return Err(self.err("expected ':'"));
-                        }
-                        self.i += 1;
-                        let v = self.value(depth + 1)?;
-                        members.push((key, v));
-                        self.ws();
-                        match self.b.get(self.i) {
-                            Some(b',') => self.i += 1,
-                            Some(b'}') => {
-                                self.i += 1;
-                                break;
-                            }
-                            _ => return Err(self.err("expected ',' or '}'")),
-                        }
-                    }
-                }
-                JsonKind::Obj(members)
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.b.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                } else {
-                    loop {
-                        items.push(self.value(depth + 1)?);
-                        self.ws();
-                        match self.b.get(self.i) {
-                            Some(b',') => self.i += 1,
-                            Some(b']') => {
-                                self.i += 1;
-                                break;
-                            }
-                            _ => return Err(self.err("expected ',' or ']'")),
-                        }
-                    }
-                }
-                JsonKind::Arr(items)
-            }
-            Some(b'"') => JsonKind::Str(self.string()?),
-            Some(c) if c.is_ascii_alphanumeric() || *c == b'-' => {
-                while self
-                    .b
-                    .get(self.i)
-                    .is_some_and(|c| c.is_ascii_alphanumeric() || b"+-.".contains(c))
-                {
-                    self.i += 1;
-                }
-                let word = &self.b[start..self.i];
-                let number = word
-                    .iter()
-                    .all(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
-                    && word.iter().any(u8::is_ascii_digit);
-                if !(number || word == b"true" || word == b"false" || word == b"null") {
-                    return Err(self.err("unknown value"));
-                }
-                JsonKind::Scalar
-            }
-            _ => return Err(self.err("expected a value")),
-        };
-        Ok(Json {
-            start,
-            end: self.i,
-            kind,
-        })
-    }
-
-    /// A string starting at the opening quote.
-    fn string(&mut self) -> Result<String, String> {
-        self.i += 1;
-        let mut out = String::new();
-        loop {
-            let Some(&c) = self.b.get(self.i) else {
-                return Err(self.err("unterminated string"));
-            };
-            match c {
-                b'"' => {
-                    self.i += 1;
-                    return Ok(out);
-                }
-                b'\\' => {
-                    let esc = self.b.get(self.i + 1).copied();
-                    self.i += 2;
-                    match esc {
-                        Some(b'"') => out.push('"'),
-                        Some(b'\\') => out.push('\\'),
-                        Some(b'/') => out.push('/'),
-                        Some(b'b') => out.push('\u{8}'),
-                        Some(b'f') => out.push('\u{c}'),
-                        Some(b'n') => out.push('\n'),
-                        Some(b'r') => out.push('\r'),
-                        Some(b't') => out.push('\t'),
-                        Some(b'u') => {
-                            let hi = self.hex4()?;
-                            let ch = if (0xd800..0xdc00).contains(&hi)
-                                && self.b.get(self.i..self.i + 2) == Some(b"\\u")
-                            {
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                if (0xdc00..0xe000).contains(&lo) {
-                                    char::from_u32(0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00))
-                                } else {
-                                    None
-                                }
-                            } else {
-                                char::from_u32(hi)
-                            };
-                            out.push(ch.unwrap_or('\u{fffd}'));
-                        }
-                        _ => return Err(self.err("bad escape")),
-                    }
-                }
-                c if c < 0x20 => return Err(self.err("control character in a string")),
-                _ => {
-                    // Copy one whole UTF-8 character (the input is valid UTF-8).
-                    let len = match c {
-                        0xf0..=0xff => 4,
-                        0xe0..=0xef => 3,
-                        0xc0..=0xdf => 2,
-                        _ => 1,
-                    };
-                    let end = (self.i + len).min(self.b.len());
-                    out.push_str(&String::from_utf8_lossy(&self.b[self.i..end]));
-                    self.i = end;
-                }
-            }
-        }
-    }
-
-    fn hex4(&mut self) -> Result<u32, String> {
-        let digits = self
-            .b
-            .get(self.i..self.i + 4)
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| {
-                u32::from_str_radix(d, 16)
-                    .ok()
-                    .filter(|_| d.bytes().all(|c| c.is_ascii_hexdigit()))
-            })
-            .ok_or_else(|| self.err("bad \\u escape"))?;
-        self.i += 4;
-        Ok(digits)
+fn json_error(e: serde_json::Error) -> String {
+    if e.to_string().contains("recursion limit") {
+        "not valid JSON (nested too deeply)".into()
+    } else {
+        format!("not valid JSON ({e})")
     }
 }
 

@@ -1,8 +1,8 @@
 //! The `rocm-fix` command (and `rocm-fix-run`, its second name): a program
 //! the user runs, never loaded into other processes.
 //!
-//! May use: `rocm-fix-shared` (with serde), std, `libc` and the command-line
-//! crates. Never the engine: what the command knows about the engine's
+//! May use: `rocm-fix-shared`, std, `libc` and the command-line crates
+//! (clap, clap_complete, clap_mangen, serde, serde_json). Never the engine: what the command knows about the engine's
 //! decisions comes from `rocm-fix-shared`.
 //!
 //! [`cli`] parses the arguments and dispatches; one module per subcommand:

@@ -219,28 +219,36 @@ pub struct Fault {
     pub gfx: Option<String>,
 }
 
-fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    let key = format!("\"{name}\":");
-    let start = line.find(&key)? + key.len();
-    let rest = line.get(start..)?;
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    rest.get(..end).map(|v| v.trim_matches('"'))
+/// The fields of a journal line that `run` uses (the engine writes more).
+#[derive(serde::Deserialize)]
+struct Record {
+    event: String,
+    address: Option<String>,
+    gfx: Option<String>,
+    allocation: Option<RecordAllocation>,
 }
 
+#[derive(serde::Deserialize)]
+struct RecordAllocation {
+    size: Option<u64>,
+    kind: Option<String>,
+    past_end: Option<i64>,
+}
+
+/// The first GPU memory fault recorded in `journal`.
 pub fn read_fault(journal: &Path) -> Option<Fault> {
     let text = std::fs::read_to_string(journal).ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.contains("\"event\":\"gpu-memory-fault\""))?;
-    Some(Fault {
-        raw: line.to_string(),
-        address: field(line, "address").map(str::to_string),
-        past_end: field(line, "past_end").and_then(|v| v.parse().ok()),
-        size: field(line, "size").and_then(|v| v.parse().ok()),
-        kind: field(line, "kind").map(str::to_string),
-        gfx: field(line, "gfx")
-            .filter(|g| *g != "null")
-            .map(str::to_string),
+    text.lines().find_map(|line| {
+        let r: Record = serde_json::from_str(line).ok()?;
+        let a = r.allocation;
+        (r.event == "gpu-memory-fault").then(|| Fault {
+            raw: line.to_string(),
+            address: r.address,
+            past_end: a.as_ref().and_then(|a| a.past_end),
+            size: a.as_ref().and_then(|a| a.size),
+            kind: a.and_then(|a| a.kind),
+            gfx: r.gfx,
+        })
     })
 }
 

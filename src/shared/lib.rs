@@ -2,8 +2,7 @@
 //!
 //! Part of this is loaded into user processes with the engine (configuration,
 //! topology, the process facts), so the crate stays std + `libc`: no
-//! argument parsing, no serde unless the command turns on the `serde`
-//! feature (which adds derives only). It never uses the engine or the command.
+//! argument parsing, no serde. It never uses the engine or the command.
 //!
 //! - [`config`]: settings from /etc/rocm-fix.conf and `ROCM_FIX_*`, the
 //!   [`config::Mode`] and which GPUs rocm-fix applies to
