@@ -101,7 +101,7 @@ fn hip_calls_use_the_pools_clr_uses() {
         (&[], "ext:8:2", Some((FINE, CPU))),
         (&[], "ext:16:2", None),
         (&[], "ext:4096:3", Some((EXT_FINE, GPU))),
-        (&[("SIMGPU_ROCM_VERSION", "5.2")], "ext:4096:3", None),
+        // 5.2 (Uncached refused before 5.6): tests/simgpu_versions.rs, on the 5.2 build.
         (&[], "ext:4096:4", Some((EXT_FINE, GPU))),
         (&[], "ext:4096:5", None),
         (
@@ -457,16 +457,7 @@ fn mem_get_info_reports_what_kfd_has_handed_out() {
         ],
         "a 4 KiB buffer commits a 2 MiB block: {run:#?}"
     );
-    // ROCm 5.2 has no MEMORY_AVAIL: clr counts what it allocated itself.
-    let run = simwork(
-        "gfx1010",
-        &[("SIMGPU_ROCM_VERSION", "5.2")],
-        &["malloc:4096", "info"],
-    );
-    assert!(
-        run.stdout.contains("free 8589930496 total 8589934592"),
-        "{run:#?}"
-    );
+    // ROCm 5.2: tests/simgpu_versions.rs, meminfo_in_5_2_counts_what_clr_allocated.
 }
 
 #[test]

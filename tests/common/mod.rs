@@ -15,13 +15,20 @@ pub fn root() -> PathBuf {
 type EnvVars = Vec<(String, String)>;
 
 pub fn simgpu_env(spec: &str) -> EnvVars {
+    simgpu_env_for(spec, "6.4")
+}
+
+/// The environment of `SIMGPU_ROCM_VERSION=version scripts/simgpu-env SPEC`.
+pub fn simgpu_env_for(spec: &str, version: &str) -> EnvVars {
     static CACHE: OnceLock<Mutex<HashMap<String, EnvVars>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(v) = cache.lock().unwrap().get(spec) {
+    let key = format!("{spec}@{version}");
+    if let Some(v) = cache.lock().unwrap().get(&key) {
         return v.clone();
     }
     let out = Command::new(root().join("scripts/simgpu-env"))
         .arg(spec)
+        .env("SIMGPU_ROCM_VERSION", version)
         .output()
         .expect("run scripts/simgpu-env");
     assert!(
@@ -38,12 +45,23 @@ pub fn simgpu_env(spec: &str) -> EnvVars {
         let v = v.split('\'').nth(1).unwrap().to_string();
         vars.push((k.to_string(), v));
     }
-    cache.lock().unwrap().insert(spec.to_string(), vars.clone());
+    cache.lock().unwrap().insert(key, vars.clone());
     vars
 }
 
+/// target/simgpu/lib: the 6.4 build.
 pub fn simgpu_lib() -> PathBuf {
+    simgpu_lib_at(None)
+}
+
+/// target/simgpu/lib-VERSION (5.2, 6.4, 7.2).
+pub fn simgpu_lib_for(version: &str) -> PathBuf {
+    simgpu_lib_at(Some(version))
+}
+
+fn simgpu_lib_at(version: Option<&str>) -> PathBuf {
     let out = Command::new(root().join("scripts/simgpu-build"))
+        .args(version)
         .output()
         .unwrap();
     assert!(
@@ -67,7 +85,15 @@ pub fn program_with(name: &str, extra: &[&str]) -> PathBuf {
     if let Some(p) = map.get(&key) {
         return p.clone();
     }
-    let lib = simgpu_lib();
+    // "--simgpu=VERSION": linked against that build (target/simgpu/lib-VERSION).
+    let version = extra
+        .iter()
+        .find_map(|a| a.strip_prefix("--simgpu="))
+        .map(str::to_string);
+    let lib = match &version {
+        Some(v) => simgpu_lib_for(v),
+        None => simgpu_lib(),
+    };
     let src = if name.contains('/') {
         root().join(name)
     } else {
@@ -88,10 +114,19 @@ pub fn program_with(name: &str, extra: &[&str]) -> PathBuf {
         .copied()
         .filter(|a| *a != "--real-rocm")
         .collect();
+    let extra: Vec<&str> = extra
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("--simgpu="))
+        .collect();
     let out = dir.join(format!(
-        "{}{}{}",
+        "{}{}{}{}",
         if shared { "lib" } else { "" },
         stem,
+        version
+            .as_deref()
+            .map(|v| format!("-{v}"))
+            .unwrap_or_default(),
         if shared { ".so" } else { "" }
     ));
     let tmp = dir.join(format!("{stem}.{}.tmp", std::process::id()));

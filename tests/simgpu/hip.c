@@ -5,6 +5,12 @@
  * discrete GPU without XNACK (facts §3). HIP calls initialise HSA implicitly.
  * Like clr, the runtime also allocates a buffer of its own (hostcall/signals)
  * from the CPU fine-grained pool through the same PLT call.
+ *
+ * One source, three builds (scripts/simgpu-build): libamdhip64.so.5, .so.6 and
+ * .so.7 with SIMGPU_ROCM_VERSION_DEFAULT 502, 604 or 702. Where the releases
+ * differ (FAULT-MODEL.md, "Versions") this file says which source shows it.
+ * Every name the real library of that release exports and this file does not
+ * define is a generated stub (hipErrorNotSupported, logged as {"stub":true}).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -14,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "calllog.h"
 #include "simgpu.h"
@@ -37,6 +44,7 @@ static hsa_amd_memory_pool_t cpu_kernarg;
 static void *internal_buffer; /* the runtime's own hostcall/signal buffer */
 HIDDEN __thread int current_dev;
 static __thread hipError_t last_error;
+static __thread hipError_t last_command_error; /* 7.x: hipExtGetLastError's */
 
 static hsa_status_t pool_cb(hsa_amd_memory_pool_t pool, void *data) {
   struct device *d = data;
@@ -91,12 +99,25 @@ HIDDEN hipError_t ensure_init(void) {
   return init_error;
 }
 
+HIDDEN int rocm_version(void) { return simgpu_hsa_rocm_version(); }
+
+/* clr's HIP_RETURN. Up to 6.x it stores every call's result, successes
+ * included, so a successful call clears an earlier error (ROCm/clr
+ * hipamd/src/hip_internal.hpp, branch rocm-6.2.x and amd-staging of Oct 2024:
+ * `hip::tls.last_error_ = ret`). 7.x keeps every result in last_command_error_
+ * (what hipExtGetLastError returns) and records into last_error_ only results
+ * other than hipSuccess and hipErrorNotReady (ROCm/rocm-systems
+ * projects/clr/hipamd/src/hip_internal.hpp, HIP_UPDATE_ERROR_STATE;
+ * docs/hip-7-changes.rst). */
 HIDDEN hipError_t ret(hipError_t e) {
-  if (e != hipSuccess) last_error = e;
+  if (rocm_version() >= 700) {
+    last_command_error = e;
+    if (e != hipSuccess && e != hipErrorNotReady) last_error = e;
+  } else {
+    last_error = e;
+  }
   return e;
 }
-
-HIDDEN int rocm_version(void) { return simgpu_hsa_rocm_version(); }
 
 HIDDEN hipError_t pool_alloc(hsa_amd_memory_pool_t pool, size_t size, void **ptr) {
   if (!pool.handle) return hipErrorOutOfMemory; /* an invisible pool's handle is 0 (facts §3) */
@@ -399,29 +420,90 @@ EXPORT hipError_t hipDeviceSynchronize(void) {
   return ret(e);
 }
 
-/* HIP_VERSION of the release modelled: major*10000000 + minor*100000 + patch. */
+/* HIP_VERSION of the release modelled: major*10000000 + minor*100000 + patch
+ * (hip_version.h). The patch is that of Debian's build of the release (the
+ * HIP_VERSION_PATCH of its hip_version.h: 5.2.3 21153, 6.4.3 43484, 7.2.4
+ * 53211); an older minor chosen by SIMGPU_ROCM_VERSION reports patch 0. clr
+ * returns HIP_VERSION from both hipRuntimeGetVersion and hipDriverGetVersion
+ * (ROCm/clr hipamd/src/hip_context.cpp). */
+static int hip_version(void) {
+  int v = rocm_version(), patch = 0;
+  if (v == SIMGPU_ROCM_VERSION_DEFAULT)
+    patch = v == 502 ? 21153 : v == 604 ? 43484 : v == 702 ? 53211 : 0;
+  return (v / 100) * 10000000 + (v % 100) * 100000 + patch;
+}
+
 EXPORT hipError_t hipRuntimeGetVersion(int *version) {
   hipError_t e = version ? hipSuccess : hipErrorInvalidValue;
-  if (version) {
-    int v = rocm_version();
-    *version = (v / 100) * 10000000 + (v % 100) * 100000;
-  }
+  if (version) *version = hip_version();
   calllog("hip", "hipRuntimeGetVersion", e, "\"version\":%d", version ? *version : -1);
   return ret(e);
 }
 
+EXPORT hipError_t hipDriverGetVersion(int *version) {
+  hipError_t e = version ? hipSuccess : hipErrorInvalidValue;
+  if (version) *version = hip_version();
+  calllog("hip", "hipDriverGetVersion", e, "\"version\":%d", version ? *version : -1);
+  return ret(e);
+}
+
+/* clr: returns last_error_ and stores it again through HIP_RETURN. */
 EXPORT hipError_t hipPeekAtLastError(void) {
   hipError_t e = last_error;
   calllog("hip", "hipPeekAtLastError", e, " ");
-  return e;
+  return ret(e);
 }
 
-/* The last error, sticky until read (clr 6.x: set on failure only, as CUDA). */
+/* clr: returns last_error_ and resets it (hip_error.cpp), in every release;
+ * what last_error_ holds differs (see ret()). */
 EXPORT hipError_t hipGetLastError(void) {
   hipError_t e = last_error;
   last_error = hipSuccess;
   calllog("hip", "hipGetLastError", e, " ");
   return e;
+}
+
+/* Exported from 6.0 (hip_6.0). 6.x: the same as hipGetLastError (ROCm/clr
+ * hipamd/src/hip_error.cpp); 7.x: the result of the last call, whatever it was
+ * (last_command_error_, ROCm/rocm-systems projects/clr/hipamd/src/hip_error.cpp). */
+EXPORT hipError_t hipExtGetLastError(void) {
+  hipError_t e;
+  if (rocm_version() >= 700) {
+    e = last_command_error;
+    last_command_error = hipSuccess;
+  } else {
+    e = last_error;
+    last_error = hipSuccess;
+  }
+  calllog("hip", "hipExtGetLastError", e, " ");
+  return e;
+}
+
+/* The names clr's ihipGetErrorName gives (hip_error.cpp), for the codes the
+ * simulation returns; others are "hipErrorUnknown" as there. */
+EXPORT const char *hipGetErrorName(hipError_t error) {
+  const char *s;
+  switch (error) {
+  case hipSuccess: s = "hipSuccess"; break;
+  case hipErrorInvalidValue: s = "hipErrorInvalidValue"; break;
+  case hipErrorOutOfMemory: s = "hipErrorOutOfMemory"; break;
+  case hipErrorNotInitialized: s = "hipErrorNotInitialized"; break;
+  case hipErrorInvalidSymbol: s = "hipErrorInvalidSymbol"; break;
+  case hipErrorInvalidDeviceFunction: s = "hipErrorInvalidDeviceFunction"; break;
+  case hipErrorNoDevice: s = "hipErrorNoDevice"; break;
+  case hipErrorInvalidDevice: s = "hipErrorInvalidDevice"; break;
+  case hipErrorInvalidImage: s = "hipErrorInvalidImage"; break;
+  case hipErrorNoBinaryForGpu: s = "hipErrorNoBinaryForGpu"; break;
+  case hipErrorSharedObjectInitFailed: s = "hipErrorSharedObjectInitFailed"; break;
+  case hipErrorInvalidHandle: s = "hipErrorInvalidHandle"; break;
+  case hipErrorNotReady: s = "hipErrorNotReady"; break;
+  case hipErrorIllegalAddress: s = "hipErrorIllegalAddress"; break;
+  case hipErrorLaunchFailure: s = "hipErrorLaunchFailure"; break;
+  case hipErrorNotSupported: s = "hipErrorNotSupported"; break;
+  default: s = "hipErrorUnknown"; break;
+  }
+  calllog("hip", "hipGetErrorName", 0, "\"error\":%d", error);
+  return s;
 }
 
 EXPORT const char *hipGetErrorString(hipError_t error) {
@@ -437,14 +519,25 @@ EXPORT const char *hipGetErrorString(hipError_t error) {
   case hipErrorIllegalAddress: s = "an illegal memory access was encountered"; break;
   case hipErrorLaunchFailure: s = "unspecified launch failure"; break;
   case hipErrorNotSupported: s = "operation not supported"; break;
+  case hipErrorInvalidSymbol: s = "invalid device symbol"; break;
+  case hipErrorInvalidDeviceFunction: s = "invalid device function"; break;
+  case hipErrorInvalidImage: s = "device kernel image is invalid"; break;
+  case hipErrorNoBinaryForGpu: s = "no kernel image is available for execution on the device"; break;
+  case hipErrorInvalidHandle: s = "invalid resource handle"; break;
+  case hipErrorNotReady: s = "device not ready"; break;
   default: s = "unknown error"; break;
   }
   calllog("hip", "hipGetErrorString", 0, "\"error\":%d", error);
   return s;
 }
 
-/* 6.x semantics (facts §4): opens "libamdhip64.so" by name and looks the
- * symbol up on that handle, which bypasses preloaded definitions. */
+/* Opens "libamdhip64.so" by name and looks the symbol up on that handle,
+ * which bypasses preloaded definitions (ROCm/clr hipamd/src/hip_platform.cpp,
+ * PlatformState::getDynamicLibraryHandle). The same name in the 7.2 build:
+ * Debian's 7.2.4 libamdhip64.so.7 holds the string "libamdhip64.so" and no
+ * "libamdhip64.so." prefix to append a major to (tests/simgpu_versions.rs reads
+ * it); the "libamdhip64.so." + HIP_VERSION_MAJOR of later rocm-systems sources
+ * is not in that release. */
 EXPORT hipError_t hipGetProcAddress(const char *symbol, void **pfn, int hipVersion, uint64_t flags, int *status) {
   char ps[32];
   hipError_t e = hipSuccess;
@@ -507,5 +600,342 @@ EXPORT hipError_t simgpuLaunchWrite(void *base, size_t offset, size_t bytes) {
   char ps[32];
   hipError_t e = launch(base, offset, bytes, 1);
   calllog("hip", "simgpuLaunchWrite", e, "\"base\":%s,\"offset\":%zu,\"bytes\":%zu", PTRSTR(ps, base), offset, bytes);
+  return ret(e);
+}
+
+/* ---- streams and events (minimal: every operation completes at once) ----
+ * Work is synchronous on the simulated device, so a stream only has to exist
+ * and an event only has to remember when it was recorded. */
+
+#define STREAM_MAGIC 0x5354524du
+#define EVENT_MAGIC 0x4556544eu
+struct simgpu_stream { uint32_t magic; int device; unsigned flags; };
+struct simgpu_event { uint32_t magic; unsigned flags; int recorded; double ms; };
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+/* NULL is the default stream. */
+static int stream_ok(hipStream_t s) { return !s || s->magic == STREAM_MAGIC; }
+static int event_ok(hipEvent_t e) { return e && e->magic == EVENT_MAGIC; }
+
+static hipError_t stream_create(hipStream_t *stream, unsigned flags) {
+  hipError_t e = stream ? ensure_init() : hipErrorInvalidValue;
+  if (e != hipSuccess) return e;
+  struct simgpu_stream *s = calloc(1, sizeof *s);
+  if (!s) return hipErrorOutOfMemory;
+  *s = (struct simgpu_stream){STREAM_MAGIC, current_dev, flags};
+  *stream = s;
+  return hipSuccess;
+}
+
+EXPORT hipError_t hipStreamCreate(hipStream_t *stream) {
+  char ps[32];
+  hipError_t e = stream_create(stream, 0);
+  calllog("hip", "hipStreamCreate", e, "\"stream\":%s", PTRSTR(ps, e == hipSuccess ? *stream : NULL));
+  return ret(e);
+}
+
+EXPORT hipError_t hipStreamCreateWithFlags(hipStream_t *stream, unsigned int flags) {
+  char ps[32];
+  hipError_t e = stream_create(stream, flags);
+  calllog("hip", "hipStreamCreateWithFlags", e, "\"flags\":%u,\"stream\":%s", flags,
+          PTRSTR(ps, e == hipSuccess ? *stream : NULL));
+  return ret(e);
+}
+
+EXPORT hipError_t hipStreamDestroy(hipStream_t stream) {
+  char ps[32];
+  hipError_t e = ensure_init();
+  if (e == hipSuccess && (!stream || !stream_ok(stream))) e = hipErrorInvalidHandle;
+  PTRSTR(ps, stream);
+  if (e == hipSuccess) {
+    stream->magic = 0;
+    free(stream);
+  }
+  calllog("hip", "hipStreamDestroy", e, "\"stream\":%s", ps);
+  return ret(e);
+}
+
+EXPORT hipError_t hipStreamSynchronize(hipStream_t stream) {
+  char ps[32];
+  hipError_t e = ensure_init();
+  if (e == hipSuccess && !stream_ok(stream)) e = hipErrorInvalidHandle;
+  if (e == hipSuccess && simgpu_hsa_queues_dead()) e = hipErrorLaunchFailure; /* as hipDeviceSynchronize */
+  calllog("hip", "hipStreamSynchronize", e, "\"stream\":%s", PTRSTR(ps, stream));
+  return ret(e);
+}
+
+EXPORT hipError_t hipStreamQuery(hipStream_t stream) {
+  char ps[32];
+  hipError_t e = ensure_init();
+  if (e == hipSuccess && !stream_ok(stream)) e = hipErrorInvalidHandle;
+  calllog("hip", "hipStreamQuery", e, "\"stream\":%s", PTRSTR(ps, stream));
+  return ret(e);
+}
+
+static hipError_t event_create(hipEvent_t *event, unsigned flags) {
+  hipError_t e = event ? ensure_init() : hipErrorInvalidValue;
+  if (e != hipSuccess) return e;
+  struct simgpu_event *ev = calloc(1, sizeof *ev);
+  if (!ev) return hipErrorOutOfMemory;
+  *ev = (struct simgpu_event){EVENT_MAGIC, flags, 0, 0};
+  *event = ev;
+  return hipSuccess;
+}
+
+EXPORT hipError_t hipEventCreate(hipEvent_t *event) {
+  char ps[32];
+  hipError_t e = event_create(event, 0);
+  calllog("hip", "hipEventCreate", e, "\"event\":%s", PTRSTR(ps, e == hipSuccess ? *event : NULL));
+  return ret(e);
+}
+
+EXPORT hipError_t hipEventCreateWithFlags(hipEvent_t *event, unsigned flags) {
+  char ps[32];
+  hipError_t e = event_create(event, flags);
+  calllog("hip", "hipEventCreateWithFlags", e, "\"flags\":%u,\"event\":%s", flags,
+          PTRSTR(ps, e == hipSuccess ? *event : NULL));
+  return ret(e);
+}
+
+EXPORT hipError_t hipEventRecord(hipEvent_t event, hipStream_t stream) {
+  char ps[32];
+  hipError_t e = ensure_init();
+  if (e == hipSuccess && (!event_ok(event) || !stream_ok(stream))) e = hipErrorInvalidHandle;
+  if (e == hipSuccess) {
+    event->recorded = 1;
+    event->ms = now_ms();
+  }
+  calllog("hip", "hipEventRecord", e, "\"event\":%s", PTRSTR(ps, event));
+  return ret(e);
+}
+
+EXPORT hipError_t hipEventSynchronize(hipEvent_t event) {
+  char ps[32];
+  hipError_t e = ensure_init();
+  if (e == hipSuccess && !event_ok(event)) e = hipErrorInvalidHandle;
+  calllog("hip", "hipEventSynchronize", e, "\"event\":%s", PTRSTR(ps, event));
+  return ret(e);
+}
+
+EXPORT hipError_t hipEventQuery(hipEvent_t event) {
+  char ps[32];
+  hipError_t e = ensure_init();
+  if (e == hipSuccess && !event_ok(event)) e = hipErrorInvalidHandle;
+  calllog("hip", "hipEventQuery", e, "\"event\":%s", PTRSTR(ps, event));
+  return ret(e);
+}
+
+#define hipEventDisableTiming 0x2u
+EXPORT hipError_t hipEventElapsedTime(float *ms, hipEvent_t start, hipEvent_t stop) {
+  hipError_t e = ms ? ensure_init() : hipErrorInvalidValue;
+  if (e == hipSuccess && (!event_ok(start) || !event_ok(stop))) e = hipErrorInvalidHandle;
+  /* CUDA/HIP: a timing-disabled or never-recorded event cannot be timed. */
+  else if (e == hipSuccess && ((start->flags | stop->flags) & hipEventDisableTiming)) e = hipErrorInvalidHandle;
+  else if (e == hipSuccess && (!start->recorded || !stop->recorded)) e = hipErrorNotReady;
+  if (e == hipSuccess) *ms = (float)(stop->ms - start->ms);
+  calllog("hip", "hipEventElapsedTime", e, "\"ms\":%.3f", e == hipSuccess ? (double)*ms : 0.0);
+  return ret(e);
+}
+
+EXPORT hipError_t hipEventDestroy(hipEvent_t event) {
+  char ps[32];
+  hipError_t e = ensure_init();
+  if (e == hipSuccess && !event_ok(event)) e = hipErrorInvalidHandle;
+  PTRSTR(ps, event);
+  if (e == hipSuccess) {
+    event->magic = 0;
+    free(event);
+  }
+  calllog("hip", "hipEventDestroy", e, "\"event\":%s", ps);
+  return ret(e);
+}
+
+/* ---- device attributes ---- */
+
+EXPORT hipError_t hipDeviceGetAttribute(int *value, int attr, int device) {
+  hipError_t e = value ? check_device(device) : hipErrorInvalidValue;
+  if (e == hipSuccess) {
+    const struct device *d = &devs[device];
+    int major = 0, minor = 0;
+    sscanf(d->name, "gfx%2d%1d", &major, &minor);
+    size_t mem = 0;
+    switch (attr) {
+    case hipDeviceAttributeMaxThreadsPerBlock: *value = 1024; break;
+    case hipDeviceAttributeWarpSize: *value = 32; break; /* wave32 on RDNA */
+    case hipDeviceAttributeMultiprocessorCount: *value = 0; break; /* not modelled (as the properties) */
+    case hipDeviceAttributeComputeCapabilityMajor: *value = major; break;
+    case hipDeviceAttributeComputeCapabilityMinor: *value = minor; break;
+    case hipDeviceAttributeManagedMemory: *value = 1; break;
+    case hipDeviceAttributeIntegrated: *value = 0; break;
+    case hipDeviceAttributePciDeviceId: *value = (int)d->chip_id; break;
+    case hipDeviceAttributeClockRate: *value = 0; break;
+    case hipDeviceAttributeTotalGlobalMem:
+      hsa_amd_memory_pool_get_info(d->coarse, HSA_AMD_MEMORY_POOL_INFO_SIZE, &mem);
+      *value = mem > 0x7fffffff ? 0x7fffffff : (int)mem;
+      break;
+    case hipDeviceAttributeVirtualMemoryManagementSupported:
+      if (rocm_version() < 600) { e = hipErrorInvalidValue; break; } /* not in the 5.x enum */
+      {
+        /* clr asks ROCr (rocclr/device/rocm/rocdevice.cpp: hsa_system_get_info(
+         * HSA_AMD_SYSTEM_INFO_VIRTUAL_MEM_API_SUPPORTED)); a failed query means false. */
+        bool vmm = false;
+        if (hsa_system_get_info(HSA_AMD_SYSTEM_INFO_VIRTUAL_MEM_API_SUPPORTED, &vmm) != HSA_STATUS_SUCCESS) vmm = false;
+        *value = vmm;
+      }
+      break;
+    default: e = hipErrorInvalidValue; break;
+    }
+  }
+  calllog("hip", "hipDeviceGetAttribute", e, "\"attr\":%d,\"device\":%d,\"value\":%d", attr, device,
+          e == hipSuccess ? *value : -1);
+  return ret(e);
+}
+
+/* ---- code objects ----
+ * The simulated device executes no GPU code, so no code object ever matches
+ * it. Registration works as in a hipcc-built program (clr registers lazily);
+ * the launch of a registered kernel fails as clr fails when the fat binary has
+ * no code object for the device: hipErrorNoBinaryForGpu (ROCm/clr
+ * hipamd/src/hip_platform.cpp ihipLaunchKernel, hip_code_object.cpp "Unable to
+ * find code object for all current devices"); an unregistered host function:
+ * hipErrorInvalidDeviceFunction (the same ihipLaunchKernel). */
+
+#define MAX_FUNCS 4096
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct { const void *host; void **module; char name[96]; } funcs[MAX_FUNCS];
+static int nfuncs;
+
+/* The handle __hipRegisterFatBinary returns (a void **, as clang's stub expects). */
+struct fatbin { void *wrapper; };
+
+EXPORT void **__hipRegisterFatBinary(const void *wrapper) {
+  char ps[32];
+  struct fatbin *f = calloc(1, sizeof *f);
+  if (f) f->wrapper = (void *)wrapper;
+  calllog("hip", "__hipRegisterFatBinary", 0, "\"wrapper\":%s", PTRSTR(ps, wrapper));
+  return (void **)f;
+}
+
+EXPORT void __hipRegisterFunction(void **module, const void *host, char *device_fn, const char *device_name,
+                                  unsigned thread_limit, void *tid, void *bid, void *block, void *grid, int *wsize) {
+  (void)device_fn; (void)thread_limit; (void)tid; (void)bid; (void)block; (void)grid; (void)wsize;
+  char ps[32];
+  pthread_mutex_lock(&reg_lock);
+  if (nfuncs < MAX_FUNCS) {
+    funcs[nfuncs].host = host;
+    funcs[nfuncs].module = module;
+    snprintf(funcs[nfuncs].name, sizeof funcs[nfuncs].name, "%s", device_name ? device_name : "");
+    nfuncs++;
+  }
+  pthread_mutex_unlock(&reg_lock);
+  calllog("hip", "__hipRegisterFunction", 0, "\"host\":%s,\"name\":\"%.64s\"", PTRSTR(ps, host),
+          device_name ? device_name : "");
+}
+
+EXPORT void __hipRegisterVar(void **module, char *host_var, char *device_addr, const char *name, int ext, size_t size,
+                             int constant, int global) {
+  (void)module; (void)device_addr; (void)ext; (void)constant; (void)global;
+  char ps[32];
+  calllog("hip", "__hipRegisterVar", 0, "\"var\":%s,\"name\":\"%.64s\",\"size\":%zu", PTRSTR(ps, host_var),
+          name ? name : "", size);
+}
+
+EXPORT void __hipUnregisterFatBinary(void **module) {
+  char ps[32];
+  pthread_mutex_lock(&reg_lock);
+  for (int i = 0; i < nfuncs;)
+    if (funcs[i].module == module) funcs[i] = funcs[--nfuncs];
+    else i++;
+  pthread_mutex_unlock(&reg_lock);
+  PTRSTR(ps, module);
+  free(module);
+  calllog("hip", "__hipUnregisterFatBinary", 0, "\"module\":%s", ps);
+}
+
+/* hipcc's <<<>>> lowering: push the configuration, the stub pops it and calls hipLaunchKernel. */
+static __thread struct { dim3 grid, block; size_t shmem; hipStream_t stream; int set; } call_config;
+
+EXPORT hipError_t __hipPushCallConfiguration(dim3 grid, dim3 block, size_t shmem, hipStream_t stream) {
+  call_config.grid = grid;
+  call_config.block = block;
+  call_config.shmem = shmem;
+  call_config.stream = stream;
+  call_config.set = 1;
+  calllog("hip", "__hipPushCallConfiguration", 0, "\"shmem\":%zu", shmem);
+  return hipSuccess;
+}
+
+EXPORT hipError_t __hipPopCallConfiguration(dim3 *grid, dim3 *block, size_t *shmem, hipStream_t *stream) {
+  hipError_t e = call_config.set ? hipSuccess : hipErrorInvalidValue;
+  if (call_config.set) {
+    if (grid) *grid = call_config.grid;
+    if (block) *block = call_config.block;
+    if (shmem) *shmem = call_config.shmem;
+    if (stream) *stream = call_config.stream;
+    call_config.set = 0;
+  }
+  calllog("hip", "__hipPopCallConfiguration", e, " ");
+  return e;
+}
+
+EXPORT hipError_t hipLaunchKernel(const void *host, dim3 grid, dim3 block, void **args, size_t shmem,
+                                  hipStream_t stream) {
+  (void)args;
+  char ps[32];
+  hipError_t e = ensure_init();
+  if (e == hipSuccess && !stream_ok(stream)) e = hipErrorInvalidValue;
+  if (e == hipSuccess) {
+    int known = 0;
+    pthread_mutex_lock(&reg_lock);
+    for (int i = 0; i < nfuncs && !known; i++) known = funcs[i].host == host;
+    pthread_mutex_unlock(&reg_lock);
+    e = known ? hipErrorNoBinaryForGpu : hipErrorInvalidDeviceFunction;
+  }
+  calllog("hip", "hipLaunchKernel", e, "\"host\":%s,\"grid\":[%u,%u,%u],\"block\":[%u,%u,%u],\"shmem\":%zu",
+          PTRSTR(ps, host), grid.x, grid.y, grid.z, block.x, block.y, block.z, shmem);
+  return ret(e);
+}
+
+/* Module API: no image loads on the simulated device. An image that is an ELF
+ * code object or a clang offload bundle has, by construction, no code object
+ * for it: hipErrorNoBinaryForGpu, as the fat binary path; anything else is not
+ * a code object: hipErrorInvalidImage (hipErrorInvalidImage is clr's answer
+ * to an image comgr cannot read). hipModuleGetFunction on a module that never
+ * loaded (NULL): hipErrorInvalidResourceHandle (hip_module.cpp), and so
+ * hipModuleLaunchKernel of a NULL function. */
+EXPORT hipError_t hipModuleLoadData(hipModule_t *module, const void *image) {
+  char ps[32];
+  hipError_t e = module && image ? ensure_init() : hipErrorInvalidValue;
+  if (e == hipSuccess) {
+    *module = NULL;
+    const char *p = image;
+    if (!memcmp(p, "\177ELF", 4) || !memcmp(p, "__CLANG_OFFLOAD_BUNDLE__", 24)) e = hipErrorNoBinaryForGpu;
+    else e = hipErrorInvalidImage;
+  }
+  calllog("hip", "hipModuleLoadData", e, "\"image\":%s", PTRSTR(ps, image));
+  return ret(e);
+}
+
+EXPORT hipError_t hipModuleGetFunction(hipFunction_t *fn, hipModule_t module, const char *name) {
+  char ps[32];
+  hipError_t e = ensure_init();
+  if (e == hipSuccess && (!fn || !name || !*name)) e = hipErrorInvalidValue;
+  else if (e == hipSuccess) e = hipErrorInvalidHandle; /* no module ever loads */
+  calllog("hip", "hipModuleGetFunction", e, "\"module\":%s,\"name\":\"%.64s\"", PTRSTR(ps, module), name ? name : "");
+  return ret(e);
+}
+
+EXPORT hipError_t hipModuleLaunchKernel(hipFunction_t f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                                        unsigned by, unsigned bz, unsigned shmem, hipStream_t stream, void **params,
+                                        void **extra) {
+  (void)gx; (void)gy; (void)gz; (void)bx; (void)by; (void)bz; (void)stream; (void)params; (void)extra;
+  char ps[32];
+  hipError_t e = ensure_init();
+  if (e == hipSuccess) e = hipErrorInvalidHandle; /* there is no valid hipFunction_t */
+  calllog("hip", "hipModuleLaunchKernel", e, "\"f\":%s,\"shmem\":%u", PTRSTR(ps, f), shmem);
   return ret(e);
 }

@@ -329,6 +329,7 @@ EXPORT hipError_t hipMemPoolTrimTo(hipMemPool_t mem_pool, size_t keep) {
   return ret(e);
 }
 
+#if SIMGPU_ROCM_VERSION_DEFAULT >= 600
 /* ---- clr-vmm ---- */
 struct vmm_handle { hsa_amd_vmem_alloc_handle_t h; size_t size; };
 
@@ -447,6 +448,45 @@ EXPORT hipError_t hipMemSetAccess(void *ptr, size_t size, const hipMemAccessDesc
   calllog("hip", "hipMemSetAccess", e, "\"ptr\":%s,\"size\":%zu", PTRSTR(ps, ptr), size);
   return ret(e);
 }
+
+#else
+/* ROCm 5.x: ROCr has no hsa_amd_vmem_* (6.0+); the HIP VMM entry points exist
+ * but cannot work, so they answer as the generated stubs do. */
+EXPORT hipError_t hipMemGetAllocationGranularity(size_t *g, const hipMemAllocationProp *prop, int option) {
+  (void)g; (void)prop; (void)option;
+  return ret(hipErrorNotSupported);
+}
+EXPORT hipError_t hipMemCreate(hipMemGenericAllocationHandle_t *h, size_t size, const hipMemAllocationProp *prop,
+                               unsigned long long flags) {
+  (void)h; (void)size; (void)prop; (void)flags;
+  return ret(hipErrorNotSupported);
+}
+EXPORT hipError_t hipMemRelease(hipMemGenericAllocationHandle_t h) {
+  (void)h;
+  return ret(hipErrorNotSupported);
+}
+EXPORT hipError_t hipMemAddressReserve(void **ptr, size_t size, size_t alignment, void *addr, unsigned long long flags) {
+  (void)ptr; (void)size; (void)alignment; (void)addr; (void)flags;
+  return ret(hipErrorNotSupported);
+}
+EXPORT hipError_t hipMemAddressFree(void *ptr, size_t size) {
+  (void)ptr; (void)size;
+  return ret(hipErrorNotSupported);
+}
+EXPORT hipError_t hipMemMap(void *ptr, size_t size, size_t offset, hipMemGenericAllocationHandle_t h,
+                            unsigned long long flags) {
+  (void)ptr; (void)size; (void)offset; (void)h; (void)flags;
+  return ret(hipErrorNotSupported);
+}
+EXPORT hipError_t hipMemUnmap(void *ptr, size_t size) {
+  (void)ptr; (void)size;
+  return ret(hipErrorNotSupported);
+}
+EXPORT hipError_t hipMemSetAccess(void *ptr, size_t size, const hipMemAccessDesc *desc, size_t count) {
+  (void)ptr; (void)size; (void)desc; (void)count;
+  return ret(hipErrorNotSupported);
+}
+#endif
 
 /* ---- the simulator's own test API ---- */
 EXPORT size_t simgpuMappedBytes(const void *addr, size_t cap) {

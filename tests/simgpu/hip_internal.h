@@ -4,6 +4,9 @@
 #include "simgpu.h"
 
 #define HIDDEN __attribute__((visibility("hidden")))
+#ifndef SIMGPU_ROCM_VERSION_DEFAULT
+#define SIMGPU_ROCM_VERSION_DEFAULT 604 /* scripts/simgpu-build sets 502, 604 or 702 per build */
+#endif
 #define MAX_DEV 16
 
 struct device {

@@ -1,12 +1,13 @@
 /*
  * simgpu's libhsa-runtime64.so.1: a stand-in for ROCr that models the pools,
  * the agent identity and the GPU-fault behaviour of ../shared/rocm-facts.md
- * ("facts §N" below). Where ROCm releases differ it follows ROCm 6.4;
- * SIMGPU_ROCM_VERSION=5.2|6.2|6.4 selects the older pool sets. The fault
+ * ("facts §N" below). Where ROCm releases differ it follows the release of
+ * its build (SIMGPU_ROCM_VERSION_DEFAULT: 5.2, 6.4 or 7.2); SIMGPU_ROCM_VERSION
+ * may select an older minor of the same major (6.2 on the 6.4 build). The fault
  * rules are documented, with their sources, in FAULT-MODEL.md.
  *
- * Memory: kfd.c models libhsakmt (one object per KFD allocation, whole
- * objects GPU-mapped, an unmapped guard page after each) and heap.c ROCr's
+ * Memory: hsa_kfd.c models libhsakmt (one object per KFD allocation, whole
+ * objects GPU-mapped, an unmapped guard page after each) and hsa_heap.c ROCr's
  * fragment allocator (ordinary VRAM sub-allocated from 2 MiB blocks); this
  * file keeps ROCr's allocation map and the API. FAULT-MODEL.md has the rules.
  */
@@ -35,11 +36,25 @@
 
 /* ---- configuration ---- */
 
-static int rocm_version(void) { /* 504 = 5.4 etc. */
+#ifndef SIMGPU_ROCM_VERSION_DEFAULT
+#define SIMGPU_ROCM_VERSION_DEFAULT 604 /* scripts/simgpu-build sets 502, 604 or 702 per build */
+#endif
+
+/* The release modelled (504 = 5.4 etc.): the build's, or an older minor of the
+ * same major named by SIMGPU_ROCM_VERSION. Another major is ignored, once, with
+ * a warning: the exports and soname of this build are that major's. */
+static int rocm_version(void) {
+  static int warned;
   const char *v = getenv("SIMGPU_ROCM_VERSION");
-  if (!v || !*v) return 604;
+  if (!v || !*v) return SIMGPU_ROCM_VERSION_DEFAULT;
   int maj = 0, min = 0;
-  if (sscanf(v, "%d.%d", &maj, &min) != 2) return 604;
+  if (sscanf(v, "%d.%d", &maj, &min) != 2) return SIMGPU_ROCM_VERSION_DEFAULT;
+  if (maj != SIMGPU_ROCM_VERSION_DEFAULT / 100) {
+    if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+      fprintf(stderr, "simgpu: SIMGPU_ROCM_VERSION=%s ignored: this build models ROCm %d.%d\n", v,
+              SIMGPU_ROCM_VERSION_DEFAULT / 100, SIMGPU_ROCM_VERSION_DEFAULT % 100);
+    return SIMGPU_ROCM_VERSION_DEFAULT;
+  }
   return maj * 100 + min;
 }
 
@@ -100,7 +115,7 @@ struct pool {
   int agent;
   uint32_t flags;
   int location;
-  struct heap *heap; /* VRAM pools: ROCr's fragment allocator (heap.c) */
+  struct heap *heap; /* VRAM pools: ROCr's fragment allocator (hsa_heap.c) */
 };
 
 /* Runtime::allocation_map_: what hsa_amd_memory_pool_free accepts. */

@@ -2,10 +2,10 @@
  * The memory model inside the simulated libhsa-runtime64.so.1, in two layers
  * that follow the real code's own split:
  *
- *   kfd.c   libhsakmt + KFD: objects with a GPU virtual address, a guard page
+ *   hsa_kfd.c  libhsakmt + KFD: objects with a GPU virtual address, a guard page
  *           after each, VA alignment, VRAM committed per agent.
  *           (ROCm/ROCT-Thunk-Interface src/fmm.c, rocm-5.2.3 … rocm-6.2.4)
- *   heap.c  ROCr's fragment allocator for ordinary VRAM: 2 MiB blocks cut by
+ *   hsa_heap.c ROCr's fragment allocator for ordinary VRAM: 2 MiB blocks cut by
  *           a best-fit SimpleHeap, a block cache, balance() and trim().
  *           (ROCm/ROCR-Runtime src/core/util/simple_heap.h and
  *           src/core/runtime/amd_memory_region.cpp, rocm-5.2.3 … rocm-6.2.4)
@@ -22,10 +22,10 @@
 #define SIM_PAGE 4096UL
 #define SIM_BLOCK (2UL << 20) /* amd_memory_region.h: block_size_ = 2 * 1024 * 1024 */
 
-/* ---- kfd.c ---- */
+/* ---- hsa_kfd.c ---- */
 enum kobj_kind {
   KOBJ_DIRECT = 1, /* one hsaKmtAllocMemory object holding one allocation */
-  KOBJ_BLOCK = 2,  /* a fragment-allocator block (heap.c) */
+  KOBJ_BLOCK = 2,  /* a fragment-allocator block (hsa_heap.c) */
   KOBJ_VA = 3,     /* address space only (hsa_amd_vmem_address_reserve): not GPU-mapped */
   KOBJ_HANDLE = 4, /* physical memory without an address (hsa_amd_vmem_handle_create) */
 };
@@ -64,7 +64,7 @@ HIDDEN int kfd_gpu_mapped(uintptr_t addr, int agent);
 HIDDEN size_t kfd_mapped_run(uintptr_t addr, int agent, size_t cap);
 HIDDEN size_t kfd_guard_pages(void);
 
-/* ---- heap.c: one SimpleHeap per VRAM pool ---- */
+/* ---- hsa_heap.c: one SimpleHeap per VRAM pool ---- */
 struct heap;
 HIDDEN struct heap *heap_new(int pool);
 /* bytes: a page multiple. Returns 0 when a needed block cannot be had even after trim. */

@@ -161,13 +161,43 @@ typedef int hipError_t;
 #define hipErrorInvalidValue 1
 #define hipErrorOutOfMemory 2
 #define hipErrorNotInitialized 3
+#define hipErrorInvalidSymbol 13
+#define hipErrorInvalidDeviceFunction 98
 #define hipErrorNoDevice 100
 #define hipErrorInvalidDevice 101
+#define hipErrorInvalidImage 200
+#define hipErrorNoBinaryForGpu 209
 #define hipErrorSharedObjectInitFailed 303
+#define hipErrorInvalidHandle 400 /* = hipErrorInvalidResourceHandle */
+#define hipErrorNotReady 600
 #define hipErrorIllegalAddress 700
 #define hipErrorLaunchFailure 719
 #define hipErrorNotSupported 801
 #define hipErrorUnknown 999
+
+/* hipDeviceAttribute_t values the simulation answers (the same in the 5.2, 6.4
+ * and 7.2 headers; VirtualMemoryManagementSupported is 6.x+). */
+#define hipDeviceAttributeClockRate 5
+#define hipDeviceAttributeIntegrated 16
+#define hipDeviceAttributeComputeCapabilityMajor 23
+#define hipDeviceAttributeManagedMemory 24
+#define hipDeviceAttributeMaxThreadsPerBlock 56
+#define hipDeviceAttributeComputeCapabilityMinor 61
+#define hipDeviceAttributeMultiprocessorCount 63
+#define hipDeviceAttributePciDeviceId 68
+#define hipDeviceAttributeTotalGlobalMem 84
+#define hipDeviceAttributeWarpSize 87
+#define hipDeviceAttributeVirtualMemoryManagementSupported 89
+#define HSA_AMD_SYSTEM_INFO_VIRTUAL_MEM_API_SUPPORTED 0x205
+#define HSA_ISA_INFO_NAME_LENGTH 0
+#define HSA_ISA_INFO_NAME 1
+typedef struct hsa_isa_s { uint64_t handle; } hsa_isa_t;
+
+typedef struct simgpu_stream *hipStream_t;
+typedef struct simgpu_event *hipEvent_t;
+typedef struct simgpu_module *hipModule_t;
+typedef struct simgpu_function *hipFunction_t;
+typedef struct { uint32_t x, y, z; } dim3;
 
 #define hipHostMallocDefault 0x0u
 #define hipHostMallocPortable 0x1u
@@ -332,7 +362,6 @@ hipError_t hipGetProcAddress(const char *symbol, void **pfn, int hipVersion, uin
 
 /* ---- Allocation entry points beyond hipMalloc (hip_alloc.c) ---- */
 typedef void *hipDeviceptr_t;
-typedef struct ihipStream_t *hipStream_t;
 typedef struct ihipMemPoolHandle_t *hipMemPool_t;
 typedef struct hipPitchedPtr { void *ptr; size_t pitch; size_t xsize; size_t ysize; } hipPitchedPtr;
 typedef struct hipExtent { size_t width; size_t height; size_t depth; } hipExtent;
@@ -351,7 +380,6 @@ typedef enum { hipMemAccessFlagsProtNone = 0, hipMemAccessFlagsProtRead = 1, hip
 typedef struct hipMemAccessDesc { hipMemLocation location; hipMemAccessFlags flags; } hipMemAccessDesc;
 #define hipMemAllocationGranularityMinimum 0
 #define hipMemAllocationGranularityRecommended 1
-#define hipDeviceAttributeVirtualMemoryManagementSupported 89
 #define hipErrorNotFound 500
 
 hipError_t hipMemGetInfo(size_t *free, size_t *total);
