@@ -376,3 +376,50 @@ fn meminfo_in_5_2_counts_what_clr_allocated() {
         );
     }
 }
+
+/// simwork linked against release `v`, run on a simulated gfx1010 with the
+/// core-file limit given (clr 7.x aborts on GPU errors when core dumps are on).
+fn simwork_on(v: &str, core: &str, env: &[(&str, &str)], steps: &[&str]) -> Run {
+    let prog = program_with("tests/programs/simwork.c", &[&format!("--simgpu={v}")]);
+    let mut cmd = clean_command(std::path::Path::new("sh"));
+    // Run in a scratch folder: a core file, if the kernel writes one, lands there.
+    cmd.args(["-c", &format!("ulimit -c {core} && exec \"$0\" \"$@\"")])
+        .arg(&prog)
+        .args(steps)
+        .current_dir(tmpdir(&format!("sticky-{v}-{core}")));
+    for (k, val) in simgpu_env_for("gfx1010", v) {
+        cmd.env(k, val);
+    }
+    cmd.envs(env.iter().copied());
+    Run::from(cmd.output().unwrap())
+}
+
+#[test]
+fn a_gpu_fault_is_a_sticky_error_in_7x_and_an_abort_before() {
+    let steps = [
+        "malloc:0x200000",
+        "read:0:0:0x201000",
+        "sync",
+        "malloc:4096",
+        "lasterror",
+    ];
+    let run = simwork_on("7.2", "0", &[], &steps);
+    assert_eq!(run.code, Some(1), "no abort in 7.2: {run:#?}");
+    assert!(run.rocr_message().is_none(), "{run:#?}");
+    for line in [
+        "read:0:0:0x201000 -> 700",
+        "sync -> 700",
+        "malloc:4096 -> 700",
+        "last error 700",
+    ] {
+        assert!(run.stdout.contains(line), "{line}: {run:#?}");
+    }
+    // clr's own switch, and core dumps enabled, bring the abort back.
+    let run = simwork_on("7.2", "0", &[("HIP_SKIP_ABORT_ON_GPU_ERROR", "0")], &steps);
+    assert_rocr_page_fault(&run, 1);
+    let run = simwork_on("7.2", "1", &[], &steps);
+    assert_rocr_page_fault(&run, 1);
+    // 6.4: ROCr aborts whatever the core limit.
+    let run = simwork_on("6.4", "0", &[], &steps);
+    assert_rocr_page_fault(&run, 1);
+}
