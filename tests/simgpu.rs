@@ -504,6 +504,28 @@ fn vmm_mappings_are_mapped_only_where_mapped() {
 }
 
 #[test]
+fn a_reservation_can_take_the_guard_gap_after_a_block_in_the_mmap_aperture() {
+    // kfd-fixed-address: the page after a block is unmapped, not reserved, in
+    // the x86_64 default aperture; HSA_RESERVE_SVM=1 reserves guard pages.
+    let steps = [
+        "malloc:0x200000",
+        "sink:0:0x200000:0x10000",
+        "mapped:0:0x1ff000",
+        "read:0:0:0x210000",
+    ];
+    let run = simwork("gfx1010", &[], &steps);
+    assert!(run.stdout.contains("sink at-hint\n"), "{run:#?}");
+    assert!(
+        run.stdout.contains("mapped 69632\n"),
+        "the block's last page and the 64 KiB after it: {run:#?}"
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let run = simwork("gfx1010", &[("HSA_RESERVE_SVM", "1")], &steps);
+    assert!(run.stdout.contains("sink elsewhere\n"), "{run:#?}");
+    assert_rocr_page_fault(&run, 1);
+}
+
+#[test]
 fn freed_memory_is_not_mapped() {
     let run = simwork(
         "gfx1100",

@@ -20,6 +20,9 @@
  *   offset:BUF:BUF  (the second buffer's address minus the first's)
  *   align:BUF  (the buffer's address modulo 2 MiB)
  *   range:BUF:OFFSET  (hipMemGetAddressRange: "range base+B size S")
+ *   sink:BUF:OFFSET:SIZE  (hsa_amd_vmem_*: reserve SIZE bytes at BUF+OFFSET, or
+ *                          anywhere if taken, map VRAM there for the first GPU;
+ *                          prints "sink at-hint|elsewhere")
  *   early-handler  (registers before hsa_init)  init  hsa-init
  * Numbers accept 0x prefixes.
  */
@@ -135,6 +138,20 @@ int main(int argc, char **argv) {
     else if (!strcmp(op, "mapped")) { printf("mapped %zu\n", simgpuMappedBytes((char *)bufs[ARG(1)] + ARG(2), 64u << 20)); }
     else if (!strcmp(op, "offset")) { printf("offset %lld\n", (long long)((char *)bufs[ARG(2)] - (char *)bufs[ARG(1)])); }
     else if (!strcmp(op, "align")) { printf("align 0x%lx\n", (unsigned long)((uintptr_t)bufs[ARG(1)] & 0x1fffff)); }
+    else if (!strcmp(op, "sink")) {
+      struct agent_query aq = {1, 0, {0}};
+      hsa_iterate_agents(find_agent, &aq);
+      struct pool_query pq = {HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_COARSE_GRAINED, {0}};
+      hsa_amd_agent_iterate_memory_pools(aq.found, find_pool, &pq);
+      char *want = (char *)bufs[ARG(1)] + ARG(2);
+      hsa_amd_vmem_alloc_handle_t h;
+      hsa_amd_memory_access_desc_t acc = {HSA_ACCESS_PERMISSION_RW, aq.found};
+      r = hsa_amd_vmem_handle_create(pq.found, ARG(3), MEMORY_TYPE_PINNED, 0, &h);
+      if (!r) r = hsa_amd_vmem_address_reserve(&p, ARG(3), (uint64_t)(uintptr_t)want, 0);
+      if (!r) r = hsa_amd_vmem_map(p, ARG(3), 0, h, 0);
+      if (!r) r = hsa_amd_vmem_set_access(p, ARG(3), &acc, 1);
+      if (!r) printf("sink %s\n", p == want ? "at-hint" : "elsewhere");
+    }
     else if (!strcmp(op, "range")) {
       void *base = NULL;
       size_t size = 0;

@@ -572,14 +572,15 @@ static int nreservations;
 EXPORT hsa_status_t hsa_amd_vmem_address_reserve(void **va, size_t size, uint64_t address, uint64_t flags) {
   hsa_status_t st = HSA_STATUS_SUCCESS;
   char ps[32];
-  (void)address; /* a hint; the fixed placement is retried without it */
   (void)flags;
   pthread_mutex_lock(&lock);
   if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
   else if (!va || !size || (size & (PAGE - 1))) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
   else if (nreservations == 256) st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
   else {
-    uintptr_t a = kfd_alloc(0, 0, size, KOBJ_VA);
+    /* FixedAddress first, then anywhere (runtime.cpp VMemoryAddressReserve). */
+    uintptr_t a = address ? kfd_alloc_at(0, 0, size, KOBJ_VA, (uintptr_t)address) : 0;
+    if (!a) a = kfd_alloc(0, 0, size, KOBJ_VA);
     if (!a) st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
     else {
       reservations[nreservations].va = a;

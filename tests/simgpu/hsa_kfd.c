@@ -121,7 +121,40 @@ static uintptr_t place(size_t size) {
   return start;
 }
 
+/* kfd-fixed-address: a request for a given address (hsaKmtAllocMemoryAlign
+ * with FixedAddress, as hsa_amd_vmem_address_reserve asks first). In the
+ * mmap aperture, the x86_64 default, it is mmap(address, size, PROT_NONE,
+ * MAP_FIXED_NOREPLACE) with no padding: it succeeds wherever no mapping is,
+ * the unmapped guard gap after another object included (fmm.c
+ * mmap_aperture_allocate_aligned, `if (address)`). In the reserved aperture
+ * (HSA_RESERVE_SVM=1) guard pages belong to their object's area, so an
+ * address inside one is refused (reserved_aperture_allocate_aligned: "Required
+ * address is not free or overlaps"). */
+static int fixed_fits(uintptr_t addr, size_t size) {
+  if (addr < aperture_base || addr + size > aperture_end || addr + size < addr) return 0;
+  const char *r = getenv("HSA_RESERVE_SVM");
+  size_t guard = (r && !strcmp(r, "1")) ? guard_pages * SIM_PAGE : 0;
+  for (size_t i = 0; i < nobjs; i++) {
+    uintptr_t a = objs[i].va, b = objs[i].va + objs[i].size + guard;
+    if (addr < b && a < addr + size) return 0;
+  }
+  return 1;
+}
+
+static uintptr_t place(size_t size);
+
+static uintptr_t alloc_common(int agent, int vram, size_t size, int kind, uintptr_t fixed);
+
+HIDDEN uintptr_t kfd_alloc_at(int agent, int vram, size_t size, int kind, uintptr_t addr) {
+  if (!addr || (addr & (SIM_PAGE - 1)) || !fixed_fits(addr, size)) return 0;
+  return alloc_common(agent, vram, size, kind, addr);
+}
+
 HIDDEN uintptr_t kfd_alloc(int agent, int vram, size_t size, int kind) {
+  return alloc_common(agent, vram, size, kind, 0);
+}
+
+static uintptr_t alloc_common(int agent, int vram, size_t size, int kind, uintptr_t fixed) {
   if (!size || (size & (SIM_PAGE - 1)) || agent < 0 || agent >= MAX_AGENTS_KFD) return 0;
   if (vram && kind != KOBJ_VA && (vram_used[agent] + size > vram_size[agent] || vram_used[agent] + size < size))
     return 0; /* KFD: out of VRAM */
@@ -133,7 +166,7 @@ HIDDEN uintptr_t kfd_alloc(int agent, int vram, size_t size, int kind) {
     return (uintptr_t)id;
   }
   if (grow((void **)&objs, &cap_objs, nobjs, sizeof *objs)) return 0;
-  uintptr_t va = place(size);
+  uintptr_t va = fixed ? fixed : place(size);
   if (!va) return 0;
   if (kind != KOBJ_VA && mprotect((void *)va, size, PROT_READ | PROT_WRITE) != 0) return 0;
   size_t i = lower_index(va);

@@ -48,6 +48,8 @@ HIDDEN int kfd_init(int nagents, const uint64_t *vram);
 /* A new object of `size` bytes (a page multiple). Returns its address (or,
  * for KOBJ_HANDLE, its id) or 0 when VRAM or address space is exhausted. */
 HIDDEN uintptr_t kfd_alloc(int agent, int vram, size_t size, int kind);
+/* The same at a fixed address (libhsakmt's FixedAddress), or 0 when the range is taken. */
+HIDDEN uintptr_t kfd_alloc_at(int agent, int vram, size_t size, int kind, uintptr_t addr);
 HIDDEN int kfd_free(uintptr_t va_or_id, int kind);
 HIDDEN struct kobj *kfd_find(uintptr_t addr);        /* object whose [va, va+size) holds addr */
 HIDDEN struct kobj *kfd_handle(uint64_t id);
