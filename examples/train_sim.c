@@ -44,6 +44,10 @@ int main(int argc, char **argv) {
   char *weights = (char *)segment + segment_bytes - ((weights_bytes + 511) & ~(size_t)511);
   CHECK(hipMalloc(&activations, batch_bytes));
   CHECK(hipHostMalloc(&staging, batch_bytes, 0)); /* default flags: coherent */
+  size_t free_bytes = 0, total = 0;
+  CHECK(hipMemGetInfo(&free_bytes, &total));
+  printf("train_sim: VRAM in use %zu KiB of %zu MiB; %zu bytes mapped past the end of the weights\n",
+         (total - free_bytes) >> 10, total >> 20, simgpuMappedBytes(weights + weights_bytes, 1 << 20));
 
   for (int epoch = 1; epoch <= epochs; epoch++) {
     for (int step = 0; step < 4; step++) {

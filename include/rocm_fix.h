@@ -18,8 +18,8 @@ extern "C" {
 struct rocm_fix_stats {
   uint64_t intercepted;      /* hooked calls seen */
   uint64_t rewritten;        /* coherent → non-coherent rewrites applied */
-  uint64_t padded;           /* allocations enlarged */
-  uint64_t padded_bytes;     /* bytes added by padding */
+  uint64_t padded;           /* buffers given a sink or padding: memory after their end kept mapped */
+  uint64_t padded_bytes;     /* VRAM bytes that added (padding, and one sink buffer per GPU) */
   uint64_t retried;          /* padded or rewritten allocations that failed and were retried as asked */
   uint64_t faults;           /* GPU memory faults seen by the fault handler */
   char version[16];          /* rocm-fix's version, NUL-terminated */

@@ -29,7 +29,7 @@ fn an_over_read_past_the_padding_crashes_once_then_completes() {
     c.arg("--report")
         .arg(&report)
         .arg(&simwork)
-        .args(["malloc:0x200000", "read:0:0:0x400001"]);
+        .args(["malloc:0x200000", "read:0:0:0x22e630"]);
     let run = Run::from(c.output().unwrap());
     assert_eq!(run.code, Some(0), "the second attempt completes: {run:#?}");
     assert_eq!(
@@ -46,15 +46,15 @@ fn an_over_read_past_the_padding_crashes_once_then_completes() {
         .find(|l| l.starts_with("rocm-fix-run: attempt 1 died"))
         .expect("the paragraph");
     assert!(
-        line.contains("bytes past the end of a 2097152-byte device allocation"),
+        line.contains("65536 bytes past the end of a 2097152-byte device allocation"),
         "{line}"
     );
     assert!(
-        line.contains("Next: attempt 2 with ROCM_FIX_PAD=4M"),
+        line.contains("Next: attempt 2 with ROCM_FIX_PAD=2M"),
         "{line}"
     );
     assert_eq!(
-        run.stdout.matches("read:0:0:0x400001 -> 0").count(),
+        run.stdout.matches("read:0:0:0x22e630 -> 0").count(),
         1,
         "{}",
         run.stdout
@@ -66,7 +66,7 @@ fn an_over_read_past_the_padding_crashes_once_then_completes() {
             "import json,sys; r=json.load(open(sys.argv[1])); a=r['attempts']; \
              assert len(a)==2, a; assert a[0]['exit']=={'signal':6}, a[0]; \
              assert a[0]['gpu_fault']['allocation']['size']==2097152; \
-             assert a[1]['rung']=='pad-2m' and a[1]['env']['ROCM_FIX_PAD']=='4M', a[1]; \
+             assert a[1]['rung']=='pad-2m' and a[1]['env']['ROCM_FIX_PAD']=='2M', a[1]; \
              assert a[1]['exit']=={'code':0} and a[1]['gpu_fault'] is None",
         ])
         .arg(&report)

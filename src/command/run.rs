@@ -260,8 +260,7 @@ pub fn rung_changes(rung: &Rung, fault: Option<&Fault>, plan: &Plan) -> EnvChang
         let mut v = v.clone();
         if k == "ROCM_FIX_PAD" {
             let past = fault.and_then(|f| f.past_end).unwrap_or(0).max(0) as u64;
-            let want = past.saturating_mul(2).clamp(2 << 20, 1 << 30);
-            v = format!("{}M", want.div_ceil(1 << 20));
+            v = rocm_fix_shared::config::suggested_pad(past);
             if plan.observe_by_us {
                 // Padding only happens where rocm-fix is active.
                 c.insert("ROCM_FIX_MODE".into(), Some("on".into()));

@@ -11,7 +11,7 @@
 use core::ffi::{c_char, c_int, c_void};
 
 /// Bumped whenever a field below changes; the front refuses another version.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// File name of the engine, looked up next to the front.
 pub const ENGINE_FILE: &[u8] = b"librocm_fix_engine.so\0";
@@ -43,6 +43,13 @@ pub enum RealFn {
     HsaAgentGetInfo,
     HsaAgentIteratePools,
     HsaSvmAttributesSet,
+    HsaSystemGetInfo,
+    HsaVmemAddressReserve,
+    HsaVmemAddressFree,
+    HsaVmemHandleCreate,
+    HsaVmemMap,
+    HsaVmemUnmap,
+    HsaVmemSetAccess,
 }
 
 /// Which runtime library defines a real function.
@@ -54,7 +61,7 @@ pub enum Lib {
 
 /// (name, version node, library) of every [`RealFn`], in its order. The
 /// version nodes are those of rocm-facts §2 and §4.
-pub const REAL: [(&[u8], &[u8], Lib); 23] = [
+pub const REAL: [(&[u8], &[u8], Lib); 30] = [
     (b"hipMalloc\0", b"hip_4.2\0", Lib::Hip),
     (b"hipFree\0", b"hip_4.2\0", Lib::Hip),
     (b"hipHostMalloc\0", b"hip_4.2\0", Lib::Hip),
@@ -86,6 +93,14 @@ pub const REAL: [(&[u8], &[u8], Lib); 23] = [
         Lib::Hsa,
     ),
     (b"hsa_amd_svm_attributes_set\0", b"ROCR_1\0", Lib::Hsa),
+    (b"hsa_system_get_info\0", b"ROCR_1\0", Lib::Hsa),
+    // The virtual memory API (ROCm 6.0+): the engine maps its sink with it.
+    (b"hsa_amd_vmem_address_reserve\0", b"ROCR_1\0", Lib::Hsa),
+    (b"hsa_amd_vmem_address_free\0", b"ROCR_1\0", Lib::Hsa),
+    (b"hsa_amd_vmem_handle_create\0", b"ROCR_1\0", Lib::Hsa),
+    (b"hsa_amd_vmem_map\0", b"ROCR_1\0", Lib::Hsa),
+    (b"hsa_amd_vmem_unmap\0", b"ROCR_1\0", Lib::Hsa),
+    (b"hsa_amd_vmem_set_access\0", b"ROCR_1\0", Lib::Hsa),
 ];
 
 /// Sonames tried, already loaded only (RTLD_NOLOAD), when RTLD_NEXT cannot
@@ -148,6 +163,24 @@ pub type HsaSvmSetFn = unsafe extern "C" fn(*mut c_void, usize, *mut [u64; 2], u
 pub type HsaSvmSetHook =
     unsafe extern "C" fn(*mut c_void, usize, *mut [u64; 2], usize, usize) -> u32;
 pub type StatsFn = unsafe extern "C" fn(*mut c_void, usize) -> c_int;
+pub type HsaSystemGetInfoFn = unsafe extern "C" fn(u32, *mut c_void) -> u32;
+/// hsa_amd_vmem_address_reserve(va, size, address hint, flags).
+pub type HsaVmemReserveFn = unsafe extern "C" fn(*mut *mut c_void, usize, u64, u64) -> u32;
+pub type HsaVmemFreeFn = unsafe extern "C" fn(*mut c_void, usize) -> u32;
+/// hsa_amd_vmem_handle_create(pool, size, type, flags, handle).
+pub type HsaVmemCreateFn = unsafe extern "C" fn(u64, usize, u32, u64, *mut u64) -> u32;
+/// hsa_amd_vmem_map(va, size, offset, handle, flags).
+pub type HsaVmemMapFn = unsafe extern "C" fn(*mut c_void, usize, usize, u64, u64) -> u32;
+pub type HsaVmemUnmapFn = unsafe extern "C" fn(*mut c_void, usize) -> u32;
+/// hsa_amd_memory_access_desc_t: {permissions (u32), agent}.
+#[repr(C)]
+pub struct HsaAccessDesc {
+    pub permissions: u32,
+    pub agent: u64,
+}
+/// hsa_amd_vmem_set_access(va, size, descriptors, count).
+pub type HsaVmemSetAccessFn =
+    unsafe extern "C" fn(*mut c_void, usize, *const HsaAccessDesc, usize) -> u32;
 
 /// The engine's implementation of every hook.
 #[repr(C)]

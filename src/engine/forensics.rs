@@ -109,7 +109,7 @@ pub fn record_json(
 }
 
 /// The one-paragraph hint for stderr.
-pub fn hint(addr: u64, hit: Option<(Alloc, i64)>, pad: usize) -> String {
+pub fn hint(addr: u64, hit: Option<(Alloc, i64)>) -> String {
     match hit {
         Some((a, past)) if past >= 0 => format!(
             "rocm-fix: the GPU faulted at {addr:#x}, {past} bytes past the end of a {}-byte {} allocation at {:#x} \
@@ -119,7 +119,7 @@ pub fn hint(addr: u64, hit: Option<(Alloc, i64)>, pad: usize) -> String {
             a.kind.as_str(),
             a.base,
             a.padding,
-            suggest_pad(past as u64, pad)
+            rocm_fix_shared::config::suggested_pad(past as u64)
         ),
         Some((a, past)) => format!(
             "rocm-fix: the GPU faulted at {addr:#x}, inside a {}-byte {} allocation at {:#x} ({} bytes from its \
@@ -132,17 +132,6 @@ pub fn hint(addr: u64, hit: Option<(Alloc, i64)>, pad: usize) -> String {
         None => format!(
             "rocm-fix: the GPU faulted at {addr:#x}, which is not in or just past any allocation rocm-fix saw."
         ),
-    }
-}
-
-/// The next padding to try: at least twice the overshoot, in whole MiB
-/// when that is more than 1 MiB.
-fn suggest_pad(past: u64, pad: usize) -> String {
-    let want = (past.saturating_mul(2)).max(pad as u64 * 2).max(64 << 10);
-    if want >= 1 << 20 {
-        format!("{}M", want.div_ceil(1 << 20))
-    } else {
-        format!("{}K", want.div_ceil(1 << 10))
     }
 }
 
@@ -166,7 +155,7 @@ fn report(addr: u64, mask: u32, node: Option<u32>) {
             );
         }
     }
-    eprintln!("{}", hint(addr, hit, st.cfg.pad_bytes));
+    eprintln!("{}", hint(addr, hit));
 }
 
 #[cfg(test)]
@@ -186,25 +175,19 @@ mod tests {
 
     #[test]
     fn the_hint_names_the_overshoot_and_a_larger_padding() {
-        let h = hint(0x7001_0000, Some((alloc(), 0x1_0000 - 37_000)), 65536);
+        let h = hint(0x7001_0000, Some((alloc(), 0x1_0000 - 37_000)));
         assert!(
             h.contains("28536 bytes past the end of a 37000-byte device allocation at 0x70000000"),
             "{h}"
         );
-        assert!(h.contains("ROCM_FIX_PAD=128K"), "{h}");
-        let h = hint(0x7000_1000, Some((alloc(), 4096 - 37_000)), 65536);
+        // Twice the distance, in whole 2 MiB blocks (a sink costs no VRAM per buffer).
+        assert!(h.contains("ROCM_FIX_PAD=2M"), "{h}");
+        let h = hint(0x7000_1000, Some((alloc(), 4096 - 37_000)));
         assert!(
             h.contains("inside a 37000-byte device allocation")
                 && h.contains("4096 bytes from its start"),
             "{h}"
         );
-        assert!(hint(0x10, None, 0).contains("not in or just past any allocation"));
-    }
-
-    #[test]
-    fn suggested_padding_grows() {
-        assert_eq!(suggest_pad(100, 0), "64K");
-        assert_eq!(suggest_pad(3 << 20, 65536), "6M");
-        assert_eq!(suggest_pad(10, 1 << 20), "2M");
+        assert!(hint(0x10, None).contains("not in or just past any allocation"));
     }
 }

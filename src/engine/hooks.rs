@@ -162,6 +162,91 @@ fn padded_alloc(
     r
 }
 
+/// Device memory (VRAM): what padding every allocation used to do, done only
+/// where it is needed. The allocation is made exactly as asked; a buffer that
+/// its own block covers (the rest of the 2 MiB block follows it, mapped) needs
+/// nothing. One that ends within `cover` bytes of its block's end gets a sink
+/// after the block ([`crate::sink`], no VRAM per buffer) or, where that cannot
+/// be had, is replaced by a padded allocation. A padded attempt that fails
+/// keeps the exact one: rocm-fix never turns an allocation that fits into a
+/// failure. `rewritten`: the first attempt uses rewritten flags and falls back
+/// to the caller's.
+#[allow(clippy::too_many_arguments)]
+fn device_alloc(
+    st: &State,
+    ptr: *mut *mut c_void,
+    size: usize,
+    kind: Kind,
+    device: i32,
+    node: Option<u32>,
+    granule: u64,
+    rewritten: bool,
+    alloc: impl Fn(usize, bool) -> c_int,
+    free: impl Fn(*mut c_void),
+) -> c_int {
+    let mut rw = rewritten;
+    let mut r = real_call(|| alloc(size, rw));
+    if r != policy::HIP_SUCCESS && rewritten {
+        // HIP's last error is sticky up to 6.x: our failed rewritten attempt
+        // must not be left for the application (see LastError).
+        let errors = LastError::before(kind != Kind::Hsa);
+        stats::add(Stat::Retried, 1);
+        rw = false;
+        r = real_call(|| alloc(size, false));
+        if r == policy::HIP_SUCCESS {
+            errors.retried_ok();
+        }
+    }
+    if r != policy::HIP_SUCCESS {
+        return r;
+    }
+    if rw {
+        stats::add(Stat::Rewritten, 1);
+    }
+    let cover = st.cfg.pad_bytes;
+    // SAFETY: the runtime wrote *ptr on success.
+    let base = unsafe { *ptr } as u64;
+    let Some(end) = (cover > 0)
+        .then(|| policy::uncovered_end(base, size as u64, cover as u64, granule))
+        .flatten()
+    else {
+        record(ptr, size, 0, kind, device);
+        return r;
+    };
+    let tail = (end - base - size as u64) as usize;
+    if node.is_some_and(|n| crate::sink::attach(n, base, end, cover)) {
+        stats::add(Stat::Padded, 1);
+        record(
+            ptr,
+            size,
+            tail + crate::sink::sink_size(cover),
+            kind,
+            device,
+        );
+        return r;
+    }
+    // No sink: a padded allocation instead of this one, or this one as it is.
+    let exact = unsafe { *ptr };
+    if let Some(total) = policy::padded_size(size, policy::fallback_pad(cover)) {
+        let errors = LastError::before(kind != Kind::Hsa);
+        let r2 = real_call(|| alloc(total, rw));
+        if r2 == policy::HIP_SUCCESS {
+            free(exact);
+            stats::add(Stat::Padded, 1);
+            stats::add(Stat::PaddedBytes, (total - size) as u64);
+            record(ptr, size, total - size, kind, device);
+            return r2;
+        }
+        stats::add(Stat::Retried, 1);
+        // SAFETY: the caller's out-pointer: it gets the exact allocation back.
+        unsafe { *ptr = exact };
+        errors.retried_ok();
+    }
+    record(ptr, size, tail, kind, device);
+    let _ = LAST_REAL.try_with(|c| c.set(Some(r.into())));
+    r
+}
+
 fn finish(r: c_int, ptr: *mut *mut c_void, size: usize, kind: Kind, device: i32) -> c_int {
     if r == policy::HIP_SUCCESS {
         record(ptr, size, 0, kind, device);
@@ -185,9 +270,25 @@ unsafe extern "C" fn hip_malloc(ptr: *mut *mut c_void, size: usize) -> c_int {
         if !st.active_for(dev) {
             return finish(forward(), ptr, size, Kind::Device, dev);
         }
-        padded_alloc(st, ptr, size, Kind::Device, dev, false, |n, _| unsafe {
-            f(ptr, n)
-        })
+        let free = real_fn!(RealFn::HipFree, HipFreeFn);
+        device_alloc(
+            st,
+            ptr,
+            size,
+            Kind::Device,
+            dev,
+            st.device_node(dev),
+            st.granule,
+            false,
+            // SAFETY: the caller's pointer, the size as decided.
+            |n, _| unsafe { f(ptr, n) },
+            |p| {
+                if let Some(free) = free {
+                    // SAFETY: an allocation of ours that the caller never saw.
+                    unsafe { free(p) };
+                }
+            },
+        )
     })
 }
 
@@ -202,6 +303,7 @@ unsafe fn free_with(id: RealFn, ptr: *mut c_void) -> c_int {
                 if let Some(r) = books() {
                     r.remove(ptr as u64);
                 }
+                crate::sink::detach(ptr as u64);
             }
             // SAFETY: the caller's pointer.
             unsafe { f(ptr) }
@@ -317,10 +419,25 @@ unsafe extern "C" fn hip_host_alloc(
         // Up to 6.2 hipHostAlloc returns coarse VRAM (facts §3): nothing to
         // rewrite, but it is device memory like hipMalloc's, so it is padded.
         if runtime_version().is_none_or(|v| v < 60_300_000) {
-            // SAFETY: the caller's pointer and flags, a padded size.
-            return padded_alloc(st, ptr, size, Kind::Device, dev, false, |n, _| unsafe {
-                f(ptr, n, flags)
-            });
+            let free = real_fn!(RealFn::HipFree, HipFreeFn);
+            return device_alloc(
+                st,
+                ptr,
+                size,
+                Kind::Device,
+                dev,
+                st.device_node(dev),
+                st.granule,
+                false,
+                // SAFETY: the caller's pointer and flags, the size as decided.
+                |n, _| unsafe { f(ptr, n, flags) },
+                |p| {
+                    if let Some(free) = free {
+                        // SAFETY: an allocation of ours that the caller never saw.
+                        unsafe { free(p) };
+                    }
+                },
+            );
         }
         if !crate::callers::may_rewrite(caller) {
             return finish(forward(), ptr, size, Kind::Host, dev);
@@ -383,10 +500,25 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
         } else {
             flags
         };
-        // SAFETY: the caller's pointer; the size and flags as decided.
-        padded_alloc(st, ptr, size, kind, dev, new != flags, |n, rw| unsafe {
-            f(ptr, n, if rw { new } else { flags })
-        })
+        let free = real_fn!(RealFn::HipFree, HipFreeFn);
+        device_alloc(
+            st,
+            ptr,
+            size,
+            kind,
+            dev,
+            st.device_node(dev),
+            st.granule,
+            new != flags,
+            // SAFETY: the caller's pointer; the size and flags as decided.
+            |n, rw| unsafe { f(ptr, n, if rw { new } else { flags }) },
+            |p| {
+                if let Some(free) = free {
+                    // SAFETY: an allocation of ours that the caller never saw.
+                    unsafe { free(p) };
+                }
+            },
+        )
     })
 }
 
@@ -521,6 +653,40 @@ unsafe extern "C" fn hsa_pool_allocate(
             }
             return r;
         }
+        if let Some(node) = crate::pools::vram_node(pool) {
+            // Flagged VRAM (PCIE, CONTIGUOUS, EXECUTABLE) is an object of its own.
+            let granule = if flags == 0 {
+                st.granule
+            } else {
+                policy::PAGE64
+            };
+            let free = real_fn!(RealFn::HsaPoolFree, HsaPoolFreeFn);
+            return device_alloc(
+                st,
+                ptr,
+                size,
+                Kind::Hsa,
+                plan.device,
+                Some(node),
+                granule,
+                plan.coarse.is_some(),
+                |n, rw| {
+                    let p = if rw {
+                        plan.coarse.unwrap_or(pool)
+                    } else {
+                        pool
+                    };
+                    // SAFETY: the caller's pointer and flags; a pool of the same agent.
+                    unsafe { f(p, n, flags, ptr) as c_int }
+                },
+                |p| {
+                    if let Some(free) = free {
+                        // SAFETY: an allocation of ours that the caller never saw.
+                        unsafe { free(p) };
+                    }
+                },
+            ) as u32;
+        }
         let r = padded_alloc(
             st,
             ptr,
@@ -554,6 +720,7 @@ unsafe extern "C" fn hsa_pool_free(ptr: *mut c_void, caller: usize) -> u32 {
                 if let Some(r) = books() {
                     r.remove(ptr as u64);
                 }
+                crate::sink::detach(ptr as u64);
             }
             // SAFETY: the caller's pointer.
             unsafe { f(ptr) }

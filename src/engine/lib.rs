@@ -15,6 +15,7 @@
 //! - [`state`]: what is decided once per process, the real functions, books
 //! - [`registry`]: live allocations, for fault forensics
 //! - [`pools`]: the HSA memory pools, for an application's own HSA allocations
+//! - [`sink`]: mapped memory after a block end, shared, for buffers that end there
 //! - [`callers`]: which library made a call (the runtime's own, RCCL, …)
 //! - [`forensics`]: the GPU memory fault handler and journal
 //! - [`stats`]: the counters of the C API; [`logging`]: `ROCM_FIX_LOG`
@@ -27,6 +28,7 @@ pub mod logging;
 pub mod policy;
 pub mod pools;
 pub mod registry;
+pub mod sink;
 pub mod state;
 pub mod stats;
 

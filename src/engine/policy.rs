@@ -323,6 +323,60 @@ pub fn svm_global_flag(attribute: u64, value: u64) -> Option<u64> {
 /// Page size used for rounding; GPU mappings are made of whole 4 KiB pages.
 pub const PAGE: usize = 4096;
 
+// ---- Where VRAM lands, and what follows a buffer's end ----------------------
+
+/// ROCr cuts ordinary VRAM from 2 MiB blocks (ROCR-Runtime
+/// amd_memory_region.h `block_size_`); libhsakmt aligns every object of 2 MiB
+/// or more to 2 MiB and leaves the page after each object unmapped (fmm.c).
+/// So the memory after a buffer is mapped up to the end of its block, the
+/// next multiple of 2 MiB, and no further.
+pub const ROCR_BLOCK: u64 = 2 << 20;
+/// [`PAGE`] as an address quantity.
+pub const PAGE64: u64 = PAGE as u64;
+/// HSA_AMD_SYSTEM_INFO_VIRTUAL_MEM_API_SUPPORTED (hsa.h, ROCm 6.0+).
+pub const HSA_SYSTEM_INFO_VIRTUAL_MEM_API_SUPPORTED: u32 = 0x205;
+/// hsa_amd_memory_type_t MEMORY_TYPE_PINNED.
+pub const HSA_MEMORY_TYPE_PINNED: u32 = 1;
+/// hsa_access_permission_t HSA_ACCESS_PERMISSION_RW.
+pub const HSA_ACCESS_PERMISSION_RW: u32 = 3;
+
+/// The granule objects are aligned to, from the runtime's own settings (the
+/// process environment, read once): 2 MiB blocks, or single pages when the
+/// fragment allocator is off (`HSA_DISABLE_FRAGMENT_ALLOCATOR=1`, flag.h) or
+/// large objects are aligned to less (`HSA_MAX_VA_ALIGN` below 9, fmm.c).
+pub fn vram_granule(disable_fragment: Option<&str>, max_va_align: Option<&str>) -> u64 {
+    let order = max_va_align.and_then(|v| v.trim().parse::<u32>().ok());
+    if disable_fragment == Some("1") || order.is_some_and(|o| o < 9) {
+        PAGE64
+    } else {
+        ROCR_BLOCK
+    }
+}
+
+/// Where the mapped memory after `[base, base+size)` ends when objects are
+/// `granule`-aligned: the end of the buffer's object. `None` on overflow.
+pub fn object_end(base: u64, size: u64, granule: u64) -> Option<u64> {
+    let end = base.checked_add(size)?;
+    end.checked_add(granule - 1).map(|e| e & !(granule - 1))
+}
+
+/// The object end after a buffer when fewer than `cover` bytes of mapped
+/// memory follow its end there (an over-read of `cover` bytes would fault);
+/// `None` when its own block already covers it. This is the only place a
+/// device allocation needs anything from rocm-fix: a buffer inside a block
+/// is followed by the rest of the block.
+pub fn uncovered_end(base: u64, size: u64, cover: u64, granule: u64) -> Option<u64> {
+    let end = base.checked_add(size)?;
+    let obj = object_end(base, size, granule)?;
+    (obj - end < cover).then_some(obj)
+}
+
+/// The padding that makes a fallback allocation cover `cover` bytes after
+/// the caller's `size` wherever it lands: the padding is part of it.
+pub fn fallback_pad(cover: usize) -> usize {
+    cover
+}
+
 /// The size to allocate so that `pad` bytes of mapped memory follow the
 /// caller's `size` bytes: both rounded up to whole pages (facts §7: an
 /// over-read faults only when the next page is unmapped).
@@ -581,6 +635,51 @@ mod tests {
         assert!(!hsa_pool_rewrite(HSA_POOL_FLAG_COARSE_GRAINED));
         assert!(!hsa_pool_rewrite(HSA_POOL_FLAG_KERNARG_INIT));
         assert!(!hsa_pool_rewrite(0));
+    }
+
+    #[test]
+    fn a_buffer_inside_a_block_is_covered_by_the_rest_of_it() {
+        let b = ROCR_BLOCK;
+        // 4 KiB at a block start: 2 MiB - 4 KiB of block follow it.
+        assert_eq!(uncovered_end(0x7f00_0000_0000, 4096, 65536, b), None);
+        // The last 4 KiB of a block: only the guard page follows.
+        let base = 0x7f00_0000_0000 + b - 4096;
+        assert_eq!(
+            uncovered_end(base, 4096, 4096, b),
+            Some(0x7f00_0000_0000 + b)
+        );
+        // 60 KiB before the block end: covered at 4 KiB, not at 64 KiB.
+        let base = 0x7f00_0000_0000;
+        assert_eq!(uncovered_end(base, b - 61_440, 4096, b), None);
+        assert_eq!(uncovered_end(base, b - 61_440, 65536, b), Some(base + b));
+    }
+
+    #[test]
+    fn pytorch_segments_end_at_a_block_end() {
+        // kSmallBuffer (2 MiB), kLargeBuffer (20 MiB), a 2 MiB-rounded 200 MiB segment.
+        let base = 0x7f12_0000_0000u64;
+        for size in [2u64 << 20, 20 << 20, 200 << 20] {
+            assert_eq!(
+                uncovered_end(base, size, 4096, ROCR_BLOCK),
+                Some(base + size),
+                "{size}"
+            );
+        }
+        // 3 MiB takes a 4 MiB block whose tail is never handed out.
+        assert_eq!(uncovered_end(base, 3 << 20, 65536, ROCR_BLOCK), None);
+        // Without the fragment allocator every object is page-granular.
+        assert_eq!(uncovered_end(base, 100, 4096, PAGE64), Some(base + 4096));
+        assert_eq!(uncovered_end(base, 100, 3996, PAGE64), None);
+        assert_eq!(uncovered_end(u64::MAX - 10, 100, 4096, PAGE64), None);
+    }
+
+    #[test]
+    fn the_granule_follows_the_runtimes_own_settings() {
+        assert_eq!(vram_granule(None, None), ROCR_BLOCK);
+        assert_eq!(vram_granule(Some("0"), Some("9")), ROCR_BLOCK);
+        assert_eq!(vram_granule(Some("1"), None), PAGE64);
+        assert_eq!(vram_granule(None, Some("8")), PAGE64);
+        assert_eq!(vram_granule(None, Some("18")), ROCR_BLOCK);
     }
 
     #[test]

@@ -17,6 +17,8 @@ struct PoolInfo {
     node: Option<u32>,
     /// The coarse-grained pool of the same agent.
     coarse: Option<u64>,
+    /// The agent the pool belongs to.
+    agent: u64,
 }
 
 /// What to do with one application allocation.
@@ -28,6 +30,19 @@ pub struct Plan {
     pub coarse: Option<u64>,
     /// Index of the GPU in the topology, -1 for host memory.
     pub device: i32,
+}
+
+/// The agent and coarse-grained VRAM pool of the GPU at KFD `node`.
+pub fn gpu_vram(node: u32) -> Option<(u64, u64)> {
+    pools()
+        .iter()
+        .find(|p| p.node == Some(node) && p.flags & policy::HSA_POOL_FLAG_COARSE_GRAINED != 0)
+        .map(|p| (p.agent, p.pool))
+}
+
+/// The KFD node of the GPU whose VRAM `pool` is; None for host pools.
+pub fn vram_node(pool: u64) -> Option<u32> {
+    pools().iter().find(|p| p.pool == pool).and_then(|p| p.node)
 }
 
 pub fn plan(pool: u64, st: &State) -> Plan {
@@ -78,6 +93,7 @@ struct Walk {
     iter_pools: HsaIteratePoolsFn,
     out: Vec<PoolInfo>,
     node: Option<u32>,
+    agent: u64,
 }
 
 unsafe extern "C" fn on_pool(pool: u64, data: *mut c_void) -> u32 {
@@ -97,6 +113,7 @@ unsafe extern "C" fn on_pool(pool: u64, data: *mut c_void) -> u32 {
         flags,
         node: w.node,
         coarse: None,
+        agent: w.agent,
     });
     policy::HSA_STATUS_SUCCESS
 }
@@ -120,6 +137,7 @@ unsafe extern "C" fn on_agent(agent: u64, data: *mut c_void) -> u32 {
         );
     }
     w.node = (kind == policy::HSA_DEVICE_TYPE_GPU).then_some(node);
+    w.agent = agent;
     let first = w.out.len();
     // SAFETY: on_pool matches the callback type; data stays valid during the call.
     unsafe { (w.iter_pools)(agent, on_pool, data) };
@@ -150,6 +168,7 @@ fn learn() -> Vec<PoolInfo> {
         iter_pools: get!(RealFn::HsaAgentIteratePools, HsaIteratePoolsFn),
         out: Vec::new(),
         node: None,
+        agent: 0,
     };
     // SAFETY: on_agent matches the callback type; w outlives the call.
     unsafe { iter_agents(on_agent, (&mut w as *mut Walk).cast()) };

@@ -32,6 +32,10 @@ pub struct State {
     pub host_coherent: bool,
     /// The runtime's HSA_FORCE_FINE_GRAIN_PCIE=1 (the fine VRAM pool is visible).
     pub fine_pool_visible: bool,
+    /// KFD node of each HIP device ordinal.
+    pub device_nodes: Vec<u32>,
+    /// What VRAM objects are aligned to (policy::vram_granule).
+    pub granule: u64,
 }
 
 impl State {
@@ -48,6 +52,7 @@ impl State {
             .collect();
         let any_active = active.iter().any(|&a| a);
         let tracking = any_active || cfg.mode == Mode::Observe;
+        let gpus_nodes = gpus.iter().map(|g| g.node).collect();
         let runtime_var = |k: &str| {
             std::env::var(k)
                 .ok()
@@ -64,7 +69,22 @@ impl State {
             gpus,
             host_coherent: runtime_var("HIP_HOST_COHERENT"),
             fine_pool_visible: runtime_var("HSA_FORCE_FINE_GRAIN_PCIE"),
+            device_nodes: gpus_nodes,
+            granule: crate::policy::vram_granule(
+                std::env::var("HSA_DISABLE_FRAGMENT_ALLOCATOR")
+                    .ok()
+                    .as_deref(),
+                std::env::var("HSA_MAX_VA_ALIGN").ok().as_deref(),
+            ),
         }
+    }
+
+    /// KFD node of HIP device `device`.
+    pub fn device_node(&self, device: i32) -> Option<u32> {
+        usize::try_from(device)
+            .ok()
+            .and_then(|d| self.device_nodes.get(d))
+            .copied()
     }
 
     /// Whether rewrites apply to the GPU at KFD `node`.
@@ -181,7 +201,13 @@ pub fn state() -> &'static State {
         let gpus = topology::read_topology(std::path::Path::new(&root));
         let visible = process::visible_devices(&env, secure);
         let devices = process::hip_devices(&gpus, visible.as_deref());
-        let st = State::new(cfg, secure, gpus, devices);
+        let mut st = State::new(cfg, secure, gpus, devices);
+        if let Some(v) = visible.as_deref() {
+            st.device_nodes = v
+                .iter()
+                .filter_map(|&i| st.gpus.get(i).map(|g| g.node))
+                .collect();
+        }
         if st.cfg.stats {
             // SAFETY: registering a plain extern "C" function; at exit only.
             unsafe { libc::atexit(print_stats_at_exit) };
@@ -210,7 +236,7 @@ extern "C" fn print_stats_at_exit() {
     }
     let s = snapshot();
     eprintln!(
-        "rocm-fix: intercepted {} rewritten {} padded {} ({} bytes) retried {} faults {} live {}",
+        "rocm-fix: intercepted {} rewritten {} protected {} (VRAM added: {} bytes) retried {} faults {} live {}",
         s.intercepted,
         s.rewritten,
         s.padded,

@@ -312,6 +312,24 @@ fn parse_bool(s: &str) -> Option<bool> {
 }
 
 /// A size as the user would write it: 1M, 64K, or plain bytes.
+/// ROCr's VRAM block (ROCR-Runtime amd_memory_region.h `block_size_`).
+const ROCR_BLOCK: u64 = 2 << 20;
+
+/// The `ROCM_FIX_PAD` a retry should use after a fault `distance` bytes past
+/// a buffer's end (that far at least: the fault names the first unmapped page
+/// the kernel reached, not how far it read): twice the distance, in whole
+/// 2 MiB blocks, at most [`MAX_PAD`]. A sink of that size costs address
+/// space, not VRAM per buffer, so one generous step beats several small ones.
+pub fn suggested_pad(distance: u64) -> String {
+    let want = distance
+        .saturating_mul(2)
+        .max(1)
+        .div_ceil(ROCR_BLOCK)
+        .saturating_mul(ROCR_BLOCK)
+        .min(MAX_PAD as u64);
+    show_size(want as usize)
+}
+
 fn show_size(n: usize) -> String {
     const UNITS: [(u32, &str); 3] = [(30, "G"), (20, "M"), (10, "K")];
     for (shift, unit) in UNITS {
@@ -692,6 +710,16 @@ mod tests {
         assert_eq!(strip_comment("a = b#c"), "a = b#c");
         assert_eq!(strip_comment("a = b\t#c"), "a = b\t");
         assert_eq!(strip_comment(""), "");
+    }
+
+    #[test]
+    fn one_retry_covers_twice_the_observed_over_read_in_whole_blocks() {
+        assert_eq!(suggested_pad(65536), "2M");
+        assert_eq!(suggested_pad(190_000), "2M");
+        assert_eq!(suggested_pad(2 << 20), "4M");
+        assert_eq!(suggested_pad(3 << 20), "6M");
+        assert_eq!(suggested_pad(0), "2M");
+        assert_eq!(suggested_pad(u64::MAX), "1G");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 /* The C API (include/rocm_fix.h), found with dlsym so the program also runs
  * without the preload: prints the statistics after a small workload given
- * as in simwork: "host" = hipHostMalloc default flags, "dev" = hipMalloc. */
+ * as in simwork: "host" = hipHostMalloc default flags, "dev" = hipMalloc of
+ * 4 KiB, "seg" = hipMalloc of 2 MiB (a PyTorch segment: it ends at its block
+ * end), "free" = hipFree of the last one. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,6 +14,7 @@ int main(int argc, char **argv) {
     void *p = NULL;
     if (!strcmp(argv[i], "host")) hipHostMalloc(&p, 4096, 0);
     else if (!strcmp(argv[i], "dev")) hipMalloc(&p, 4096);
+    else if (!strcmp(argv[i], "seg")) hipMalloc(&p, 2 << 20);
     else if (!strcmp(argv[i], "free")) hipFree(p);
   }
   int (*get)(struct rocm_fix_stats *, size_t) = (int (*)(struct rocm_fix_stats *, size_t))dlsym(RTLD_DEFAULT, "rocm_fix_get_stats");
