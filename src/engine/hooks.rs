@@ -637,12 +637,17 @@ unsafe extern "C" fn hsa_pool_allocate(
     let Some(f) = real_fn!(RealFn::HsaPoolAllocate, HsaPoolAllocateFn) else {
         return policy::HSA_STATUS_ERROR_NOT_INITIALIZED;
     };
+    // The runtime's own allocations (and HIP's, already handled at the HIP
+    // level) pass untouched, before anything else is done: every hipMalloc
+    // comes through here once more.
+    if crate::callers::is_runtime(caller) {
+        // SAFETY: the caller's arguments.
+        return unsafe { f(pool, size, flags, ptr) };
+    }
     // SAFETY: the caller's arguments.
     let forward = || real_call(|| unsafe { f(pool, size, flags, ptr) });
     intercept(&forward, |st| {
-        // The runtime's own allocations (and HIP's, already handled at the HIP
-        // level) pass untouched.
-        if !st.tracking || ptr.is_null() || size == 0 || crate::callers::is_runtime(caller) {
+        if !st.tracking || ptr.is_null() || size == 0 {
             return forward();
         }
         let plan = crate::pools::plan(pool, st);
@@ -712,11 +717,15 @@ unsafe extern "C" fn hsa_pool_free(ptr: *mut c_void, caller: usize) -> u32 {
     let Some(f) = real_fn!(RealFn::HsaPoolFree, HsaPoolFreeFn) else {
         return policy::HSA_STATUS_ERROR_NOT_INITIALIZED;
     };
+    // The runtime frees what hipFree already took off the books.
+    if crate::callers::is_runtime(caller) {
+        // SAFETY: the caller's pointer.
+        return unsafe { f(ptr) };
+    }
     guarded(
         || {
             stats::add(Stat::Intercepted, 1);
-            // The runtime frees what hipFree already took off the books.
-            if state().tracking && !ptr.is_null() && !crate::callers::is_runtime(caller) {
+            if state().tracking && !ptr.is_null() {
                 if let Some(r) = books() {
                     r.remove(ptr as u64);
                 }

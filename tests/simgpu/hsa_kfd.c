@@ -71,11 +71,16 @@ HIDDEN int kfd_init(int nagents, const uint64_t *vram) {
   if (g && sscanf(g, "%u", &v) == 1) guard_pages = v;
   const char *a = getenv("HSA_MAX_VA_ALIGN");
   if (a && sscanf(a, "%u", &v) == 1 && v < 30) max_va_align_order = v;
-  void *m = mmap(NULL, APERTURE_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  /* As large as the host lets us (valgrind, for one, refuses 512 GiB). */
+  size_t want = APERTURE_SIZE;
+  void *m = MAP_FAILED;
+  for (; want >= (8ULL << 30) && m == MAP_FAILED; want /= 2)
+    m = mmap(NULL, want, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (m == MAP_FAILED) return -1;
+  want *= 2; /* the size that succeeded */
   /* Start on a 1 GiB boundary so that addresses are aligned as KFD's are. */
   aperture_base = ((uintptr_t)m + (1UL << 30) - 1) & ~((1UL << 30) - 1);
-  aperture_end = (uintptr_t)m + APERTURE_SIZE;
+  aperture_end = (uintptr_t)m + want;
   return 0;
 }
 

@@ -181,6 +181,49 @@ static SERVICES: FrontServices = FrontServices {
 };
 static ENGINE: AtomicPtr<EngineHooks> = AtomicPtr::new(core::ptr::null_mut());
 
+/// Passthrough: once the engine has decided it has nothing to do in this
+/// process (or cannot be loaded), each hook jumps straight to the real
+/// function (a load, a test and a jump), instead of going through the table.
+static D_HIP_MALLOC: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_FREE: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_HOST_MALLOC: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_HOST_ALLOC: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_HOST_FREE: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_FREE_HOST: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_MALLOC_MANAGED: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_EXT_MALLOC: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_MEM_ADVISE: AtomicUsize = AtomicUsize::new(0);
+static D_HSA_INIT: AtomicUsize = AtomicUsize::new(0);
+static D_HSA_POOL_ALLOCATE: AtomicUsize = AtomicUsize::new(0);
+static D_HSA_POOL_FREE: AtomicUsize = AtomicUsize::new(0);
+static D_HSA_SVM_SET: AtomicUsize = AtomicUsize::new(0);
+
+/// Points every hook at its real function, where that can be found now.
+fn arm_direct() {
+    let slots: [(&AtomicUsize, RealFn); 13] = [
+        (&D_HIP_MALLOC, RealFn::HipMalloc),
+        (&D_HIP_FREE, RealFn::HipFree),
+        (&D_HIP_HOST_MALLOC, RealFn::HipHostMalloc),
+        (&D_HIP_HOST_ALLOC, RealFn::HipHostAlloc),
+        (&D_HIP_HOST_FREE, RealFn::HipHostFree),
+        (&D_HIP_FREE_HOST, RealFn::HipFreeHost),
+        (&D_HIP_MALLOC_MANAGED, RealFn::HipMallocManaged),
+        (&D_HIP_EXT_MALLOC, RealFn::HipExtMallocWithFlags),
+        (&D_HIP_MEM_ADVISE, RealFn::HipMemAdvise),
+        (&D_HSA_INIT, RealFn::HsaInit),
+        (&D_HSA_POOL_ALLOCATE, RealFn::HsaPoolAllocate),
+        (&D_HSA_POOL_FREE, RealFn::HsaPoolFree),
+        (&D_HSA_SVM_SET, RealFn::HsaSvmAttributesSet),
+    ];
+    for (slot, id) in slots {
+        // SAFETY: resolve takes any id and returns 0 when unknown.
+        let f = unsafe { resolve(id as u32) };
+        if f != 0 {
+            slot.store(f, Ordering::Release);
+        }
+    }
+}
+
 fn engine() -> &'static EngineHooks {
     let p = ENGINE.load(Ordering::Acquire);
     if !p.is_null() {
@@ -189,6 +232,9 @@ fn engine() -> &'static EngineHooks {
     }
     // SAFETY: load_engine only calls the loader and the engine's entry point.
     let table = unsafe { load_engine() }.unwrap_or(&FALLBACK);
+    if core::ptr::eq(table, &FALLBACK) {
+        arm_direct();
+    }
     // Two threads may race here; both tables are valid, the first one wins.
     match ENGINE.compare_exchange(
         core::ptr::null_mut(),
@@ -408,11 +454,19 @@ static FALLBACK: EngineHooks = EngineHooks {
 
 #[no_mangle]
 pub unsafe extern "C" fn hipMalloc(ptr: *mut *mut c_void, size: usize) -> c_int {
-    unsafe { (engine().hip_malloc)(ptr, size) }
+    match D_HIP_MALLOC.load(Ordering::Relaxed) {
+        // SAFETY: the real function of this exact signature (arm_direct).
+        0 => unsafe { (engine().hip_malloc)(ptr, size) },
+        f => unsafe { core::mem::transmute::<usize, HipAlloc>(f)(ptr, size) },
+    }
 }
 #[no_mangle]
 pub unsafe extern "C" fn hipFree(ptr: *mut c_void) -> c_int {
-    unsafe { (engine().hip_free)(ptr) }
+    match D_HIP_FREE.load(Ordering::Relaxed) {
+        // SAFETY: the real function of this exact signature (arm_direct).
+        0 => unsafe { (engine().hip_free)(ptr) },
+        f => unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) },
+    }
 }
 /// hipHostMalloc, hipHostAlloc, hipMallocManaged, hipExtMallocWithFlags
 /// (ptr, size, flags): forward with the caller's return address as a fourth
@@ -421,7 +475,17 @@ pub unsafe extern "C" fn hipFree(ptr: *mut c_void) -> c_int {
 #[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn hipHostMalloc(_ptr: *mut *mut c_void, _size: usize, _flags: u32) -> c_int {
-    core::arch::naked_asm!("mov rcx, qword ptr [rsp]", "jmp {imp}", imp = sym host_malloc_impl)
+    core::arch::naked_asm!(
+        "mov rax, qword ptr [rip + {d}]",
+        "test rax, rax",
+        "jnz 2f",
+        "mov rcx, qword ptr [rsp]",
+        "jmp {imp}",
+        "2:",
+        "jmp rax",
+        d = sym D_HIP_HOST_MALLOC,
+        imp = sym host_malloc_impl
+    )
 }
 unsafe extern "C" fn host_malloc_impl(
     p: *mut *mut c_void,
@@ -434,7 +498,17 @@ unsafe extern "C" fn host_malloc_impl(
 #[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn hipHostAlloc(_ptr: *mut *mut c_void, _size: usize, _flags: u32) -> c_int {
-    core::arch::naked_asm!("mov rcx, qword ptr [rsp]", "jmp {imp}", imp = sym host_alloc_impl)
+    core::arch::naked_asm!(
+        "mov rax, qword ptr [rip + {d}]",
+        "test rax, rax",
+        "jnz 2f",
+        "mov rcx, qword ptr [rsp]",
+        "jmp {imp}",
+        "2:",
+        "jmp rax",
+        d = sym D_HIP_HOST_ALLOC,
+        imp = sym host_alloc_impl
+    )
 }
 unsafe extern "C" fn host_alloc_impl(
     p: *mut *mut c_void,
@@ -446,11 +520,19 @@ unsafe extern "C" fn host_alloc_impl(
 }
 #[no_mangle]
 pub unsafe extern "C" fn hipHostFree(ptr: *mut c_void) -> c_int {
-    unsafe { (engine().hip_host_free)(ptr) }
+    match D_HIP_HOST_FREE.load(Ordering::Relaxed) {
+        // SAFETY: the real function of this exact signature (arm_direct).
+        0 => unsafe { (engine().hip_host_free)(ptr) },
+        f => unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) },
+    }
 }
 #[no_mangle]
 pub unsafe extern "C" fn hipFreeHost(ptr: *mut c_void) -> c_int {
-    unsafe { (engine().hip_free_host)(ptr) }
+    match D_HIP_FREE_HOST.load(Ordering::Relaxed) {
+        // SAFETY: the real function of this exact signature (arm_direct).
+        0 => unsafe { (engine().hip_free_host)(ptr) },
+        f => unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) },
+    }
 }
 #[unsafe(naked)]
 #[no_mangle]
@@ -459,7 +541,17 @@ pub unsafe extern "C" fn hipMallocManaged(
     _size: usize,
     _flags: u32,
 ) -> c_int {
-    core::arch::naked_asm!("mov rcx, qword ptr [rsp]", "jmp {imp}", imp = sym managed_impl)
+    core::arch::naked_asm!(
+        "mov rax, qword ptr [rip + {d}]",
+        "test rax, rax",
+        "jnz 2f",
+        "mov rcx, qword ptr [rsp]",
+        "jmp {imp}",
+        "2:",
+        "jmp rax",
+        d = sym D_HIP_MALLOC_MANAGED,
+        imp = sym managed_impl
+    )
 }
 unsafe extern "C" fn managed_impl(p: *mut *mut c_void, s: usize, f: u32, caller: usize) -> c_int {
     unsafe { (engine().hip_malloc_managed)(p, s, f, caller) }
@@ -471,7 +563,17 @@ pub unsafe extern "C" fn hipExtMallocWithFlags(
     _size: usize,
     _flags: u32,
 ) -> c_int {
-    core::arch::naked_asm!("mov rcx, qword ptr [rsp]", "jmp {imp}", imp = sym ext_malloc_impl)
+    core::arch::naked_asm!(
+        "mov rax, qword ptr [rip + {d}]",
+        "test rax, rax",
+        "jnz 2f",
+        "mov rcx, qword ptr [rsp]",
+        "jmp {imp}",
+        "2:",
+        "jmp rax",
+        d = sym D_HIP_EXT_MALLOC,
+        imp = sym ext_malloc_impl
+    )
 }
 unsafe extern "C" fn ext_malloc_impl(
     p: *mut *mut c_void,
@@ -491,7 +593,17 @@ pub unsafe extern "C" fn hipMemAdvise(
     _advice: c_int,
     _device: c_int,
 ) -> c_int {
-    core::arch::naked_asm!("mov r8, qword ptr [rsp]", "jmp {imp}", imp = sym mem_advise_impl)
+    core::arch::naked_asm!(
+        "mov rax, qword ptr [rip + {d}]",
+        "test rax, rax",
+        "jnz 2f",
+        "mov r8, qword ptr [rsp]",
+        "jmp {imp}",
+        "2:",
+        "jmp rax",
+        d = sym D_HIP_MEM_ADVISE,
+        imp = sym mem_advise_impl
+    )
 }
 unsafe extern "C" fn mem_advise_impl(
     p: *const c_void,
@@ -504,14 +616,28 @@ unsafe extern "C" fn mem_advise_impl(
 }
 #[no_mangle]
 pub unsafe extern "C" fn hsa_init() -> u32 {
-    unsafe { (engine().hsa_init)() }
+    match D_HSA_INIT.load(Ordering::Relaxed) {
+        // SAFETY: the real function of this exact signature (arm_direct).
+        0 => unsafe { (engine().hsa_init)() },
+        f => unsafe { core::mem::transmute::<usize, HsaInitFn>(f)() },
+    }
 }
 /// hsa_amd_memory_pool_free(ptr): forwards with the caller's return address
 /// as a second argument (rsi), so frees the runtime makes itself skip the books.
 #[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn hsa_amd_memory_pool_free(_ptr: *mut c_void) -> u32 {
-    core::arch::naked_asm!("mov rsi, qword ptr [rsp]", "jmp {imp}", imp = sym pool_free_impl)
+    core::arch::naked_asm!(
+        "mov rax, qword ptr [rip + {d}]",
+        "test rax, rax",
+        "jnz 2f",
+        "mov rsi, qword ptr [rsp]",
+        "jmp {imp}",
+        "2:",
+        "jmp rax",
+        d = sym D_HSA_POOL_FREE,
+        imp = sym pool_free_impl
+    )
 }
 
 unsafe extern "C" fn pool_free_impl(ptr: *mut c_void, caller: usize) -> u32 {
@@ -528,7 +654,17 @@ pub unsafe extern "C" fn hsa_amd_svm_attributes_set(
     _list: *mut [u64; 2],
     _count: usize,
 ) -> u32 {
-    core::arch::naked_asm!("mov r8, qword ptr [rsp]", "jmp {imp}", imp = sym svm_set_impl)
+    core::arch::naked_asm!(
+        "mov rax, qword ptr [rip + {d}]",
+        "test rax, rax",
+        "jnz 2f",
+        "mov r8, qword ptr [rsp]",
+        "jmp {imp}",
+        "2:",
+        "jmp rax",
+        d = sym D_HSA_SVM_SET,
+        imp = sym svm_set_impl
+    )
 }
 
 unsafe extern "C" fn svm_set_impl(
@@ -560,7 +696,17 @@ pub unsafe extern "C" fn hsa_amd_memory_pool_allocate(
     _flags: u32,
     _ptr: *mut *mut c_void,
 ) -> u32 {
-    core::arch::naked_asm!("mov r8, qword ptr [rsp]", "jmp {imp}", imp = sym pool_allocate_impl)
+    core::arch::naked_asm!(
+        "mov rax, qword ptr [rip + {d}]",
+        "test rax, rax",
+        "jnz 2f",
+        "mov r8, qword ptr [rsp]",
+        "jmp {imp}",
+        "2:",
+        "jmp rax",
+        d = sym D_HSA_POOL_ALLOCATE,
+        imp = sym pool_allocate_impl
+    )
 }
 
 unsafe extern "C" fn pool_allocate_impl(
