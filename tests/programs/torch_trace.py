@@ -5,7 +5,9 @@
 
 MODEL is resnet50 (torchvision ResNet-50 v1.5, 224x224, base batch 32) or
 yolov8s (Ultralytics YOLOv8s, 640x640, 80 classes, base batch 16). --scale S
-multiplies the base batch (rounded, at least 1); --batch sets it directly.
+multiplies the base batch; the result may be fractional (every per-sample
+tensor size is scaled and rounded to a byte), which gives the capacity search
+a finer step than one image; --batch N sets a whole batch.
 
 Prints one event a line, in the order PyTorch's tensors would be created and
 destroyed on the GPU:
@@ -32,7 +34,7 @@ class Val:
     __slots__ = ("nbytes", "alias", "rg", "uses", "keep", "sid")
 
     def __init__(self, nbytes, alias=None, rg=True):
-        self.nbytes = nbytes
+        self.nbytes = max(1, round(nbytes))  # a fractional batch scales bytes
         self.alias = alias
         self.rg = rg
         self.uses = 0
@@ -327,6 +329,7 @@ class Trace:
         self.size = {}
 
     def alloc(self, nbytes):
+        nbytes = max(1, round(nbytes))
         sid = self.next
         self.next += 1
         self.refs[sid] = 1
@@ -448,7 +451,7 @@ def main():
     ap.add_argument("--summary", action="store_true")
     a = ap.parse_args()
     build, base, zero_grad = MODELS[a.model]
-    n = a.batch if a.batch else max(1, round(base * a.scale))
+    n = a.batch if a.batch else base * a.scale
     g, x, outputs, loss, inputs = build(n)
     x.keep = True  # the images stay bound to a Python name all step
     out = None if a.summary else []
@@ -471,7 +474,7 @@ def main():
         step(tr, g, cur, outputs, loss, zero_grad, s == 1)
     pbytes = sum(p.nbytes for p in g.params)
     header = [
-        f"# model {a.model} batch {n} steps {a.steps}",
+        f"# model {a.model} batch {n:g} steps {a.steps}",
         f"# parameters {pbytes // F32} ({pbytes} bytes fp32) in {len(g.params)} tensors",
         f"# buffers {sum(g.buffers)} bytes; persistent before step 1 {persistent} bytes",
         f"# tensor bytes at peak {tr.peak}; allocations {tr.allocs}",
