@@ -57,3 +57,14 @@ fn on_6_x_semantics_a_pending_error_is_overwritten_with_or_without_the_preload()
     assert_eq!(without.stdout, with.stdout);
     assert!(with.stdout.contains("last error 0"), "{with:#?}");
 }
+
+/// On 7.x semantics an error the application left unread stays pending: a
+/// failed padded attempt of ours must not replace it, so rocm-fix makes none
+/// while one is pending (the buffer is kept exactly as asked).
+#[test]
+fn on_7_x_semantics_a_pending_error_survives_our_attempts() {
+    let steps = ["setdev:99", "malloc:0x200000", "lasterror"];
+    let (without, with) = last_error_runs("7.2", &steps);
+    assert!(without.stdout.contains("last error 101"), "{without:#?}");
+    assert_eq!(without.stdout, with.stdout, "{with:#?}");
+}

@@ -226,9 +226,16 @@ fn device_alloc(
         return r;
     }
     // No sink: a padded allocation instead of this one, or this one as it is.
+    // Not while the application has an error pending (HIP 7 keeps it until
+    // read): a failed attempt of ours would replace it, and HIP has no call to
+    // put it back; its next hipGetLastError must be what it is without us.
     let exact = unsafe { *ptr };
-    if let Some(total) = policy::padded_size(size, policy::fallback_pad(cover)) {
-        let errors = LastError::before(kind != Kind::Hsa);
+    let errors = LastError::before(kind != Kind::Hsa);
+    let pending = kind != Kind::Hsa && !errors.clean_before;
+    if let Some(total) = (!pending)
+        .then(|| policy::padded_size(size, policy::fallback_pad(cover)))
+        .flatten()
+    {
         let r2 = real_call(|| alloc(total, rw));
         if r2 == policy::HIP_SUCCESS {
             free(exact);
