@@ -47,19 +47,42 @@ fn main() {
     );
     let reg = Registry::new();
     let n = 1_000_000u64;
+    let base = |i: u64| (1 << 44) + (i << 12);
     for i in 0..n {
         reg.insert(Alloc {
-            base: (1 << 44) + (i << 12),
+            base: base(i),
             size: 4096,
             padding: 0,
             kind: Kind::Host,
             device: 0,
         });
     }
+    let (_, peak) = rocm_fix_engine::registry::held_bytes();
     println!(
-        "registry memory at {} live entries: {} bytes, {:.1} bytes/entry",
+        "registry memory at {} live entries: {} bytes, {:.1} bytes/entry; resize peak {:.1} bytes/entry",
         reg.len(),
         reg.memory_bytes(),
-        reg.memory_bytes() as f64 / reg.len() as f64
+        reg.memory_bytes() as f64 / reg.len() as f64,
+        peak as f64 / n as f64
     );
+    for i in 0..n {
+        reg.remove(base(i));
+    }
+    let (held, _) = rocm_fix_engine::registry::held_bytes();
+    println!(
+        "registry memory after freeing all: {held} bytes held by the tables, {} kB resident",
+        resident_kb()
+    );
+}
+
+/// The process's resident set (VmRSS), in kB.
+fn resident_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -56,6 +56,26 @@ pub enum Kind {
 }
 
 impl Kind {
+    const ALL: [Kind; 6] = [
+        Kind::Device,
+        Kind::Host,
+        Kind::Managed,
+        Kind::ExtFine,
+        Kind::Hsa,
+        Kind::Other,
+    ];
+
+    fn index(self) -> u8 {
+        Kind::ALL.iter().position(|&k| k == self).unwrap_or(5) as u8
+    }
+
+    fn from_index(i: u8) -> Kind {
+        Kind::ALL
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or(Kind::Other)
+    }
+
     /// Short name for reports.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -91,21 +111,60 @@ pub struct Alloc {
 /// up to a block past the buffer's own end.
 pub const LOCATE_WINDOW: u64 = 2 << 20;
 
-/// The per-slot value: everything but the key.
-#[derive(Debug, Clone, Copy)]
+/// The per-slot value, packed into 9 bytes so that a million live
+/// allocations fit in 64 bytes each even while a table is being resized:
+/// `word` = size (40 bits: up to 1 TiB) | padding (24 bits: bytes below
+/// 8 MiB, else whole pages with bit 23 set); `tag` = kind (3 bits) | device + 1
+/// (5 bits: -1 to 30; a larger ordinal is stored as unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Meta {
-    size: u64,
-    padding: u64,
-    device: i32,
-    kind: Kind,
+    word: u64,
+    tag: u8,
 }
 
-const EMPTY_META: Meta = Meta {
-    size: 0,
-    padding: 0,
-    device: 0,
-    kind: Kind::Other,
-};
+const SIZE_BITS: u32 = 40;
+const PAD_PAGES: u64 = 1 << 23;
+
+impl Meta {
+    fn pack(size: u64, padding: u64, kind: Kind, device: i32) -> Meta {
+        let size = size.min((1 << SIZE_BITS) - 1);
+        let pad = if padding < PAD_PAGES {
+            padding
+        } else {
+            PAD_PAGES | (padding / 4096).min(PAD_PAGES - 1)
+        };
+        let dev = if (-1..=30).contains(&device) {
+            (device + 1) as u8
+        } else {
+            0
+        };
+        Meta {
+            word: size | (pad << SIZE_BITS),
+            tag: kind.index() | (dev << 3),
+        }
+    }
+
+    fn size(self) -> u64 {
+        self.word & ((1 << SIZE_BITS) - 1)
+    }
+
+    fn padding(self) -> u64 {
+        let pad = self.word >> SIZE_BITS;
+        if pad & PAD_PAGES != 0 {
+            (pad & (PAD_PAGES - 1)) * 4096
+        } else {
+            pad
+        }
+    }
+
+    fn kind(self) -> Kind {
+        Kind::from_index(self.tag & 7)
+    }
+
+    fn device(self) -> i32 {
+        i32::from(self.tag >> 3) - 1
+    }
+}
 
 /// Key of a free slot; no live allocation has base address 0.
 const EMPTY: u64 = 0;
@@ -133,26 +192,169 @@ fn home(key: u64, cap: usize) -> usize {
     ((u128::from(h) * cap as u128) >> 64) as usize
 }
 
+/// Bytes held by every table's arrays right now, and the most ever held at
+/// once (a resize holds the old and the new arrays): for scripts/bench.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// Arrays of at least this many bytes are mapped from the kernel and
+/// unmapped when freed, so that memory goes back to the system after a mass
+/// free (glibc keeps large freed blocks once its mmap threshold has grown).
+const MAP_BYTES: usize = 64 << 10;
+
+/// The slots of one table in one zeroed block (all-zero is empty): `cap`
+/// keys, then `cap` packed words, then `cap` tags, 17 bytes a slot.
+struct Slots {
+    ptr: *mut u8,
+    cap: usize,
+}
+
+// SAFETY: Slots owns its memory; tables are behind their shard's mutex.
+unsafe impl Send for Slots {}
+
+const SLOT_BYTES: usize = 17;
+
+impl Slots {
+    const fn empty() -> Slots {
+        Slots {
+            ptr: std::ptr::null_mut(),
+            cap: 0,
+        }
+    }
+
+    /// `cap` empty slots, or None when memory cannot be had.
+    fn zeroed(cap: usize) -> Option<Slots> {
+        let bytes = cap.checked_mul(SLOT_BYTES)?;
+        if bytes == 0 {
+            return Some(Slots::empty());
+        }
+        let ptr = if bytes >= MAP_BYTES {
+            // SAFETY: an anonymous private mapping, zero-filled by the kernel.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    bytes,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return None;
+            }
+            p
+        } else {
+            // SAFETY: calloc of a non-zero size; zeroed, aligned for u64.
+            let p = unsafe { libc::calloc(1, bytes) };
+            if p.is_null() {
+                return None;
+            }
+            p
+        };
+        let held = HELD.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        PEAK.fetch_max(held, Ordering::Relaxed);
+        Some(Slots {
+            ptr: ptr.cast(),
+            cap,
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        self.cap * SLOT_BYTES
+    }
+
+    fn keys(&self) -> &[u64] {
+        if self.cap == 0 {
+            return &[];
+        }
+        // SAFETY: cap u64 at the start of the block (8-aligned by malloc/mmap).
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u64>(), self.cap) }
+    }
+
+    fn keys_mut(&mut self) -> &mut [u64] {
+        if self.cap == 0 {
+            return &mut [];
+        }
+        // SAFETY: as above, owned mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.cast::<u64>(), self.cap) }
+    }
+
+    fn words(&self) -> &[u64] {
+        if self.cap == 0 {
+            return &[];
+        }
+        // SAFETY: cap u64 after the keys.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u64>().add(self.cap), self.cap) }
+    }
+
+    fn words_mut(&mut self) -> &mut [u64] {
+        if self.cap == 0 {
+            return &mut [];
+        }
+        // SAFETY: as above, owned mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.cast::<u64>().add(self.cap), self.cap) }
+    }
+
+    fn tags(&self) -> &[u8] {
+        if self.cap == 0 {
+            return &[];
+        }
+        // SAFETY: cap bytes after the words.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(16 * self.cap), self.cap) }
+    }
+
+    fn tags_mut(&mut self) -> &mut [u8] {
+        if self.cap == 0 {
+            return &mut [];
+        }
+        // SAFETY: as above, owned mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(16 * self.cap), self.cap) }
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        let bytes = self.bytes();
+        if bytes == 0 {
+            return;
+        }
+        HELD.fetch_sub(bytes, Ordering::Relaxed);
+        // SAFETY: the block this Slots allocated, freed the way it was had.
+        unsafe {
+            if bytes >= MAP_BYTES {
+                libc::munmap(self.ptr.cast(), bytes);
+            } else {
+                libc::free(self.ptr.cast());
+            }
+        }
+    }
+}
+
+/// Bytes the registries' tables hold now and at most (peak), for scripts/bench.
+pub fn held_bytes() -> (usize, usize) {
+    (HELD.load(Ordering::Relaxed), PEAK.load(Ordering::Relaxed))
+}
+
 /// One shard: linear probing with backward-shift deletion (no tombstones).
-/// `keys.len() == vals.len()` is the capacity; `len` counts occupied slots.
+/// Three parallel arrays of `cap` slots (17 bytes a slot); `len` counts
+/// occupied slots.
 #[doc(hidden)]
 pub struct Table {
-    keys: Vec<u64>,
-    vals: Vec<Meta>,
+    slots: Slots,
     len: usize,
 }
 
 impl Table {
     const fn new() -> Table {
         Table {
-            keys: Vec::new(),
-            vals: Vec::new(),
+            slots: Slots::empty(),
             len: 0,
         }
     }
 
     fn cap(&self) -> usize {
-        self.keys.len()
+        self.slots.cap
     }
 
     fn next(&self, i: usize) -> usize {
@@ -163,15 +365,31 @@ impl Table {
         }
     }
 
+    fn meta(&self, i: usize) -> Option<Meta> {
+        Some(Meta {
+            word: *self.slots.words().get(i)?,
+            tag: *self.slots.tags().get(i)?,
+        })
+    }
+
+    fn set(&mut self, i: usize, key: u64, m: Meta) {
+        if i < self.cap() {
+            self.slots.keys_mut()[i] = key;
+            self.slots.words_mut()[i] = m.word;
+            self.slots.tags_mut()[i] = m.tag;
+        }
+    }
+
     fn find(&self, key: u64) -> Option<usize> {
         let cap = self.cap();
         if cap == 0 || key == EMPTY {
             return None;
         }
+        let keys = self.slots.keys();
         let mut i = home(key, cap);
         // Bounded even if the table is completely full (growth failed).
         for _ in 0..cap {
-            match *self.keys.get(i)? {
+            match *keys.get(i)? {
                 k if k == key => return Some(i),
                 EMPTY => return None,
                 _ => i = self.next(i),
@@ -182,7 +400,7 @@ impl Table {
 
     fn get(&self, key: u64) -> Option<Alloc> {
         let i = self.find(key)?;
-        self.vals.get(i).map(|m| to_alloc(key, m))
+        self.meta(i).map(|m| to_alloc(key, &m))
     }
 
     /// Places a key known to be absent; false when no slot is free.
@@ -193,13 +411,10 @@ impl Table {
         }
         let mut i = home(key, cap);
         for _ in 0..cap {
-            if let (Some(k), Some(v)) = (self.keys.get_mut(i), self.vals.get_mut(i)) {
-                if *k == EMPTY {
-                    *k = key;
-                    *v = meta;
-                    self.len += 1;
-                    return true;
-                }
+            if self.slots.keys().get(i) == Some(&EMPTY) {
+                self.set(i, key, meta);
+                self.len += 1;
+                return true;
             }
             i = self.next(i);
         }
@@ -211,10 +426,9 @@ impl Table {
     /// table keeps working at a higher load; a full table drops the entry.
     fn insert(&mut self, key: u64, meta: Meta) -> Option<Alloc> {
         if let Some(i) = self.find(key) {
-            let slot = self.vals.get_mut(i)?;
-            let old = to_alloc(key, slot);
-            *slot = meta;
-            return Some(old);
+            let old = self.meta(i).map(|m| to_alloc(key, &m));
+            self.set(i, key, meta);
+            return old;
         }
         if self.len.saturating_add(1).saturating_mul(5) > self.cap().saturating_mul(4) {
             let want = self.cap().saturating_add(self.cap() / 2).max(MIN_CAP);
@@ -226,13 +440,13 @@ impl Table {
 
     fn remove(&mut self, key: u64) -> Option<Alloc> {
         let i = self.find(key)?;
-        let removed = to_alloc(key, self.vals.get(i)?);
+        let removed = to_alloc(key, &self.meta(i)?);
         self.delete_at(i);
         // Give memory back after mass frees; hysteresis (grow at 80 %,
         // shrink below 20 % to 50 %) keeps this from thrashing. The smallest
-        // table (MIN_CAP slots, 256 bytes) is kept when it empties: a thread
-        // that allocates and frees one buffer at a time would otherwise
-        // allocate and free a table on every call.
+        // table (MIN_CAP slots) is kept when it empties: a thread that
+        // allocates and frees one buffer at a time would otherwise allocate
+        // and free a table on every call.
         if self.cap() > MIN_CAP && self.len.saturating_mul(5) < self.cap() {
             self.resize(self.len.saturating_mul(2).max(MIN_CAP));
         }
@@ -246,29 +460,28 @@ impl Table {
         let mut hole = i;
         let mut j = self.next(i);
         for _ in 1..cap {
-            let Some(&k) = self.keys.get(j) else { break };
+            let Some(&k) = self.slots.keys().get(j) else {
+                break;
+            };
             if k == EMPTY {
                 break;
             }
             let h = home(k, cap);
+            // Does k's home lie cyclically in (hole, j]? Then it stays.
             let stays = if hole <= j {
                 hole < h && h <= j
             } else {
                 hole < h || h <= j
             };
             if !stays {
-                if let Some(&m) = self.vals.get(j) {
-                    if let (Some(hk), Some(hv)) = (self.keys.get_mut(hole), self.vals.get_mut(hole))
-                    {
-                        *hk = k;
-                        *hv = m;
-                    }
+                if let Some(m) = self.meta(j) {
+                    self.set(hole, k, m);
                 }
                 hole = j;
             }
             j = self.next(j);
         }
-        if let Some(k) = self.keys.get_mut(hole) {
+        if let Some(k) = self.slots.keys_mut().get_mut(hole) {
             *k = EMPTY;
             self.len = self.len.saturating_sub(1);
         }
@@ -279,35 +492,41 @@ impl Table {
         if cap < self.len {
             return;
         }
-        let mut keys: Vec<u64> = Vec::new();
-        let mut vals: Vec<Meta> = Vec::new();
-        // try_reserve: no abort or panic on OOM / capacity overflow.
-        if keys.try_reserve_exact(cap).is_err() || vals.try_reserve_exact(cap).is_err() {
+        let Some(slots) = Slots::zeroed(cap) else {
             return;
-        }
-        keys.resize(cap, EMPTY);
-        vals.resize(cap, EMPTY_META);
-        let mut new = Table { keys, vals, len: 0 };
-        for (&k, m) in self.keys.iter().zip(self.vals.iter()) {
+        };
+        let mut new = Table { slots, len: 0 };
+        for i in 0..self.cap() {
+            let k = self.slots.keys()[i];
             if k != EMPTY {
-                new.place(k, *m);
+                if let Some(m) = self.meta(i) {
+                    new.place(k, m);
+                }
             }
         }
         *self = new;
     }
 
     fn memory_bytes(&self) -> usize {
-        self.keys.capacity() * size_of::<u64>() + self.vals.capacity() * size_of::<Meta>()
+        self.slots.bytes()
+    }
+
+    /// Every live entry.
+    fn entries(&self) -> impl Iterator<Item = Alloc> + '_ {
+        (0..self.cap()).filter_map(move |i| {
+            let k = *self.slots.keys().get(i)?;
+            (k != EMPTY).then(|| self.meta(i).map(|m| to_alloc(k, &m)))?
+        })
     }
 }
 
 fn to_alloc(base: u64, m: &Meta) -> Alloc {
     Alloc {
         base,
-        size: m.size,
-        padding: m.padding,
-        kind: m.kind,
-        device: m.device,
+        size: m.size(),
+        padding: m.padding(),
+        kind: m.kind(),
+        device: m.device(),
     }
 }
 
@@ -366,12 +585,7 @@ impl Registry {
         if alloc.base == EMPTY {
             return;
         }
-        let meta = Meta {
-            size: alloc.size,
-            padding: alloc.padding,
-            device: alloc.device,
-            kind: alloc.kind,
-        };
+        let meta = Meta::pack(alloc.size, alloc.padding, alloc.kind, alloc.device);
         if let Some(mut t) = self.lock(home_shard()) {
             t.insert(alloc.base, meta);
         }
@@ -432,27 +646,25 @@ impl Registry {
         let mut inside: Option<Alloc> = None;
         let mut past: Option<(u64, Alloc)> = None;
         for t in self.each_shard() {
-            for (&base, m) in t.keys.iter().zip(t.vals.iter()) {
-                if base == EMPTY {
-                    continue;
-                }
-                let end = base.saturating_add(m.size).saturating_add(m.padding);
+            for a in t.entries() {
+                let base = a.base;
+                let end = base.saturating_add(a.size).saturating_add(a.padding);
                 if base <= addr && addr < end {
                     let better = match inside {
                         None => true,
-                        Some(a) => base > a.base,
+                        Some(i) => base > i.base,
                     };
                     if better {
-                        inside = Some(to_alloc(base, m));
+                        inside = Some(a);
                     }
                 } else if end <= addr {
                     let gap = addr - end;
                     let better = match past {
                         None => true,
-                        Some((g, a)) => gap < g || (gap == g && base > a.base),
+                        Some((g, p)) => gap < g || (gap == g && base > p.base),
                     };
                     if gap < LOCATE_WINDOW && better {
-                        past = Some((gap, to_alloc(base, m)));
+                        past = Some((gap, a));
                     }
                 }
             }
@@ -762,10 +974,12 @@ mod tests {
     fn locate_on_empty_and_extreme_values() {
         let r = Registry::new();
         assert_eq!(r.locate(0x1000), None);
+        // Sizes are kept up to 1 TiB and paddings in whole pages up to 32 GiB:
+        // larger ones are stored saturated, and still found.
         let huge = a(1, u64::MAX, u64::MAX);
         r.insert(huge);
-        // 2 - (1 + u64::MAX) does not fit in i64: saturated.
-        assert_eq!(r.locate(2), Some((huge, i64::MIN)));
+        let kept = a(1, (1 << 40) - 1, ((1 << 23) - 1) * 4096);
+        assert_eq!(r.locate(2), Some((kept, 2 - (1 << 40))));
         let r = Registry::new();
         let top = a(u64::MAX - 4095, 4096, 0);
         r.insert(top);
@@ -774,6 +988,42 @@ mod tests {
         let low = a(0x1000, 16, 0);
         r.insert(low);
         assert_eq!(r.locate(0x1000 + 16 + 3 * GIB), None);
+    }
+
+    #[test]
+    fn entries_keep_what_was_recorded() {
+        for (size, padding, kind, device) in [
+            (10_000, 67_824, Kind::Device, 0),
+            (2 << 20, 65_536 + 100, Kind::Hsa, -1),
+            (1 << 39, (8 << 20) - 1, Kind::Managed, 30),
+            (4096, 0, Kind::Other, 7),
+        ] {
+            let m = Meta::pack(size, padding, kind, device);
+            assert_eq!(
+                (m.size(), m.padding(), m.kind(), m.device()),
+                (size, padding, kind, device)
+            );
+        }
+        // 8 MiB and more: whole pages (rounded down); a 31st GPU: unknown.
+        let m = Meta::pack(1, (1 << 30) + 123, Kind::Device, 31);
+        assert_eq!((m.padding(), m.device()), (1 << 30, -1));
+    }
+
+    #[test]
+    fn a_million_entries_cost_at_most_64_bytes_each_and_go_back_when_freed() {
+        // (The resize peak, old and new arrays at once, is scripts/bench's.)
+        let r = Registry::new();
+        let n = 1_000_000u64;
+        for i in 0..n {
+            r.insert(a((1 << 44) + (i << 12), 4096, 0));
+        }
+        let held = r.memory_bytes();
+        assert!(held as f64 / n as f64 <= 32.0, "{held} bytes");
+        for i in 0..n {
+            assert!(r.remove((1 << 44) + (i << 12)).is_some());
+        }
+        // What is left: the smallest table of each shard used.
+        assert!(r.memory_bytes() <= size_of::<Registry>() + SHARDS * MIN_CAP * SLOT_BYTES);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 /* The ways HIP gets loaded and bound (issue 11), one per argv[1]; each step
- * allocates 4 KiB with hipMalloc and prints its result and how many
+ * allocates 2 MiB with hipMalloc (a PyTorch-sized segment, which ends at its
+ * block's end, so rocm-fix protects it) and prints its result and how many
  * allocations rocm-fix padded meanwhile (its C API, when it is loaded). Built
  * twice: -DLINKED (linked against the system libamdhip64) and plain (no
  * HIP at link time). argv[2] is the torch/lib-like folder holding a private
@@ -45,7 +46,7 @@ static uint64_t padded(void) {
 static void step(const char *name, malloc_t f) {
   void *p = NULL;
   uint64_t before = padded();
-  int r = f ? f(&p, 4096) : -1;
+  int r = f ? f(&p, 2 << 20) : -1;
   printf("%s: hipMalloc -> %d padded +%llu\n", name, r, (unsigned long long)(padded() - before));
 }
 
