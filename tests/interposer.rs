@@ -754,3 +754,29 @@ fn where_no_sink_can_be_had_the_segment_is_padded_instead() {
     // 2 MiB + 64 KiB takes a 4 MiB block.
     assert_eq!(free_bytes(&without) - free_bytes(&with), 2 << 20);
 }
+
+#[test]
+fn pitched_and_stream_ordered_segments_get_a_sink_too() {
+    for steps in [
+        ["pitch:0x200000:1", "read:0:0:0x210000"],
+        ["async:0x200000", "read:0:0:0x210000"],
+    ] {
+        let (without, with) = both(simwork_cmd("gfx1010", &steps), &[]);
+        assert_rocr_page_fault(&without, 1);
+        assert_eq!(with.code, Some(0), "{steps:?}: {with:#?}");
+    }
+    // A stream-ordered free takes the sink away with the buffer.
+    let steps = [
+        "async:0x200000",
+        "mapped:0:0x1ff000",
+        "freeasync:0",
+        "mapped:0:0x1ff000",
+    ];
+    let (_, with) = both(simwork_cmd("gfx1010", &steps), &[]);
+    let mapped: Vec<&str> = with
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("mapped "))
+        .collect();
+    assert_eq!(mapped, ["mapped 69632", "mapped 4096"], "{with:#?}");
+}

@@ -11,7 +11,7 @@
 use core::ffi::{c_char, c_int, c_void};
 
 /// Bumped whenever a field below changes; the front refuses another version.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// File name of the engine, looked up next to the front.
 pub const ENGINE_FILE: &[u8] = b"librocm_fix_engine.so\0";
@@ -50,6 +50,12 @@ pub enum RealFn {
     HsaVmemMap,
     HsaVmemUnmap,
     HsaVmemSetAccess,
+    HipMallocPitch,
+    HipMalloc3D,
+    HipMemAllocPitch,
+    HipMallocAsync,
+    HipMallocFromPoolAsync,
+    HipFreeAsync,
 }
 
 /// Which runtime library defines a real function.
@@ -61,7 +67,7 @@ pub enum Lib {
 
 /// (name, version node, library) of every [`RealFn`], in its order. The
 /// version nodes are those of rocm-facts §2 and §4.
-pub const REAL: [(&[u8], &[u8], Lib); 30] = [
+pub const REAL: [(&[u8], &[u8], Lib); 36] = [
     (b"hipMalloc\0", b"hip_4.2\0", Lib::Hip),
     (b"hipFree\0", b"hip_4.2\0", Lib::Hip),
     (b"hipHostMalloc\0", b"hip_4.2\0", Lib::Hip),
@@ -101,6 +107,12 @@ pub const REAL: [(&[u8], &[u8], Lib); 30] = [
     (b"hsa_amd_vmem_map\0", b"ROCR_1\0", Lib::Hsa),
     (b"hsa_amd_vmem_unmap\0", b"ROCR_1\0", Lib::Hsa),
     (b"hsa_amd_vmem_set_access\0", b"ROCR_1\0", Lib::Hsa),
+    (b"hipMallocPitch\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipMalloc3D\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipMemAllocPitch\0", b"hip_4.2\0", Lib::Hip),
+    (b"hipMallocAsync\0", b"hip_5.1\0", Lib::Hip),
+    (b"hipMallocFromPoolAsync\0", b"hip_5.1\0", Lib::Hip),
+    (b"hipFreeAsync\0", b"hip_5.1\0", Lib::Hip),
 ];
 
 /// Sonames tried, already loaded only (RTLD_NOLOAD), when RTLD_NEXT cannot
@@ -163,6 +175,36 @@ pub type HsaSvmSetFn = unsafe extern "C" fn(*mut c_void, usize, *mut [u64; 2], u
 pub type HsaSvmSetHook =
     unsafe extern "C" fn(*mut c_void, usize, *mut [u64; 2], usize, usize) -> u32;
 pub type StatsFn = unsafe extern "C" fn(*mut c_void, usize) -> c_int;
+/// hipMallocPitch(ptr, pitch, width, height).
+pub type HipMallocPitchFn =
+    unsafe extern "C" fn(*mut *mut c_void, *mut usize, usize, usize) -> c_int;
+/// hipPitchedPtr and hipExtent (hip_runtime_api.h).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HipPitchedPtr {
+    pub ptr: *mut c_void,
+    pub pitch: usize,
+    pub xsize: usize,
+    pub ysize: usize,
+}
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HipExtent {
+    pub width: usize,
+    pub height: usize,
+    pub depth: usize,
+}
+pub type HipMalloc3DFn = unsafe extern "C" fn(*mut HipPitchedPtr, HipExtent) -> c_int;
+/// hipMemAllocPitch(ptr, pitch, width, height, element size).
+pub type HipMemAllocPitchFn =
+    unsafe extern "C" fn(*mut *mut c_void, *mut usize, usize, usize, u32) -> c_int;
+/// hipMallocAsync(ptr, size, stream).
+pub type HipMallocAsyncFn = unsafe extern "C" fn(*mut *mut c_void, usize, *mut c_void) -> c_int;
+/// hipMallocFromPoolAsync(ptr, size, pool, stream).
+pub type HipMallocFromPoolFn =
+    unsafe extern "C" fn(*mut *mut c_void, usize, *mut c_void, *mut c_void) -> c_int;
+/// hipFreeAsync(ptr, stream).
+pub type HipFreeAsyncFn = unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int;
 pub type HsaSystemGetInfoFn = unsafe extern "C" fn(u32, *mut c_void) -> u32;
 /// hsa_amd_vmem_address_reserve(va, size, address hint, flags).
 pub type HsaVmemReserveFn = unsafe extern "C" fn(*mut *mut c_void, usize, u64, u64) -> u32;
@@ -200,6 +242,12 @@ pub struct EngineHooks {
     pub hsa_pool_free: HsaPoolFreeHook,
     pub hsa_svm_attributes_set: HsaSvmSetHook,
     pub get_stats: StatsFn,
+    pub hip_malloc_pitch: HipMallocPitchFn,
+    pub hip_malloc_3d: HipMalloc3DFn,
+    pub hip_mem_alloc_pitch: HipMemAllocPitchFn,
+    pub hip_malloc_async: HipMallocAsyncFn,
+    pub hip_malloc_from_pool_async: HipMallocFromPoolFn,
+    pub hip_free_async: HipFreeAsyncFn,
 }
 
 /// The engine's one export: called once by the front.

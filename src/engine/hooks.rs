@@ -299,6 +299,172 @@ unsafe extern "C" fn hip_malloc(ptr: *mut *mut c_void, size: usize) -> c_int {
     })
 }
 
+/// After an allocation the runtime shaped (pitched, 3-D, stream-ordered):
+/// records it and, if it ends within the cover of its block's end, gives it
+/// a sink. No padded replacement: the call's own geometry (pitch, pool
+/// block) would change; where no sink can be had it stays as it is.
+fn protect_in_place(st: &State, ptr: *mut c_void, size: usize, device: i32) {
+    let base = ptr as u64;
+    let cover = st.cfg.pad_bytes;
+    let node = st.device_node(device);
+    let padding = match (cover > 0)
+        .then(|| policy::uncovered_end(base, size as u64, cover as u64, st.granule))
+        .flatten()
+    {
+        Some(end) if node.is_some_and(|n| crate::sink::attach(n, base, end, cover)) => {
+            stats::add(Stat::Padded, 1);
+            (end - base - size as u64) as usize + crate::sink::sink_size(cover)
+        }
+        _ => 0,
+    };
+    let mut p = ptr;
+    record(&mut p, size, padding, Kind::Device, device);
+}
+
+/// The frame of every hook in this family: forward, then, on an active
+/// device, protect what came back (`size` reads it from the call's outputs).
+fn shaped_alloc(
+    forward: &dyn Fn() -> c_int,
+    ptr: impl Fn() -> *mut c_void,
+    size: impl Fn() -> usize,
+) -> c_int {
+    intercept(forward, |st| {
+        if !st.tracking {
+            return forward();
+        }
+        let dev = current_device(st);
+        let r = forward();
+        let p = ptr();
+        if r != policy::HIP_SUCCESS || p.is_null() {
+            return r;
+        }
+        if st.active_for(dev) {
+            protect_in_place(st, p, size(), dev);
+        } else {
+            let mut q = p;
+            record(&mut q, size(), 0, Kind::Device, dev);
+        }
+        r
+    })
+}
+
+unsafe extern "C" fn hip_malloc_pitch(
+    ptr: *mut *mut c_void,
+    pitch: *mut usize,
+    width: usize,
+    height: usize,
+) -> c_int {
+    let Some(f) = real_fn!(RealFn::HipMallocPitch, HipMallocPitchFn) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: the caller's arguments; outputs read only after success.
+    let forward = || real_call(|| unsafe { f(ptr, pitch, width, height) });
+    if ptr.is_null() || pitch.is_null() {
+        return forward();
+    }
+    shaped_alloc(
+        &forward,
+        || unsafe { *ptr },
+        || unsafe { *pitch }.saturating_mul(height),
+    )
+}
+
+unsafe extern "C" fn hip_mem_alloc_pitch(
+    ptr: *mut *mut c_void,
+    pitch: *mut usize,
+    width: usize,
+    height: usize,
+    elem: u32,
+) -> c_int {
+    let Some(f) = real_fn!(RealFn::HipMemAllocPitch, HipMemAllocPitchFn) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: the caller's arguments; outputs read only after success.
+    let forward = || real_call(|| unsafe { f(ptr, pitch, width, height, elem) });
+    if ptr.is_null() || pitch.is_null() {
+        return forward();
+    }
+    shaped_alloc(
+        &forward,
+        || unsafe { *ptr },
+        || unsafe { *pitch }.saturating_mul(height),
+    )
+}
+
+unsafe extern "C" fn hip_malloc_3d(p: *mut HipPitchedPtr, extent: HipExtent) -> c_int {
+    let Some(f) = real_fn!(RealFn::HipMalloc3D, HipMalloc3DFn) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: the caller's arguments; outputs read only after success.
+    let forward = || real_call(|| unsafe { f(p, extent) });
+    if p.is_null() {
+        return forward();
+    }
+    shaped_alloc(
+        &forward,
+        || unsafe { (*p).ptr },
+        || {
+            unsafe { (*p).pitch }
+                .saturating_mul(extent.height)
+                .saturating_mul(extent.depth)
+        },
+    )
+}
+
+unsafe extern "C" fn hip_malloc_async(
+    ptr: *mut *mut c_void,
+    size: usize,
+    stream: *mut c_void,
+) -> c_int {
+    let Some(f) = real_fn!(RealFn::HipMallocAsync, HipMallocAsyncFn) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: the caller's arguments.
+    let forward = || real_call(|| unsafe { f(ptr, size, stream) });
+    if ptr.is_null() || size == 0 {
+        return forward();
+    }
+    shaped_alloc(&forward, || unsafe { *ptr }, || size)
+}
+
+unsafe extern "C" fn hip_malloc_from_pool_async(
+    ptr: *mut *mut c_void,
+    size: usize,
+    pool: *mut c_void,
+    stream: *mut c_void,
+) -> c_int {
+    let Some(f) = real_fn!(RealFn::HipMallocFromPoolAsync, HipMallocFromPoolFn) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: the caller's arguments.
+    let forward = || real_call(|| unsafe { f(ptr, size, pool, stream) });
+    if ptr.is_null() || size == 0 {
+        return forward();
+    }
+    shaped_alloc(&forward, || unsafe { *ptr }, || size)
+}
+
+unsafe extern "C" fn hip_free_async(ptr: *mut c_void, stream: *mut c_void) -> c_int {
+    let Some(f) = real_fn!(RealFn::HipFreeAsync, HipFreeAsyncFn) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    guarded(
+        || {
+            stats::add(Stat::Intercepted, 1);
+            if state().tracking && !ptr.is_null() {
+                if let Some(r) = books() {
+                    r.remove(ptr as u64);
+                }
+                crate::sink::detach(ptr as u64);
+            }
+            // SAFETY: the caller's arguments.
+            unsafe { f(ptr, stream) }
+        },
+        // SAFETY: as above.
+        || unsafe { f(ptr, stream) },
+    )
+}
+
 unsafe fn free_with(id: RealFn, ptr: *mut c_void) -> c_int {
     let Some(f) = real_fn!(id, HipFreeFn) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
@@ -825,6 +991,12 @@ static HOOKS: EngineHooks = EngineHooks {
     hsa_pool_free,
     hsa_svm_attributes_set,
     get_stats,
+    hip_malloc_pitch,
+    hip_malloc_3d,
+    hip_mem_alloc_pitch,
+    hip_malloc_async,
+    hip_malloc_from_pool_async,
+    hip_free_async,
 };
 
 /// The engine's one export, called once by the front.

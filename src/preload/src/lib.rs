@@ -197,10 +197,16 @@ static D_HSA_INIT: AtomicUsize = AtomicUsize::new(0);
 static D_HSA_POOL_ALLOCATE: AtomicUsize = AtomicUsize::new(0);
 static D_HSA_POOL_FREE: AtomicUsize = AtomicUsize::new(0);
 static D_HSA_SVM_SET: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_MALLOC_PITCH: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_MALLOC_3D: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_MEM_ALLOC_PITCH: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_MALLOC_ASYNC: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_MALLOC_FROM_POOL: AtomicUsize = AtomicUsize::new(0);
+static D_HIP_FREE_ASYNC: AtomicUsize = AtomicUsize::new(0);
 
 /// Points every hook at its real function, where that can be found now.
 fn arm_direct() {
-    let slots: [(&AtomicUsize, RealFn); 13] = [
+    let slots: [(&AtomicUsize, RealFn); 19] = [
         (&D_HIP_MALLOC, RealFn::HipMalloc),
         (&D_HIP_FREE, RealFn::HipFree),
         (&D_HIP_HOST_MALLOC, RealFn::HipHostMalloc),
@@ -214,6 +220,12 @@ fn arm_direct() {
         (&D_HSA_POOL_ALLOCATE, RealFn::HsaPoolAllocate),
         (&D_HSA_POOL_FREE, RealFn::HsaPoolFree),
         (&D_HSA_SVM_SET, RealFn::HsaSvmAttributesSet),
+        (&D_HIP_MALLOC_PITCH, RealFn::HipMallocPitch),
+        (&D_HIP_MALLOC_3D, RealFn::HipMalloc3D),
+        (&D_HIP_MEM_ALLOC_PITCH, RealFn::HipMemAllocPitch),
+        (&D_HIP_MALLOC_ASYNC, RealFn::HipMallocAsync),
+        (&D_HIP_MALLOC_FROM_POOL, RealFn::HipMallocFromPoolAsync),
+        (&D_HIP_FREE_ASYNC, RealFn::HipFreeAsync),
     ];
     for (slot, id) in slots {
         // SAFETY: resolve takes any id and returns 0 when unknown.
@@ -405,6 +417,43 @@ forward_with_caller!(
     fn(pool: u64, size: usize, flags: u32, ptr: *mut *mut c_void) -> u32
 );
 
+forward!(
+    fb_hip_malloc_pitch,
+    RealFn::HipMallocPitch,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut *mut c_void, pitch: *mut usize, w: usize, h: usize) -> c_int
+);
+forward!(
+    fb_hip_malloc_3d,
+    RealFn::HipMalloc3D,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut HipPitchedPtr, e: HipExtent) -> c_int
+);
+forward!(
+    fb_hip_mem_alloc_pitch,
+    RealFn::HipMemAllocPitch,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut *mut c_void, pitch: *mut usize, w: usize, h: usize, e: u32) -> c_int
+);
+forward!(
+    fb_hip_malloc_async,
+    RealFn::HipMallocAsync,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut *mut c_void, s: usize, st: *mut c_void) -> c_int
+);
+forward!(
+    fb_hip_malloc_from_pool,
+    RealFn::HipMallocFromPoolAsync,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut *mut c_void, s: usize, pool: *mut c_void, st: *mut c_void) -> c_int
+);
+forward!(
+    fb_hip_free_async,
+    RealFn::HipFreeAsync,
+    HIP_ERROR_NOT_INITIALIZED,
+    fn(p: *mut c_void, st: *mut c_void) -> c_int
+);
+
 unsafe extern "C" fn fb_get_stats(out: *mut c_void, size: usize) -> c_int {
     let mut s = Stats {
         intercepted: 0,
@@ -448,6 +497,12 @@ static FALLBACK: EngineHooks = EngineHooks {
     hsa_pool_free: fb_hsa_pool_free,
     hsa_svm_attributes_set: fb_hsa_svm_set,
     get_stats: fb_get_stats,
+    hip_malloc_pitch: fb_hip_malloc_pitch,
+    hip_malloc_3d: fb_hip_malloc_3d,
+    hip_mem_alloc_pitch: fb_hip_mem_alloc_pitch,
+    hip_malloc_async: fb_hip_malloc_async,
+    hip_malloc_from_pool_async: fb_hip_malloc_from_pool,
+    hip_free_async: fb_hip_free_async,
 };
 
 // ---- the hooks ---------------------------------------------------------------------
@@ -460,6 +515,63 @@ pub unsafe extern "C" fn hipMalloc(ptr: *mut *mut c_void, size: usize) -> c_int 
         f => unsafe { core::mem::transmute::<usize, HipAlloc>(f)(ptr, size) },
     }
 }
+/// The allocation entry points beyond hipMalloc that reach VRAM (issue 10).
+macro_rules! hook {
+    ($name:ident, $field:ident, $d:ident, $ty:ty, fn($($a:ident: $t:ty),*)) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> c_int {
+            match $d.load(Ordering::Relaxed) {
+                // SAFETY: the engine's hook of this exact signature.
+                0 => unsafe { (engine().$field)($($a),*) },
+                // SAFETY: the real function of this exact signature (arm_direct).
+                f => unsafe { core::mem::transmute::<usize, $ty>(f)($($a),*) },
+            }
+        }
+    };
+}
+hook!(
+    hipMallocPitch,
+    hip_malloc_pitch,
+    D_HIP_MALLOC_PITCH,
+    HipMallocPitchFn,
+    fn(ptr: *mut *mut c_void, pitch: *mut usize, width: usize, height: usize)
+);
+hook!(
+    hipMalloc3D,
+    hip_malloc_3d,
+    D_HIP_MALLOC_3D,
+    HipMalloc3DFn,
+    fn(p: *mut HipPitchedPtr, extent: HipExtent)
+);
+hook!(
+    hipMemAllocPitch,
+    hip_mem_alloc_pitch,
+    D_HIP_MEM_ALLOC_PITCH,
+    HipMemAllocPitchFn,
+    fn(ptr: *mut *mut c_void, pitch: *mut usize, width: usize, height: usize, elem: u32)
+);
+hook!(
+    hipMallocAsync,
+    hip_malloc_async,
+    D_HIP_MALLOC_ASYNC,
+    HipMallocAsyncFn,
+    fn(ptr: *mut *mut c_void, size: usize, stream: *mut c_void)
+);
+hook!(
+    hipMallocFromPoolAsync,
+    hip_malloc_from_pool_async,
+    D_HIP_MALLOC_FROM_POOL,
+    HipMallocFromPoolFn,
+    fn(ptr: *mut *mut c_void, size: usize, pool: *mut c_void, stream: *mut c_void)
+);
+hook!(
+    hipFreeAsync,
+    hip_free_async,
+    D_HIP_FREE_ASYNC,
+    HipFreeAsyncFn,
+    fn(ptr: *mut c_void, stream: *mut c_void)
+);
+
 #[no_mangle]
 pub unsafe extern "C" fn hipFree(ptr: *mut c_void) -> c_int {
     match D_HIP_FREE.load(Ordering::Relaxed) {
@@ -743,6 +855,18 @@ fn hook_for(name: &[u8]) -> Option<(RealFn, usize)> {
             RealFn::HipGetProcAddress,
             hipGetProcAddress as *const () as usize,
         ),
+        b"hipMallocPitch" => (RealFn::HipMallocPitch, hipMallocPitch as *const () as usize),
+        b"hipMalloc3D" => (RealFn::HipMalloc3D, hipMalloc3D as *const () as usize),
+        b"hipMemAllocPitch" => (
+            RealFn::HipMemAllocPitch,
+            hipMemAllocPitch as *const () as usize,
+        ),
+        b"hipMallocAsync" => (RealFn::HipMallocAsync, hipMallocAsync as *const () as usize),
+        b"hipMallocFromPoolAsync" => (
+            RealFn::HipMallocFromPoolAsync,
+            hipMallocFromPoolAsync as *const () as usize,
+        ),
+        b"hipFreeAsync" => (RealFn::HipFreeAsync, hipFreeAsync as *const () as usize),
         b"hsa_init" => (RealFn::HsaInit, hsa_init as *const () as usize),
         b"hsa_amd_memory_pool_allocate" => (
             RealFn::HsaPoolAllocate,
