@@ -780,3 +780,33 @@ fn pitched_and_stream_ordered_segments_get_a_sink_too() {
         .collect();
     assert_eq!(mapped, ["mapped 69632", "mapped 4096"], "{with:#?}");
 }
+
+#[test]
+fn a_huge_rocm_fix_pad_never_takes_the_room_a_fitting_workload_needs() {
+    // 2 MiB, an over-read past it, then all but 64 MiB of the 8 GiB: the two
+    // allocations fit without rocm-fix.
+    let fits = ["malloc:0x200000", "malloc:0x1fc000000"];
+    let steps = ["malloc:0x200000", "read:0:0:0x210000", "malloc:0x1fc000000"];
+    let (without, _) = both(simwork_cmd("gfx1010", &fits), &[]);
+    assert!(
+        without.stdout.contains("malloc:0x1fc000000 -> 0"),
+        "{without:#?}"
+    );
+    // The sink covers 1 GiB of address space with a 32 MiB buffer (1/256).
+    let pad = [("ROCM_FIX_PAD", "1G")];
+    let (_, with) = both(simwork_cmd("gfx1010", &steps), &pad);
+    assert!(with.stdout.contains("read:0:0:0x210000 -> 0"), "{with:#?}");
+    assert!(with.stdout.contains("malloc:0x1fc000000 -> 0"), "{with:#?}");
+    // Where no sink can be had, padding stops at 1/32 of the GPU's memory,
+    // and says so once; the big allocation still fits.
+    let env = [("ROCM_FIX_PAD", "1G"), ("HSA_RESERVE_SVM", "1")];
+    let (_, with) = both(simwork_cmd("gfx1010", &fits), &env);
+    assert!(with.stdout.contains("malloc:0x1fc000000 -> 0"), "{with:#?}");
+    assert_eq!(
+        with.stderr
+            .matches("rocm-fix: padding stopped at 256 MiB")
+            .count(),
+        1,
+        "{with:#?}"
+    );
+}

@@ -162,6 +162,50 @@ fn padded_alloc(
     r
 }
 
+/// VRAM held by padded allocations (a padded buffer holds its padding until
+/// it is freed).
+static PADDED_VRAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether `pad` more bytes of padding fit the budget: at most 1/32 of the
+/// GPU's memory in all, so that however large `ROCM_FIX_PAD` is, padding
+/// never takes the room a workload that fits without rocm-fix needs. Past
+/// it, buffers are kept exactly as asked, and the user is told once. (The
+/// budget is reserved here; the caller gives it back if the attempt fails.)
+fn padding_budget_allows(st: &State, node: Option<u32>, pad: u64) -> bool {
+    let vram = node
+        .and_then(crate::pools::gpu_vram)
+        .map_or(0, |(_, pool)| crate::pools::pool_size(pool));
+    let budget = vram / 32;
+    let before = PADDED_VRAM.fetch_add(pad, Ordering::Relaxed);
+    if vram > 0 && before + pad <= budget {
+        return true;
+    }
+    PADDED_VRAM.fetch_sub(pad, Ordering::Relaxed);
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !st.secure && !SAID.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "rocm-fix: padding stopped at {} MiB, 1/32 of this GPU's memory: ROCM_FIX_PAD={} asks \
+             for more than it can spare; further buffers that end at their block's end are left \
+             as they are.",
+            budget >> 20,
+            st.cfg.pad_bytes
+        );
+    }
+    false
+}
+
+/// A freed padded buffer's padding leaves the budget. (A sink's buffer is
+/// not padding; an application's own HSA allocation keeps its share, which
+/// only makes the budget stricter.)
+fn give_back_padding(a: &Alloc) {
+    if a.padding > 0 && matches!(a.kind, Kind::Device | Kind::ExtFine) && !crate::sink::owns(a.base)
+    {
+        let _ = PADDED_VRAM.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(a.padding))
+        });
+    }
+}
+
 /// Device memory (VRAM): what padding every allocation used to do, done only
 /// where it is needed. The allocation is made exactly as asked; a buffer that
 /// its own block covers (the rest of the 2 MiB block follows it, mapped) needs
@@ -235,15 +279,18 @@ fn device_alloc(
     if let Some(total) = (!pending)
         .then(|| policy::padded_size(size, policy::fallback_pad(cover)))
         .flatten()
+        .filter(|&total| padding_budget_allows(st, node, (total - size) as u64))
     {
         let r2 = real_call(|| alloc(total, rw));
         if r2 == policy::HIP_SUCCESS {
             free(exact);
             stats::add(Stat::Padded, 1);
             stats::add(Stat::PaddedBytes, (total - size) as u64);
+            PADDED_VRAM.fetch_add((total - size) as u64, Ordering::Relaxed);
             record(ptr, size, total - size, kind, device);
             return r2;
         }
+        PADDED_VRAM.fetch_sub((total - size) as u64, Ordering::Relaxed);
         stats::add(Stat::Retried, 1);
         // SAFETY: the caller's out-pointer: it gets the exact allocation back.
         unsafe { *ptr = exact };
@@ -452,8 +499,8 @@ unsafe extern "C" fn hip_free_async(ptr: *mut c_void, stream: *mut c_void) -> c_
         || {
             stats::add(Stat::Intercepted, 1);
             if state().tracking && !ptr.is_null() {
-                if let Some(r) = books() {
-                    r.remove(ptr as u64);
+                if let Some(a) = books().and_then(|r| r.remove(ptr as u64)) {
+                    give_back_padding(&a);
                 }
                 crate::sink::detach(ptr as u64);
             }
@@ -473,8 +520,8 @@ unsafe fn free_with(id: RealFn, ptr: *mut c_void) -> c_int {
         || {
             stats::add(Stat::Intercepted, 1);
             if state().tracking && !ptr.is_null() {
-                if let Some(r) = books() {
-                    r.remove(ptr as u64);
+                if let Some(a) = books().and_then(|r| r.remove(ptr as u64)) {
+                    give_back_padding(&a);
                 }
                 crate::sink::detach(ptr as u64);
             }
@@ -899,8 +946,8 @@ unsafe extern "C" fn hsa_pool_free(ptr: *mut c_void, caller: usize) -> u32 {
         || {
             stats::add(Stat::Intercepted, 1);
             if state().tracking && !ptr.is_null() {
-                if let Some(r) = books() {
-                    r.remove(ptr as u64);
+                if let Some(a) = books().and_then(|r| r.remove(ptr as u64)) {
+                    give_back_padding(&a);
                 }
                 crate::sink::detach(ptr as u64);
             }

@@ -40,6 +40,27 @@ pub fn gpu_vram(node: u32) -> Option<(u64, u64)> {
         .map(|p| (p.agent, p.pool))
 }
 
+/// The size of `pool` in bytes (the VRAM of a GPU's pool), or 0.
+pub fn pool_size(pool: u64) -> u64 {
+    let Some(get) = crate::state::real_fn!(RealFn::HsaPoolGetInfo, HsaPoolGetInfoFn) else {
+        return 0;
+    };
+    let mut size: usize = 0;
+    // SAFETY: SIZE is a size_t attribute.
+    let r = unsafe {
+        get(
+            pool,
+            policy::HSA_POOL_INFO_SIZE,
+            (&mut size as *mut usize).cast(),
+        )
+    };
+    if r == policy::HSA_STATUS_SUCCESS {
+        size as u64
+    } else {
+        0
+    }
+}
+
 /// The KFD node of the GPU whose VRAM `pool` is; None for host pools.
 pub fn vram_node(pool: u64) -> Option<u32> {
     pools().iter().find(|p| p.pool == pool).and_then(|p| p.node)

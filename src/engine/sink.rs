@@ -26,6 +26,8 @@ use std::sync::Mutex;
 struct Sink {
     owners: u32,
     size: usize,
+    /// The size of each mapping of the shared buffer that fills the range.
+    chunk: usize,
 }
 
 #[derive(Default)]
@@ -34,7 +36,8 @@ struct Books {
     sinks: HashMap<u64, Sink>,
     /// buffer base -> the block end whose sink it uses
     owners: HashMap<u64, u64>,
-    /// KFD node -> (handle, size) of the shared buffer every sink maps
+    /// KFD node -> (handle, size) of the shared buffer every sink maps,
+    /// repeated as often as the range needs
     handles: HashMap<u32, (u64, usize)>,
 }
 
@@ -118,20 +121,24 @@ pub fn attach(node: u32, base: u64, end: u64, cover: usize) -> bool {
         unsafe { (v.free)(va, size) };
         return false;
     }
+    // The shared buffer: the whole cover where it is small, else a slice of
+    // the GPU's memory (1/256, at least 2 MiB) mapped again and again over the
+    // range: a large ROCM_FIX_PAD costs address space, not the VRAM it names.
+    let chunk = sink_chunk(size, pools::pool_size(pool));
     let handle = match books.handles.get(&node) {
-        Some(&(h, hs)) if hs >= size => h,
+        Some(&(h, hs)) if hs >= chunk => h,
         _ => {
             let mut h: u64 = 0;
             // SAFETY: the device's coarse VRAM pool, a page-multiple size, an out-pointer.
-            let r = unsafe { (v.create)(pool, size, policy::HSA_MEMORY_TYPE_PINNED, 0, &mut h) };
+            let r = unsafe { (v.create)(pool, chunk, policy::HSA_MEMORY_TYPE_PINNED, 0, &mut h) };
             if r != policy::HSA_STATUS_SUCCESS {
                 // SAFETY: our reservation.
                 unsafe { (v.free)(va, size) };
                 return false;
             }
             // The only VRAM a sink costs, once per device: counted as added.
-            crate::stats::add(crate::stats::Stat::PaddedBytes, size as u64);
-            books.handles.insert(node, (h, size));
+            crate::stats::add(crate::stats::Stat::PaddedBytes, chunk as u64);
+            books.handles.insert(node, (h, chunk));
             h
         }
     };
@@ -139,18 +146,31 @@ pub fn attach(node: u32, base: u64, end: u64, cover: usize) -> bool {
         permissions: policy::HSA_ACCESS_PERMISSION_RW,
         agent,
     };
-    // SAFETY: our reservation, our handle, one access descriptor.
-    let mapped = unsafe { (v.map)(va, size, 0, handle, 0) } == policy::HSA_STATUS_SUCCESS;
-    if !mapped || unsafe { (v.access)(va, size, &desc, 1) } != policy::HSA_STATUS_SUCCESS {
-        if mapped {
-            // SAFETY: the mapping just made.
-            unsafe { (v.unmap)(va, size) };
+    let mut done = 0;
+    while done < size {
+        let n = chunk.min(size - done);
+        // SAFETY: a piece of our reservation, our handle.
+        let at = unsafe { va.cast::<u8>().add(done) }.cast::<c_void>();
+        if unsafe { (v.map)(at, n, 0, handle, 0) } != policy::HSA_STATUS_SUCCESS {
+            break;
         }
+        done += n;
+    }
+    // SAFETY: our fully mapped reservation, one access descriptor.
+    if done < size || unsafe { (v.access)(va, size, &desc, 1) } != policy::HSA_STATUS_SUCCESS {
+        unmap_chunks(&v, end, done, chunk);
         // SAFETY: our reservation.
         unsafe { (v.free)(va, size) };
         return false;
     }
-    books.sinks.insert(end, Sink { owners: 1, size });
+    books.sinks.insert(
+        end,
+        Sink {
+            owners: 1,
+            size,
+            chunk,
+        },
+    );
     books.owners.insert(base, end);
     OWNERS.fetch_add(1, Ordering::Relaxed);
     log::debug!("sink of {size} bytes after the block ending at {end:#x}");
@@ -177,15 +197,33 @@ pub fn detach(base: u64) {
     if s.owners > 0 {
         return;
     }
-    let size = s.size;
+    let (size, chunk) = (s.size, s.chunk);
     books.sinks.remove(&end);
     if let Some(v) = vmem() {
-        // SAFETY: the mapping and reservation this sink made.
-        unsafe {
-            (v.unmap)(end as *mut c_void, size);
-            (v.free)(end as *mut c_void, size);
-        }
+        unmap_chunks(&v, end, size, chunk);
+        // SAFETY: the reservation this sink made.
+        unsafe { (v.free)(end as *mut c_void, size) };
     }
+}
+
+/// Unmaps the first `mapped` bytes of a sink at `end`, mapped in `chunk`s.
+fn unmap_chunks(v: &Vmem, end: u64, mapped: usize, chunk: usize) {
+    let mut off = 0;
+    while off < mapped {
+        let n = chunk.min(mapped - off);
+        // SAFETY: a mapping this sink made.
+        unsafe { (v.unmap)((end as usize + off) as *mut c_void, n) };
+        off += n;
+    }
+}
+
+/// The shared buffer's size for a sink of `size` bytes on a GPU with `vram`
+/// bytes: all of it when it is at most 1/256 of the VRAM (at least 2 MiB),
+/// else that much, mapped repeatedly.
+pub fn sink_chunk(size: usize, vram: u64) -> usize {
+    let cap = ((vram / 256) as usize).max(policy::ROCR_BLOCK as usize);
+    let cap = cap / policy::PAGE * policy::PAGE;
+    size.min(cap)
 }
 
 /// The size of the sink that covers `cover` bytes: whole pages.
@@ -201,4 +239,19 @@ pub fn owns(base: u64) -> bool {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .is_some_and(|b| b.owners.contains_key(&base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_cover_maps_a_small_buffer_many_times() {
+        let gib = 1u64 << 30;
+        assert_eq!(sink_chunk(65536, 8 * gib), 65536);
+        assert_eq!(sink_chunk(1 << 30, 8 * gib), 32 << 20);
+        assert_eq!(sink_chunk(1 << 30, 0), 2 << 20);
+        assert_eq!(sink_size(1), 4096);
+        assert_eq!(sink_size(65536), 65536);
+    }
 }
