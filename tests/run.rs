@@ -362,6 +362,102 @@ fn triage_finds_the_real_chip_and_rejects_garbage() {
 }
 
 #[test]
+fn triage_decodes_pasted_kernel_logs() {
+    const KEYS: [&str; 15] = [
+        "hub",
+        "vmid",
+        "pasid",
+        "process",
+        "pid",
+        "page",
+        "retry",
+        "status",
+        "client",
+        "client_id",
+        "more_faults",
+        "walker_error",
+        "permission_faults",
+        "mapping_error",
+        "rw",
+    ];
+    let fixtures = root().join("tests/fixtures/kernel_log");
+    let mut checked = 0;
+    for e in std::fs::read_dir(&fixtures).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "txt") {
+            continue;
+        }
+        let run = Run::from(
+            rocm_fix(None, &["triage", "--json", path.to_str().unwrap()])
+                .output()
+                .unwrap(),
+        );
+        // A GPU page fault is a problem worth acting on.
+        assert_eq!(run.code, Some(1), "{path:?}: {run:#?}");
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(v["source"], "kernel-log", "{path:?}");
+        let faults = v["kernel_faults"].as_array().unwrap();
+        assert!(!faults.is_empty(), "{path:?}");
+        for f in faults {
+            for k in KEYS {
+                assert!(f.get(k).is_some(), "{path:?}: no {k} in {f}");
+            }
+            assert!(f["retry"].is_boolean() || f["retry"].is_null());
+            assert!(f["page"].is_string() || f["page"].is_null());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked} fixtures");
+    // The text form says what the client means.
+    let run = Run::from(
+        rocm_fix(
+            None,
+            &[
+                "triage",
+                fixtures
+                    .join("amdgpu172_gfx9_noretry_split_process.txt")
+                    .to_str()
+                    .unwrap(),
+            ],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert!(
+        run.stdout
+            .starts_with("Kernel log: 2 amdgpu page-fault reports\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("[gfxhub0] no-retry page fault, vmid 3 pasid 32769, process pt_main_thread pid 12924, page 0x0000ae8570611000, status 0x00301031, client TCP (GPU 0000:c6:00.0)"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("reading past the end of its buffer"));
+    // amdgpu lines without a fault report are not a kernel log to triage.
+    let dir = tmpdir("triage-kernel-junk");
+    let junk = dir.join("junk.txt");
+    std::fs::write(
+        &junk,
+        "[  563.230818] amdgpu 0000:44:00.0: amdgpu: ring comp_1.2.1 uses VM inv eng 9 on hub 0\n",
+    )
+    .unwrap();
+    let run = Run::from(
+        rocm_fix(None, &["triage", junk.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("nor a kernel log with amdgpu page-fault reports"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn doctor_names_the_real_chip_and_a_harmful_override() {
     let sysfs = root().join("tests/fixtures/doctor/rx7900xtx_with_override/sys");
     let mut c = rocm_fix(

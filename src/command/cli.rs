@@ -25,7 +25,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success (run: the command's own status is passed through)
   1  doctor/triage found problems worth acting on
-  2  bad usage, or input that is not rocminfo / KFD properties
+  2  bad usage, or input that is not rocminfo / KFD properties / a kernel log
   3  an error on rocm-fix's side (cannot read or write a file, no librocm_fix.so)";
 
 /// Every subcommand's help opens with its usage line, as before clap.
@@ -98,7 +98,10 @@ const TRIAGE_ABOUT: &str = "\
 Reads a pasted `rocminfo` output (old and new formats, several agents,
 truncated pastes) or a KFD `properties` file, and finds the real chip of every
 GPU agent even when HSA_OVERRIDE_GFX_VERSION rewrote the names: from the Chip
-ID (PCI device id), gfx_target_version, SIMDs per CU. '-' reads stdin.";
+ID (PCI device id), gfx_target_version, SIMDs per CU. A pasted kernel log
+(`sudo dmesg`, `journalctl -k`) has its amdgpu page-fault reports decoded:
+hub, vmid, pasid, process, page, the L2 protection fault status and its
+fields, the UTCL2 client and what it usually means. '-' reads stdin.";
 
 const KB_ABOUT: &str = "\
 The known issues behind \"Page not present\" faults: symptoms, chips, cause,
@@ -176,7 +179,7 @@ pub struct DoctorArgs {
 
 #[derive(Args, Debug)]
 pub struct TriageArgs {
-    /// A rocminfo output or KFD properties file ('-': stdin)
+    /// A rocminfo output, KFD properties file or kernel log ('-': stdin)
     #[arg(value_name = "FILE|-")]
     pub input: Vec<String>,
     /// Print JSON
@@ -481,10 +484,12 @@ fn triage_command(a: TriageArgs) -> i32 {
             } else {
                 print!("{}", report.to_text());
             }
-            let warn = report
-                .findings
-                .iter()
-                .any(|x| !matches!(x.severity, rocm_fix_shared::kb::Severity::Info));
+            // A GPU page fault in the pasted kernel log is a problem too.
+            let warn = !report.kernel_faults.is_empty()
+                || report
+                    .findings
+                    .iter()
+                    .any(|x| !matches!(x.severity, rocm_fix_shared::kb::Severity::Info));
             if warn {
                 EXIT_FINDINGS
             } else {

@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod doctor;
+pub mod kernel_log;
 pub mod kernel_params;
 pub mod preload;
 pub mod run;
