@@ -458,6 +458,116 @@ fn triage_decodes_pasted_kernel_logs() {
 }
 
 #[test]
+fn report_bundles_the_last_run_and_matches_the_kernel_fault_to_the_journal() {
+    let dir = tmpdir("report");
+    let runs = dir.join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let simwork = program("simwork");
+    let mut c = sim_command(&bin("rocm-fix-run"), "gfx1010");
+    c.env("XDG_RUNTIME_DIR", &runs)
+        .arg("--no-retry")
+        .arg(&simwork)
+        .args(["malloc:0x200000", "read:0:0:0x400001"]);
+    let run = Run::from(c.output().unwrap());
+    assert!(run.aborted(), "{run:#?}");
+    let run_dir = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("rocm-fix-run.")
+        })
+        .expect("the run folder");
+    let journal = std::fs::read_to_string(run_dir.join("attempt-1.jsonl")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(journal.lines().next().unwrap()).unwrap();
+    let addr = u64::from_str_radix(
+        rec["address"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    // The kernel's report of the same fault, as a 6.x kernel prints it.
+    let klog = dir.join("dmesg.txt");
+    std::fs::write(
+        &klog,
+        format!(
+            "[  629.844077] amdgpu 0000:0b:00.0: amdgpu: [gfxhub] page fault (src_id:0 ring:24 vmid:8 pasid:32770)\n\
+             [  629.844078] amdgpu 0000:0b:00.0: amdgpu:  Process simwork pid 4242 thread simwork pid 4242\n\
+             [  629.844087] amdgpu 0000:0b:00.0: amdgpu:   in page starting at address 0x{:016x} from client 10\n\
+             [  629.844090] amdgpu 0000:0b:00.0: amdgpu: GCVM_L2_PROTECTION_FAULT_STATUS:0x00801031\n",
+            addr & !0xfff
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let run = Run::from(
+        rocm_fix(
+            None,
+            &[
+                "report",
+                "--kernel-log",
+                klog.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .env("XDG_RUNTIME_DIR", &runs)
+        .env("HSA_OVERRIDE_GFX_VERSION", "10.3.0")
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(run.stdout.contains("rocm-fix-report.md"), "{}", run.stdout);
+    let md = std::fs::read_to_string(out.join("rocm-fix-report.md")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("rocm-fix-report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["kernel_faults"][0]["client"], "TCP", "{json:#}");
+    assert_eq!(
+        json["journal_matches"][0]["relation"],
+        "the same page as the fault rocm-fix recorded"
+    );
+    assert!(md.contains("matches rocm-fix's journal: fault at"), "{md}");
+    assert!(md.contains("HSA_OVERRIDE_GFX_VERSION=10.3.0"), "{md}");
+    assert!(md.contains("## System (rocm-fix doctor)"), "{md}");
+    assert!(
+        json["run_report"]["attempts"][0]["gpu_fault"].is_object(),
+        "{json:#}"
+    );
+    // A kernel log that cannot be read is said, not hidden.
+    let run = Run::from(
+        rocm_fix(
+            None,
+            &[
+                "report",
+                "--kernel-log",
+                "/nonexistent/k.txt",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .env("XDG_RUNTIME_DIR", &runs)
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("not read: kernel log /nonexistent/k.txt: No such file"),
+        "{}",
+        run.stdout
+    );
+    let run = Run::from(
+        rocm_fix(None, &["report", "--run", "/nonexistent"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(2));
+}
+
+#[test]
 fn doctor_names_the_real_chip_and_a_harmful_override() {
     let sysfs = root().join("tests/fixtures/doctor/rx7900xtx_with_override/sys");
     let mut c = rocm_fix(
