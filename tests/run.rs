@@ -238,6 +238,26 @@ fn rocm_fix_run_is_rocm_fix_run() {
     );
     assert_eq!(a.stdout, b.stdout);
     assert_eq!(a.code, Some(0));
+    let v = Run::from(
+        Command::new(bin("rocm-fix-run"))
+            .arg("--version")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        (v.code, v.stdout.trim()),
+        (
+            Some(0),
+            format!("rocm-fix-run {}", env!("CARGO_PKG_VERSION")).as_str()
+        )
+    );
+    let h = Run::from(rocm_fix(None, &["help", "report"]).output().unwrap());
+    assert_eq!(h.code, Some(0));
+    assert!(
+        h.stdout.starts_with("Usage: rocm-fix report"),
+        "{}",
+        h.stdout
+    );
 }
 
 #[test]
@@ -565,6 +585,38 @@ fn report_bundles_the_last_run_and_matches_the_kernel_fault_to_the_journal() {
             .unwrap(),
     );
     assert_eq!(run.code, Some(2));
+}
+
+#[test]
+fn a_command_that_cannot_start_exits_like_a_shell_and_leaves_no_folder() {
+    let dir = tmpdir("run-127");
+    let runs = dir.join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let not_exec = dir.join("data.txt");
+    std::fs::write(&not_exec, "not a program\n").unwrap();
+    for (prog, code) in [
+        ("/nonexistent/no-such-program", 127),
+        (not_exec.to_str().unwrap(), 126),
+    ] {
+        let run = Run::from(
+            sim_command(&bin("rocm-fix-run"), "gfx1010")
+                .env("XDG_RUNTIME_DIR", &runs)
+                .arg(prog)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(run.code, Some(code), "{prog}: {run:#?}");
+        assert!(
+            run.stderr.contains("rocm-fix-run: cannot run"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&runs).unwrap().count(),
+        0,
+        "no empty run folders"
+    );
 }
 
 #[test]

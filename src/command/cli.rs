@@ -380,7 +380,12 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         .unwrap_or_default();
     let mut args: Vec<OsString> = vec!["rocm-fix".into()];
     if name == "rocm-fix-run" {
-        // rocm-fix-run ARGS… is rocm-fix run ARGS…
+        // `rocm-fix-run --version` (alone) is ours, as with any program;
+        // otherwise rocm-fix-run ARGS… is rocm-fix run ARGS….
+        if argv.len() == 2 && (argv[1] == "--version" || argv[1] == "-V") {
+            println!("rocm-fix-run {}", crate::VERSION);
+            return EXIT_OK;
+        }
         args.push("run".into());
     }
     args.extend(argv.into_iter().skip(1));
