@@ -238,6 +238,26 @@ fn rocm_fix_run_is_rocm_fix_run() {
     );
     assert_eq!(a.stdout, b.stdout);
     assert_eq!(a.code, Some(0));
+    let v = Run::from(
+        Command::new(bin("rocm-fix-run"))
+            .arg("--version")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        (v.code, v.stdout.trim()),
+        (
+            Some(0),
+            format!("rocm-fix-run {}", env!("CARGO_PKG_VERSION")).as_str()
+        )
+    );
+    let h = Run::from(rocm_fix(None, &["help", "report"]).output().unwrap());
+    assert_eq!(h.code, Some(0));
+    assert!(
+        h.stdout.starts_with("Usage: rocm-fix report"),
+        "{}",
+        h.stdout
+    );
 }
 
 #[test]
@@ -359,6 +379,244 @@ fn triage_finds_the_real_chip_and_rejects_garbage() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(!out.stderr.is_empty());
+}
+
+#[test]
+fn triage_decodes_pasted_kernel_logs() {
+    const KEYS: [&str; 15] = [
+        "hub",
+        "vmid",
+        "pasid",
+        "process",
+        "pid",
+        "page",
+        "retry",
+        "status",
+        "client",
+        "client_id",
+        "more_faults",
+        "walker_error",
+        "permission_faults",
+        "mapping_error",
+        "rw",
+    ];
+    let fixtures = root().join("tests/fixtures/kernel_log");
+    let mut checked = 0;
+    for e in std::fs::read_dir(&fixtures).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "txt") {
+            continue;
+        }
+        let run = Run::from(
+            rocm_fix(None, &["triage", "--json", path.to_str().unwrap()])
+                .output()
+                .unwrap(),
+        );
+        // A GPU page fault is a problem worth acting on.
+        assert_eq!(run.code, Some(1), "{path:?}: {run:#?}");
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(v["source"], "kernel-log", "{path:?}");
+        let faults = v["kernel_faults"].as_array().unwrap();
+        assert!(!faults.is_empty(), "{path:?}");
+        for f in faults {
+            for k in KEYS {
+                assert!(f.get(k).is_some(), "{path:?}: no {k} in {f}");
+            }
+            assert!(f["retry"].is_boolean() || f["retry"].is_null());
+            assert!(f["page"].is_string() || f["page"].is_null());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked} fixtures");
+    // The text form says what the client means.
+    let run = Run::from(
+        rocm_fix(
+            None,
+            &[
+                "triage",
+                fixtures
+                    .join("amdgpu172_gfx9_noretry_split_process.txt")
+                    .to_str()
+                    .unwrap(),
+            ],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert!(
+        run.stdout
+            .starts_with("Kernel log: 2 amdgpu page-fault reports\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("[gfxhub0] no-retry page fault, vmid 3 pasid 32769, process pt_main_thread pid 12924, page 0x0000ae8570611000, status 0x00301031, client TCP (GPU 0000:c6:00.0)"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("reading past the end of its buffer"));
+    // amdgpu lines without a fault report are not a kernel log to triage.
+    let dir = tmpdir("triage-kernel-junk");
+    let junk = dir.join("junk.txt");
+    std::fs::write(
+        &junk,
+        "[  563.230818] amdgpu 0000:44:00.0: amdgpu: ring comp_1.2.1 uses VM inv eng 9 on hub 0\n",
+    )
+    .unwrap();
+    let run = Run::from(
+        rocm_fix(None, &["triage", junk.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("nor a kernel log with amdgpu page-fault reports"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn report_bundles_the_last_run_and_matches_the_kernel_fault_to_the_journal() {
+    let dir = tmpdir("report");
+    let runs = dir.join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let simwork = program("simwork");
+    let mut c = sim_command(&bin("rocm-fix-run"), "gfx1010");
+    c.env("XDG_RUNTIME_DIR", &runs)
+        .arg("--no-retry")
+        .arg(&simwork)
+        .args(["malloc:0x200000", "read:0:0:0x400001"]);
+    let run = Run::from(c.output().unwrap());
+    assert!(run.aborted(), "{run:#?}");
+    let run_dir = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("rocm-fix-run.")
+        })
+        .expect("the run folder");
+    let journal = std::fs::read_to_string(run_dir.join("attempt-1.jsonl")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(journal.lines().next().unwrap()).unwrap();
+    let addr = u64::from_str_radix(
+        rec["address"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    // The kernel's report of the same fault, as a 6.x kernel prints it.
+    let klog = dir.join("dmesg.txt");
+    std::fs::write(
+        &klog,
+        format!(
+            "[  629.844077] amdgpu 0000:0b:00.0: amdgpu: [gfxhub] page fault (src_id:0 ring:24 vmid:8 pasid:32770)\n\
+             [  629.844078] amdgpu 0000:0b:00.0: amdgpu:  Process simwork pid 4242 thread simwork pid 4242\n\
+             [  629.844087] amdgpu 0000:0b:00.0: amdgpu:   in page starting at address 0x{:016x} from client 10\n\
+             [  629.844090] amdgpu 0000:0b:00.0: amdgpu: GCVM_L2_PROTECTION_FAULT_STATUS:0x00801031\n",
+            addr & !0xfff
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let run = Run::from(
+        rocm_fix(
+            None,
+            &[
+                "report",
+                "--kernel-log",
+                klog.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .env("XDG_RUNTIME_DIR", &runs)
+        .env("HSA_OVERRIDE_GFX_VERSION", "10.3.0")
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(run.stdout.contains("rocm-fix-report.md"), "{}", run.stdout);
+    let md = std::fs::read_to_string(out.join("rocm-fix-report.md")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("rocm-fix-report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["kernel_faults"][0]["client"], "TCP", "{json:#}");
+    assert_eq!(
+        json["journal_matches"][0]["relation"],
+        "the same page as the fault rocm-fix recorded"
+    );
+    assert!(md.contains("matches rocm-fix's journal: fault at"), "{md}");
+    assert!(md.contains("HSA_OVERRIDE_GFX_VERSION=10.3.0"), "{md}");
+    assert!(md.contains("## System (rocm-fix doctor)"), "{md}");
+    assert!(
+        json["run_report"]["attempts"][0]["gpu_fault"].is_object(),
+        "{json:#}"
+    );
+    // A kernel log that cannot be read is said, not hidden.
+    let run = Run::from(
+        rocm_fix(
+            None,
+            &[
+                "report",
+                "--kernel-log",
+                "/nonexistent/k.txt",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .env("XDG_RUNTIME_DIR", &runs)
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("not read: kernel log /nonexistent/k.txt: No such file"),
+        "{}",
+        run.stdout
+    );
+    let run = Run::from(
+        rocm_fix(None, &["report", "--run", "/nonexistent"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(2));
+}
+
+#[test]
+fn a_command_that_cannot_start_exits_like_a_shell_and_leaves_no_folder() {
+    let dir = tmpdir("run-127");
+    let runs = dir.join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let not_exec = dir.join("data.txt");
+    std::fs::write(&not_exec, "not a program\n").unwrap();
+    for (prog, code) in [
+        ("/nonexistent/no-such-program", 127),
+        (not_exec.to_str().unwrap(), 126),
+    ] {
+        let run = Run::from(
+            sim_command(&bin("rocm-fix-run"), "gfx1010")
+                .env("XDG_RUNTIME_DIR", &runs)
+                .arg(prog)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(run.code, Some(code), "{prog}: {run:#?}");
+        assert!(
+            run.stderr.contains("rocm-fix-run: cannot run"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&runs).unwrap().count(),
+        0,
+        "no empty run folders"
+    );
 }
 
 #[test]

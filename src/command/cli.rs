@@ -25,7 +25,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success (run: the command's own status is passed through)
   1  doctor/triage found problems worth acting on
-  2  bad usage, or input that is not rocminfo / KFD properties
+  2  bad usage, or input that is not rocminfo / KFD properties / a kernel log
   3  an error on rocm-fix's side (cannot read or write a file, no librocm_fix.so)";
 
 /// Every subcommand's help opens with its usage line, as before clap.
@@ -60,6 +60,10 @@ pub enum Command {
     #[command(help_template = SUB_TEMPLATE, long_about = TRIAGE_ABOUT,
               after_help = "Exit status: 0 no warnings, 1 warnings found, 2 input that is neither.")]
     Triage(TriageArgs),
+    /// Write a crash bundle (Markdown + JSON) to attach to a bug report
+    #[command(help_template = SUB_TEMPLATE, long_about = REPORT_ABOUT,
+              after_help = "Exit status: 0 written (what could not be read is listed), 2 bad usage,\n3 the files could not be written.")]
+    Report(ReportArgs),
     /// The known-issues knowledge base
     #[command(help_template = SUB_TEMPLATE, long_about = KB_ABOUT)]
     Kb(KbArgs),
@@ -98,7 +102,19 @@ const TRIAGE_ABOUT: &str = "\
 Reads a pasted `rocminfo` output (old and new formats, several agents,
 truncated pastes) or a KFD `properties` file, and finds the real chip of every
 GPU agent even when HSA_OVERRIDE_GFX_VERSION rewrote the names: from the Chip
-ID (PCI device id), gfx_target_version, SIMDs per CU. '-' reads stdin.";
+ID (PCI device id), gfx_target_version, SIMDs per CU. A pasted kernel log
+(`sudo dmesg`, `journalctl -k`) has its amdgpu page-fault reports decoded:
+hub, vmid, pasid, process, page, the L2 protection fault status and its
+fields, the UTCL2 client and what it usually means. '-' reads stdin.";
+
+const REPORT_ABOUT: &str = "\
+Collects, for the last run of rocm-fix-run (or --run DIR), into
+rocm-fix-report.md and rocm-fix-report.json: doctor's findings, the run report
+and fault journal, the kernel log's amdgpu lines (dmesg, else journalctl -k, or
+--kernel-log FILE|-) with every GPU page-fault report decoded and matched to
+the journal by address, ROCr's fault line, versions and the environment
+variables that matter. Home folders, the user and host names are redacted
+unless --no-redact. Says what it could not read, and why.";
 
 const KB_ABOUT: &str = "\
 The known issues behind \"Page not present\" faults: symptoms, chips, cause,
@@ -176,12 +192,28 @@ pub struct DoctorArgs {
 
 #[derive(Args, Debug)]
 pub struct TriageArgs {
-    /// A rocminfo output or KFD properties file ('-': stdin)
+    /// A rocminfo output, KFD properties file or kernel log ('-': stdin)
     #[arg(value_name = "FILE|-")]
     pub input: Vec<String>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The run folder to report on (default: the newest rocm-fix-run.* folder)
+    #[arg(long, value_name = "DIR")]
+    pub run: Option<PathBuf>,
+    /// Read the kernel log from FILE ('-': stdin) instead of dmesg/journalctl
+    #[arg(long, value_name = "FILE|-")]
+    pub kernel_log: Option<String>,
+    /// Keep home folders, user and host names
+    #[arg(long)]
+    pub no_redact: bool,
+    /// Write the two files into DIR (default: the current folder)
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -348,7 +380,12 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         .unwrap_or_default();
     let mut args: Vec<OsString> = vec!["rocm-fix".into()];
     if name == "rocm-fix-run" {
-        // rocm-fix-run ARGS… is rocm-fix run ARGS…
+        // `rocm-fix-run --version` (alone) is ours, as with any program;
+        // otherwise rocm-fix-run ARGS… is rocm-fix run ARGS….
+        if argv.len() == 2 && (argv[1] == "--version" || argv[1] == "-V") {
+            println!("rocm-fix-run {}", crate::VERSION);
+            return EXIT_OK;
+        }
         args.push("run".into());
     }
     args.extend(argv.into_iter().skip(1));
@@ -363,6 +400,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         Command::Run(a) => run_command(a),
         Command::Doctor(a) => doctor_command(a),
         Command::Triage(a) => triage_command(a),
+        Command::Report(a) => report_command(a),
         Command::Kb(a) => kb_command(a),
         Command::Preload(a) => preload_command(a),
         Command::KernelParams(a) => kparams_command(a),
@@ -481,10 +519,12 @@ fn triage_command(a: TriageArgs) -> i32 {
             } else {
                 print!("{}", report.to_text());
             }
-            let warn = report
-                .findings
-                .iter()
-                .any(|x| !matches!(x.severity, rocm_fix_shared::kb::Severity::Info));
+            // A GPU page fault in the pasted kernel log is a problem too.
+            let warn = !report.kernel_faults.is_empty()
+                || report
+                    .findings
+                    .iter()
+                    .any(|x| !matches!(x.severity, rocm_fix_shared::kb::Severity::Info));
             if warn {
                 EXIT_FINDINGS
             } else {
@@ -494,6 +534,33 @@ fn triage_command(a: TriageArgs) -> i32 {
         Err(e) => {
             eprintln!("rocm-fix: {input}: {e}");
             EXIT_USAGE
+        }
+    }
+}
+
+fn report_command(a: ReportArgs) -> i32 {
+    if let Some(dir) = &a.run {
+        if !dir.is_dir() {
+            return usage_error(&format!("--run {}: not a folder", dir.display()));
+        }
+    }
+    let opts = crate::report::Options {
+        run: a.run,
+        kernel_log: a.kernel_log,
+        redact: !a.no_redact,
+        out_dir: a.out,
+    };
+    match crate::report::write(&opts) {
+        Ok((md, json, not_read)) => {
+            println!("rocm-fix: wrote {} and {}", md.display(), json.display());
+            for m in not_read {
+                println!("  not read: {m}");
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("rocm-fix: {e}");
+            EXIT_ERROR
         }
     }
 }

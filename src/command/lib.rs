@@ -12,13 +12,17 @@
 //! - [`triage`]: `rocm-fix triage`, the real chips behind a pasted rocminfo
 //! - [`preload`]: `rocm-fix preload enable|disable|status`, /etc/ld.so.preload
 //! - [`kernel_params`]: `rocm-fix kernel-params plan|apply|revert`
+//! - [`report`]: `rocm-fix report`, the crash bundle; [`kernel_log`] decodes
+//!   the amdgpu page-fault reports it (and triage) read
 //!
 //! (`rocm-fix kb` is a few lines over `rocm_fix_shared::kb`, in [`cli`].)
 
 pub mod cli;
 pub mod doctor;
+pub mod kernel_log;
 pub mod kernel_params;
 pub mod preload;
+pub mod report;
 pub mod run;
 pub mod triage;
 

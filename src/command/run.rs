@@ -537,9 +537,23 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus, String> {
             };
         }
         cmd.env("ROCM_FIX_JOURNAL", &journal);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("rocm-fix: cannot run {}: {e}", prog.to_string_lossy()))?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                // As a shell would: 127 command not found, 126 found but not
+                // runnable; and no run folder left behind for a run that
+                // never started.
+                let code = match e.kind() {
+                    std::io::ErrorKind::NotFound => 127,
+                    _ => 126,
+                };
+                say(&format!("cannot run {}: {e}", prog.to_string_lossy()));
+                if number == 1 && opts.report.is_none() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                return Ok(ExitStatus::from_raw(code << 8));
+            }
+        };
         CHILD.store(child.id() as i32, Ordering::Relaxed);
         let status = child
             .wait()

@@ -10,9 +10,11 @@
 //! overrides even without a Chip ID; the wavefront size is not used, because
 //! it follows the overridden ISA.
 
-use rocm_fix_shared::kb::{self, json_opt, json_string, json_strings, Severity};
+use crate::kernel_log::{self, KernelFault, RocrFault};
+use rocm_fix_shared::kb::{self, Severity};
 use rocm_fix_shared::pciids;
 use rocm_fix_shared::topology::{self, Family};
+use serde::Serialize;
 use std::fmt;
 use std::fmt::Write as _;
 
@@ -21,6 +23,8 @@ use std::fmt::Write as _;
 pub enum Source {
     Rocminfo,
     KfdProperties,
+    /// A kernel log with amdgpu page-fault reports, and no agents.
+    KernelLog,
 }
 
 impl Source {
@@ -29,6 +33,7 @@ impl Source {
         match self {
             Source::Rocminfo => "rocminfo",
             Source::KfdProperties => "kfd-properties",
+            Source::KernelLog => "kernel-log",
         }
     }
 }
@@ -105,6 +110,11 @@ pub struct Report {
     pub complete: bool,
     pub agents: Vec<Agent>,
     pub findings: Vec<Finding>,
+    /// The amdgpu page-fault reports of a pasted kernel log (dmesg,
+    /// journalctl -k), decoded; empty when the paste has none.
+    pub kernel_faults: Vec<KernelFault>,
+    /// ROCr's "Memory access fault by GPU node-N" lines of the paste.
+    pub rocr_faults: Vec<RocrFault>,
 }
 
 /// Why nothing could be triaged.
@@ -126,9 +136,11 @@ impl fmt::Display for TriageError {
             ),
             TriageError::NoAgents => write!(
                 f,
-                "no agents found: the input is neither `rocminfo` output (\"Agent N\" \
-                 sections with Name:, Device Type: and Chip ID: lines) nor a KFD topology \
-                 properties file (\"key value\" lines such as gfx_target_version 100302)"
+                "nothing to triage: the input is neither `rocminfo` output (\"Agent N\" \
+                 sections with Name:, Device Type: and Chip ID: lines), nor a KFD topology \
+                 properties file (\"key value\" lines such as gfx_target_version 100302), \
+                 nor a kernel log with amdgpu page-fault reports (`sudo dmesg` or \
+                 `journalctl -k` lines such as \"amdgpu: [gfxhub] page fault (src_id:0 ...)\")"
             ),
         }
     }
@@ -141,13 +153,14 @@ pub fn triage(text: &str) -> Result<Report, TriageError> {
     if text.trim().is_empty() {
         return Err(TriageError::Empty);
     }
+    let log = kernel_log::parse(text);
     let (source, complete, raw) = match parse_rocminfo(text) {
         Some((raw, complete)) => (Source::Rocminfo, complete, raw),
-        None => (
-            Source::KfdProperties,
-            true,
-            parse_properties(text).ok_or(TriageError::NoAgents)?,
-        ),
+        None => match parse_properties(text) {
+            Some(raw) => (Source::KfdProperties, true, raw),
+            None if !log.faults.is_empty() => (Source::KernelLog, true, Vec::new()),
+            None => return Err(TriageError::NoAgents),
+        },
     };
     let agents: Vec<Agent> = raw.iter().map(|r| identify(r, source)).collect();
     let findings = findings(&agents, source);
@@ -156,6 +169,8 @@ pub fn triage(text: &str) -> Result<Report, TriageError> {
         complete,
         agents,
         findings,
+        kernel_faults: log.faults,
+        rocr_faults: log.rocr_faults,
     })
 }
 
@@ -408,7 +423,7 @@ fn identify(raw: &RawAgent, source: Source) -> Agent {
         Some(Ok(id)) if *id != 0 => {
             agent.chip_id = Some(*id);
             let what = match source {
-                Source::Rocminfo => "Chip ID",
+                Source::Rocminfo | Source::KernelLog => "Chip ID",
                 Source::KfdProperties => "device_id",
             };
             match pciids::lookup(*id) {
@@ -432,7 +447,9 @@ fn identify(raw: &RawAgent, source: Source) -> Agent {
         }
         Some(Err(v)) => ev.push(format!("Chip ID '{v}' is not a PCI device id")),
         _ => ev.push(match source {
-            Source::Rocminfo => "no Chip ID in the paste (cut off before it?)".to_string(),
+            Source::Rocminfo | Source::KernelLog => {
+                "no Chip ID in the paste (cut off before it?)".to_string()
+            }
             Source::KfdProperties => "no device_id in the properties".to_string(),
         }),
     }
@@ -457,7 +474,9 @@ fn identify(raw: &RawAgent, source: Source) -> Agent {
         .as_deref()
         .and_then(pciids::parse_gfx_name);
     // SIMDs per CU comes from the KFD topology and survives an override:
-    // 4 on GCN and CDNA (gfx9), 2 on RDNA (gfx10 and later).
+    // 4 on every GCN (gfx6 to gfx9, Southern Islands to Vega) and CDNA chip,
+    // 2 on RDNA (gfx10 and later). It tells the two apart, never one GCN
+    // generation from another (an RX 580, gfx803, has 4 like a Vega).
     let simd_says_gfx9 = match raw.simds_per_cu {
         Some(4) => Some(true),
         Some(2) => Some(false),
@@ -466,17 +485,17 @@ fn identify(raw: &RawAgent, source: Source) -> Agent {
     let mut simd_contradicts = false;
     if let Some(gfx9) = simd_says_gfx9 {
         let arch = if gfx9 {
-            "GCN/CDNA (gfx9)"
+            "GCN/CDNA (gfx6 to gfx9)"
         } else {
             "RDNA (gfx10 or later)"
         };
         let n = if gfx9 { 4 } else { 2 };
         match (real, reported) {
-            (Some(r), _) if (r / 10000 == 9) != gfx9 => ev.push(format!(
+            (Some(r), _) if (r / 10000 < 10) != gfx9 => ev.push(format!(
                 "SIMDs per CU {n} points to {arch}, which does not fit the PCI id"
             )),
             (Some(_), _) => {}
-            (None, Some(p)) if (p / 10000 == 9) != gfx9 => {
+            (None, Some(p)) if (p / 10000 < 10) != gfx9 => {
                 simd_contradicts = true;
                 ev.push(format!(
                     "SIMDs per CU {n} means a {arch} chip, but the reported name {} is not one",
@@ -546,7 +565,7 @@ fn agent_kind(raw: &RawAgent, source: Source) -> Option<AgentKind> {
 
 fn label(a: &Agent, index: usize, source: Source) -> String {
     match (a.number, source) {
-        (Some(n), Source::Rocminfo) => format!("Agent {n}"),
+        (Some(n), Source::Rocminfo | Source::KernelLog) => format!("Agent {n}"),
         (Some(n), Source::KfdProperties) => format!("node {n}"),
         (None, _) => format!("agent #{} of the paste", index + 1),
     }
@@ -659,83 +678,130 @@ fn findings(agents: &[Agent], source: Source) -> Vec<Finding> {
 // Rendering
 // ---------------------------------------------------------------------------
 
-impl Agent {
-    fn to_json(&self, indent: &str) -> String {
-        let i2 = format!("{indent}  ");
-        let evidence = if self.evidence.is_empty() {
-            "[]".to_string()
-        } else {
-            let items: Vec<String> = self
-                .evidence
-                .iter()
-                .map(|e| format!("{i2}  {}", json_string(e)))
-                .collect();
-            format!("[\n{}\n{i2}]", items.join(",\n"))
-        };
-        let fields = [
-            (
-                "number",
-                self.number.map_or("null".into(), |n| n.to_string()),
-            ),
-            ("kind", json_opt(self.kind.map(|k| k.as_str()))),
-            ("reported_gfx", json_opt(self.reported_gfx.as_deref())),
-            ("real_gfx", json_opt(self.real_gfx.as_deref())),
-            (
-                "chip_id",
-                json_opt(self.chip_id.map(|c| format!("0x{c:04x}")).as_deref()),
-            ),
-            ("marketing_name", json_opt(self.marketing_name.as_deref())),
-            ("family", json_opt(self.family.map(pciids::family_label))),
-            ("override_suspected", self.override_suspected.to_string()),
-            ("evidence", evidence),
-        ];
-        let body: Vec<String> = fields
-            .iter()
-            .map(|(k, v)| format!("{i2}\"{k}\": {v}"))
-            .collect();
-        format!("{indent}{{\n{}\n{indent}}}", body.join(",\n"))
-    }
+/// An agent as `--json` prints it.
+#[derive(Serialize)]
+struct AgentJson<'a> {
+    number: Option<u32>,
+    kind: Option<&'static str>,
+    reported_gfx: Option<&'a str>,
+    real_gfx: Option<&'a str>,
+    chip_id: Option<String>,
+    marketing_name: Option<&'a str>,
+    family: Option<&'static str>,
+    override_suspected: bool,
+    evidence: &'a [String],
 }
 
-impl Finding {
-    fn to_json(&self, indent: &str) -> String {
-        let i2 = format!("{indent}  ");
-        format!(
-            "{indent}{{\n{i2}\"id\": {},\n{i2}\"severity\": {},\n{i2}\"title\": {},\n\
-             {i2}\"detail\": {},\n{i2}\"sources\": {}\n{indent}}}",
-            json_string(&self.id),
-            json_string(self.severity.as_str()),
-            json_string(&self.title),
-            json_string(&self.detail),
-            json_strings(&self.sources)
-        )
-    }
+/// A finding as `--json` prints it.
+#[derive(Serialize)]
+struct FindingJson<'a> {
+    id: &'a str,
+    severity: &'static str,
+    title: &'a str,
+    detail: &'a str,
+    sources: &'a [String],
+}
+
+/// The report as `--json` prints it.
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    source: &'static str,
+    complete: bool,
+    agents: Vec<AgentJson<'a>>,
+    findings: Vec<FindingJson<'a>>,
+    kernel_faults: &'a [KernelFault],
+    rocr_faults: &'a [RocrFault],
 }
 
 impl Report {
-    /// The report as JSON: `source`, `complete`, `agents` (in paste order)
-    /// and `findings`, with `null` where a value is unknown.
+    /// The report as JSON: `source`, `complete`, `agents` (in paste order),
+    /// `findings`, `kernel_faults` (one object per amdgpu page-fault report
+    /// of a pasted kernel log) and `rocr_faults`, with `null` where a value
+    /// is unknown.
     pub fn to_json(&self) -> String {
-        let list = |items: Vec<String>| {
-            if items.is_empty() {
-                "[]".to_string()
-            } else {
-                format!("[\n{}\n  ]", items.join(",\n"))
-            }
+        let view = ReportJson {
+            source: self.source.as_str(),
+            complete: self.complete,
+            agents: self
+                .agents
+                .iter()
+                .map(|a| AgentJson {
+                    number: a.number,
+                    kind: a.kind.map(|k| k.as_str()),
+                    reported_gfx: a.reported_gfx.as_deref(),
+                    real_gfx: a.real_gfx.as_deref(),
+                    chip_id: a.chip_id.map(|c| format!("0x{c:04x}")),
+                    marketing_name: a.marketing_name.as_deref(),
+                    family: a.family.map(pciids::family_label),
+                    override_suspected: a.override_suspected,
+                    evidence: &a.evidence,
+                })
+                .collect(),
+            findings: self
+                .findings
+                .iter()
+                .map(|f| FindingJson {
+                    id: &f.id,
+                    severity: f.severity.as_str(),
+                    title: &f.title,
+                    detail: &f.detail,
+                    sources: &f.sources,
+                })
+                .collect(),
+            kernel_faults: &self.kernel_faults,
+            rocr_faults: &self.rocr_faults,
         };
-        let agents = list(self.agents.iter().map(|a| a.to_json("    ")).collect());
-        let findings = list(self.findings.iter().map(|f| f.to_json("    ")).collect());
-        format!(
-            "{{\n  \"source\": {},\n  \"complete\": {},\n  \"agents\": {agents},\n  \
-             \"findings\": {findings}\n}}\n",
-            json_string(self.source.as_str()),
-            self.complete
-        )
+        // Serializing plain structs of strings and numbers cannot fail.
+        serde_json::to_string_pretty(&view).unwrap_or_default() + "\n"
     }
 
     /// A readable summary.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
+        if self.source != Source::KernelLog {
+            self.agents_text(&mut out);
+        }
+        if !self.kernel_faults.is_empty() || !self.rocr_faults.is_empty() {
+            self.kernel_text(&mut out);
+        }
+        out
+    }
+
+    /// The kernel log's page-fault reports, decoded.
+    fn kernel_text(&self, out: &mut String) {
+        let n = self.kernel_faults.len();
+        let _ = writeln!(
+            out,
+            "Kernel log: {n} amdgpu page-fault report{}",
+            if n == 1 { "" } else { "s" }
+        );
+        for (i, f) in self.kernel_faults.iter().enumerate() {
+            let _ = writeln!(out, "  {}. {}", i + 1, f.headline());
+            let fields = [
+                ("MORE_FAULTS", f.more_faults),
+                ("WALKER_ERROR", f.walker_error),
+                ("PERMISSION_FAULTS", f.permission_faults),
+                ("MAPPING_ERROR", f.mapping_error),
+                ("RW", f.rw),
+            ];
+            let known: Vec<String> = fields
+                .iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+                .collect();
+            if !known.is_empty() {
+                let _ = writeln!(out, "      fields: {}", known.join(", "));
+            }
+            for m in &f.meaning {
+                let _ = writeln!(out, "      {m}");
+            }
+        }
+        for r in &self.rocr_faults {
+            let _ = writeln!(out, "  ROCr: {}", r.line);
+        }
+    }
+
+    /// The agents and the knowledge-base findings.
+    fn agents_text(&self, out: &mut String) {
         let gpus = self
             .agents
             .iter()
@@ -747,6 +813,7 @@ impl Report {
             match self.source {
                 Source::Rocminfo => "rocminfo output",
                 Source::KfdProperties => "KFD topology properties",
+                Source::KernelLog => "kernel log",
             },
             self.agents.len(),
             if self.agents.len() == 1 { "" } else { "s" },
@@ -798,7 +865,6 @@ impl Report {
                 }
             }
         }
-        out
     }
 }
 
@@ -1019,6 +1085,55 @@ mod tests {
     }
 
     #[test]
+    fn gcn_cards_before_vega_are_not_called_overridden() {
+        // The shape of an RX 580 paste: Polaris 10, gfx803, 4 SIMDs per CU
+        // like every GCN chip, no override.
+        let text = "Agent 2\n  Name: gfx803\n  Marketing Name: Radeon RX 580 Series\n  \
+                    Device Type: GPU\n  Chip ID: 26591(0x67df)\n  SIMDs per CU: 4\n";
+        let r = triage(text).unwrap();
+        assert!(!r.agents[0].override_suspected, "{:?}", r.agents[0]);
+        assert!(
+            !finding_ids(&r).iter().any(|i| i.starts_with("override-")),
+            "{:?}",
+            r.findings
+        );
+        // An RDNA name on a 4-SIMD chip still crosses generations.
+        let r =
+            triage("Agent 2\n  Name: gfx1030\n  Device Type: GPU\n  SIMDs per CU: 4\n").unwrap();
+        assert!(r.agents[0].override_suspected);
+    }
+
+    #[test]
+    fn a_pasted_kernel_log_is_decoded() {
+        let text = include_str!(
+            "../../tests/fixtures/kernel_log/rocmlibs6166_gfx1201_no_amdgpu_prefix.txt"
+        );
+        let r = triage(text).unwrap();
+        assert_eq!(r.source, Source::KernelLog);
+        assert!(r.agents.is_empty());
+        assert_eq!(r.kernel_faults.len(), 3);
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let f = &v["kernel_faults"][0];
+        assert_eq!(f["hub"], "gfxhub");
+        assert_eq!(f["page"], "0x00007f06e865a000");
+        assert_eq!(f["status"], "0x0084115b");
+        assert_eq!(f["client"], "TCP");
+        assert_eq!(f["client_id"], 8);
+        assert_eq!(f["rw"], 1);
+        assert_eq!(f["retry"], serde_json::Value::Null);
+        // A rocminfo paste followed by the kernel log: both are read.
+        let both = format!(
+            "{}\n{text}",
+            include_str!("../../tests/fixtures/triage/rx5700xt_rdna1.txt")
+        );
+        let r = triage(&both).unwrap();
+        assert_eq!((r.source, r.kernel_faults.len()), (Source::Rocminfo, 3));
+        assert!(r
+            .to_text()
+            .contains("Kernel log: 3 amdgpu page-fault reports"));
+    }
+
+    #[test]
     fn kfd_properties_files() {
         let text = "cpu_cores_count 16\nsimd_count 0\ngfx_target_version 0\nvendor_id 0\n\
                     device_id 0\ncpu_cores_count 0\nsimd_count 56\ngfx_target_version 100302\n\
@@ -1065,7 +1180,7 @@ mod tests {
         }
         assert!(TriageError::NoAgents
             .to_string()
-            .contains("no agents found"));
+            .contains("nothing to triage"));
         assert!(TriageError::Empty.to_string().contains("rocminfo"));
     }
 
