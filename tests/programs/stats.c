@@ -1,16 +1,21 @@
 /* The C API (include/rocm_fix.h), found with dlsym so the program also runs
  * without the preload: prints the statistics after a small workload given
- * as in simwork: "host" = hipHostMalloc default flags, "dev" = hipMalloc. */
+ * as in simwork: "host" = hipHostMalloc default flags, "dev" = hipMalloc;
+ * "cd:DIR" changes directory first (a program that moves before its first
+ * HIP call). */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include "rocm_fix.h"
 #include "simgpu.h"
 
 int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     void *p = NULL;
-    if (!strcmp(argv[i], "host")) hipHostMalloc(&p, 4096, 0);
+    if (!strncmp(argv[i], "cd:", 3)) {
+      if (chdir(argv[i] + 3)) { perror("chdir"); return 2; }
+    } else if (!strcmp(argv[i], "host")) hipHostMalloc(&p, 4096, 0);
     else if (!strcmp(argv[i], "dev")) hipMalloc(&p, 4096);
     else if (!strcmp(argv[i], "free")) hipFree(p);
   }
