@@ -13,10 +13,14 @@
 //! - [`preload`]: `rocm-fix preload enable|disable|status`, /etc/ld.so.preload
 //! - [`kernel_params`]: `rocm-fix kernel-params plan|apply|revert`
 //!
+//! [`input`] reads the files the user points the command at (regular files
+//! only, bounded).
+//!
 //! (`rocm-fix kb` is a few lines over `rocm_fix_shared::kb`, in [`cli`].)
 
 pub mod cli;
 pub mod doctor;
+pub mod input;
 pub mod kernel_params;
 pub mod preload;
 pub mod run;
