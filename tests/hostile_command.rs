@@ -297,3 +297,126 @@ fn kparams(spec: &str, root: &Path, args: &[&str]) -> (Run, bool) {
     c.arg("kernel-params").args(args).arg("--root").arg(root);
     run_with_timeout(c, Duration::from_secs(60))
 }
+
+/// `rocm-fix run` with a clean environment and run folders under `state`.
+fn run_cmd(state: &Path, args: &[&str]) -> Command {
+    let mut c = sim_command(&rocm_fix(), "gfx1010");
+    c.arg("run")
+        .args(args)
+        .env("XDG_STATE_HOME", state)
+        .env("TMPDIR", state.join("tmp"));
+    c
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie (reaped later by whoever adopted it) is dead.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
+        .is_some_and(|r| !r.starts_with('Z'))
+}
+
+#[test]
+fn the_command_dies_with_a_killed_supervisor() {
+    let state = tmpdir("hostile-cmd-pdeath");
+    let pidfile = state.join("pid");
+    let script = format!("echo $$ > '{}'; exec sleep 120", pidfile.display());
+    let mut c = run_cmd(&state, &["--no-presets", "--", "sh", "-c", &script]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut supervisor = c.spawn().unwrap();
+    let start = Instant::now();
+    let pid: i32 = loop {
+        if let Some(p) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(alive(pid));
+    supervisor.kill().unwrap(); // SIGKILL
+    let _ = supervisor.wait();
+    let start = Instant::now();
+    while alive(pid) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let orphan = alive(pid);
+    if orphan {
+        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    }
+    assert!(
+        !orphan,
+        "the command ran on after its supervisor was killed"
+    );
+}
+
+#[test]
+fn run_checks_an_explicit_preload_and_keeps_its_folders_in_one_bounded_place() {
+    let state = tmpdir("hostile-cmd-runs");
+    std::fs::create_dir_all(state.join("tmp")).unwrap();
+    let marker = state.join("ran");
+    let run = Run::from(
+        run_cmd(
+            &state,
+            &[
+                "--preload",
+                "/etc/hostname",
+                "--",
+                "touch",
+                marker.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert_ne!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stderr.contains("/etc/hostname is not an ELF file"),
+        "{run:#?}"
+    );
+    assert!(!marker.exists(), "the command ran without rocm-fix");
+
+    // Old run folders beyond the bound go; a run with a fault keeps its own,
+    // under $XDG_STATE_HOME/rocm-fix/runs; nothing lands in the temporary folder.
+    let runs = state.join("rocm-fix/runs");
+    for i in 0..30 {
+        std::fs::create_dir_all(runs.join(format!("run-10000000{i:02}.000000000-1"))).unwrap();
+    }
+    let fault =
+        r#"{"event":"gpu-memory-fault","address":"0x1000","gfx":"gfx1010","allocation":null}"#;
+    let script = format!("echo '{fault}' >> \"$ROCM_FIX_JOURNAL\"; kill -ABRT $$");
+    let run = Run::from(
+        run_cmd(&state, &["--no-retry", "--", "sh", "-c", &script])
+            .output()
+            .unwrap(),
+    );
+    assert!(run.stderr.contains("run report: "), "{run:#?}");
+    let kept: Vec<String> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(kept.len(), 20, "{kept:?}");
+    assert!(
+        !kept.iter().any(|k| k.starts_with("run-1000000000")),
+        "the oldest went: {kept:?}"
+    );
+    let report = run
+        .stderr
+        .split("run report: ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        report.starts_with(runs.to_str().unwrap()) && Path::new(&report).is_file(),
+        "{report}"
+    );
+    assert_eq!(std::fs::read_dir(state.join("tmp")).unwrap().count(), 0);
+}
