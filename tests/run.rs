@@ -480,11 +480,11 @@ fn triage_decodes_pasted_kernel_logs() {
 #[test]
 fn report_bundles_the_last_run_and_matches_the_kernel_fault_to_the_journal() {
     let dir = tmpdir("report");
-    let runs = dir.join("runs");
-    std::fs::create_dir_all(&runs).unwrap();
+    let state = dir.join("state");
+    let runs = state.join("rocm-fix/runs");
     let simwork = program("simwork");
     let mut c = sim_command(&bin("rocm-fix-run"), "gfx1010");
-    c.env("XDG_RUNTIME_DIR", &runs)
+    c.env("XDG_STATE_HOME", &state)
         .arg("--no-retry")
         .arg(&simwork)
         .args(["malloc:0x200000", "read:0:0:0x400001"]);
@@ -493,12 +493,7 @@ fn report_bundles_the_last_run_and_matches_the_kernel_fault_to_the_journal() {
     let run_dir = std::fs::read_dir(&runs)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("rocm-fix-run.")
-        })
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("run-"))
         .expect("the run folder");
     let journal = std::fs::read_to_string(run_dir.join("attempt-1.jsonl")).unwrap();
     let rec: serde_json::Value = serde_json::from_str(journal.lines().next().unwrap()).unwrap();
@@ -533,7 +528,7 @@ fn report_bundles_the_last_run_and_matches_the_kernel_fault_to_the_journal() {
                 out.to_str().unwrap(),
             ],
         )
-        .env("XDG_RUNTIME_DIR", &runs)
+        .env("XDG_STATE_HOME", &state)
         .env("HSA_OVERRIDE_GFX_VERSION", "10.3.0")
         .output()
         .unwrap(),
@@ -568,7 +563,7 @@ fn report_bundles_the_last_run_and_matches_the_kernel_fault_to_the_journal() {
                 out.to_str().unwrap(),
             ],
         )
-        .env("XDG_RUNTIME_DIR", &runs)
+        .env("XDG_STATE_HOME", &state)
         .output()
         .unwrap(),
     );
@@ -590,8 +585,8 @@ fn report_bundles_the_last_run_and_matches_the_kernel_fault_to_the_journal() {
 #[test]
 fn a_command_that_cannot_start_exits_like_a_shell_and_leaves_no_folder() {
     let dir = tmpdir("run-127");
-    let runs = dir.join("runs");
-    std::fs::create_dir_all(&runs).unwrap();
+    let state = dir.join("state");
+    let runs = state.join("rocm-fix/runs");
     let not_exec = dir.join("data.txt");
     std::fs::write(&not_exec, "not a program\n").unwrap();
     for (prog, code) in [
@@ -600,7 +595,7 @@ fn a_command_that_cannot_start_exits_like_a_shell_and_leaves_no_folder() {
     ] {
         let run = Run::from(
             sim_command(&bin("rocm-fix-run"), "gfx1010")
-                .env("XDG_RUNTIME_DIR", &runs)
+                .env("XDG_STATE_HOME", &state)
                 .arg(prog)
                 .output()
                 .unwrap(),
@@ -613,7 +608,7 @@ fn a_command_that_cannot_start_exits_like_a_shell_and_leaves_no_folder() {
         );
     }
     assert_eq!(
-        std::fs::read_dir(&runs).unwrap().count(),
+        std::fs::read_dir(&runs).map_or(0, |d| d.count()),
         0,
         "no empty run folders"
     );

@@ -172,7 +172,8 @@ fn an_edit_in_progress_is_waited_for_then_refused_clearly() {
     let root = image("preload-lock");
     let file = root.join("etc/ld.so.preload");
     std::fs::write(&file, "/lib/keep.so\n").unwrap();
-    let lock = root.join("etc/.ld.so.preload.rocm-fix.lock");
+    // The lock is a flock on the etc folder itself: no lock file to leave behind.
+    let lock = root.join("etc");
     let mut holder = Command::new("flock")
         .arg(&lock)
         .args(["sleep", "30"])
@@ -368,9 +369,10 @@ fn mode_owner_symlinks_and_shared_lines() {
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o644);
     assert_eq!(preload_cmd(&root, &["disable"]).code, Some(0));
-    // Our entry sharing a line with another one: only ours goes.
+    // Our entry sharing a line with another one: only ours goes (a line
+    // enable did not add is removed only with --force).
     std::fs::write(&file, format!("/lib/keep.so {LIB}\n")).unwrap();
-    let run = preload_cmd(&root, &["disable"]);
+    let run = preload_cmd(&root, &["disable", "--force"]);
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "/lib/keep.so\n");
     // A symbolic link is not replaced by a file.

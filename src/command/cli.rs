@@ -8,7 +8,6 @@ use crate::run::{self, RunOptions};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
-use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 
@@ -202,7 +201,7 @@ pub struct TriageArgs {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// The run folder to report on (default: the newest rocm-fix-run.* folder)
+    /// The run folder to report on (default: the newest of ~/.local/state/rocm-fix/runs)
     #[arg(long, value_name = "DIR")]
     pub run: Option<PathBuf>,
     /// Read the kernel log from FILE ('-': stdin) instead of dmesg/journalctl
@@ -249,6 +248,10 @@ pub struct PreloadArgs {
     /// to this program)
     #[arg(long, value_name = "PATH")]
     pub library: Option<PathBuf>,
+    /// disable: also remove librocm_fix.so entries that enable did not add
+    /// (a hand-made line, another install), saying which
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -501,16 +504,29 @@ fn triage_command(a: TriageArgs) -> i32 {
     let [input] = a.input.as_slice() else {
         return usage_error("triage reads exactly one FILE (or - for stdin)");
     };
-    let mut text = Vec::new();
+    // A rocminfo paste is tens of KiB; a bound keeps /dev/zero or a runaway
+    // pipe from eating the machine's memory.
+    const MAX_INPUT: u64 = 16 << 20;
     let read = if input == "-" {
-        std::io::stdin().read_to_end(&mut text).map(|_| ())
+        crate::input::read_capped(&mut std::io::stdin().lock(), MAX_INPUT)
     } else {
-        std::fs::read(input).map(|t| text = t)
+        crate::input::read_regular(std::path::Path::new(input), MAX_INPUT)
     };
-    if let Err(e) = read {
-        eprintln!("rocm-fix: cannot read {input}: {e}");
-        return EXIT_ERROR;
-    }
+    let text = match read {
+        Ok(t) => t,
+        Err(e) => {
+            let usage = matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            );
+            eprintln!(
+                "rocm-fix: cannot read {}: {}",
+                crate::input::shown(input),
+                crate::input::shown(&e.to_string())
+            );
+            return if usage { EXIT_USAGE } else { EXIT_ERROR };
+        }
+    };
     let text = String::from_utf8_lossy(&text);
     match crate::triage::triage(&text) {
         Ok(report) => {
@@ -601,6 +617,7 @@ fn preload_command(a: PreloadArgs) -> i32 {
         action,
         root,
         library,
+        force,
     } = a;
     let Some(action) = action else {
         return usage_error("preload takes enable, disable or status");
@@ -622,8 +639,16 @@ fn preload_command(a: PreloadArgs) -> i32 {
             };
             lib.and_then(|l| crate::preload::enable(&paths, &l))
         }
-        "disable" => crate::preload::disable(&paths),
+        "disable" => crate::preload::disable(&paths, force),
         _ => {
+            // A preload list that is not a regular file is input the command
+            // does not read (exit 2), not a finding.
+            if let Err(e) = crate::preload::read_optional(&paths.preload) {
+                if e.contains(crate::input::NOT_REGULAR) {
+                    eprintln!("rocm-fix: {e}");
+                    return EXIT_USAGE;
+                }
+            }
             let (text, ok) = crate::preload::status(&paths);
             print!("{text}");
             return if ok { EXIT_OK } else { EXIT_FINDINGS };
@@ -698,7 +723,11 @@ fn kparams_command(a: KernelParamsArgs) -> i32 {
         }
         Err(e) if e.to_lowercase().contains("nothing was changed") => {
             eprintln!("rocm-fix: {e}");
-            EXIT_ERROR
+            if e.contains(crate::input::NOT_REGULAR) {
+                EXIT_USAGE
+            } else {
+                EXIT_ERROR
+            }
         }
         Err(e) => {
             eprintln!("rocm-fix: {e}; nothing was changed");

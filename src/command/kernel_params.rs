@@ -14,7 +14,7 @@ use rocm_fix_shared::kb::{self, json_opt, json_string, json_strings, Evidence, I
 use rocm_fix_shared::pciids;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -643,16 +643,10 @@ impl Change {
 // Files
 // ---------------------------------------------------------------------------
 
+/// A regular file's bytes, at most `cap`: a FIFO or device under the root
+/// is refused, never waited on or read without end.
 fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    fs::File::open(path)?.take(cap + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 > cap {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("larger than {cap} bytes"),
-        ));
-    }
-    Ok(buf)
+    crate::input::read_regular(path, cap)
 }
 
 /// The file's bytes, `None` if it does not exist.
@@ -946,10 +940,13 @@ fn read_state(root: &Path) -> Result<Option<(State, Vec<u8>)>, String> {
     };
     let text = String::from_utf8_lossy(&raw);
     let st = State::parse(&text).map_err(|e| {
+        // The reason may quote the file: escaped, so garbage in it reaches
+        // the terminal as text.
         format!(
-            "{} is not a state file rocm-fix understands ({e}); nothing was changed. \
+            "{} is not a state file rocm-fix understands ({}); nothing was changed. \
              Restore the boot configuration by hand and remove that file.",
-            path.display()
+            path.display(),
+            crate::input::shown(&e)
         )
     })?;
     Ok(Some((st, raw)))
@@ -1353,7 +1350,65 @@ fn nothing_written(regenerate: Vec<String>, notes: Vec<String>, dry_run: bool) -
 /// different plan rewrites rocm-fix's change from the original file, so the
 /// backup always holds the file as it was before rocm-fix. Nothing to apply
 /// is `Ok` with nothing written.
+/// Every path rocm-fix reads or writes under a root, relative to it.
+fn touched_paths() -> Vec<String> {
+    let mut rels: Vec<String> = [
+        GRUB_DEFAULT,
+        GRUB_DIR,
+        GRUB_DROPIN,
+        KERNEL_CMDLINE,
+        KERNELSTUB_CONFIG,
+        STATE_FILE,
+    ]
+    .iter()
+    .map(|r| r.to_string())
+    .collect();
+    rels.push(format!("{KERNEL_CMDLINE}{BACKUP_SUFFIX}"));
+    rels.push(format!("{KERNELSTUB_CONFIG}{BACKUP_SUFFIX}"));
+    rels
+}
+
+/// Nothing under an image root (`--root`) may resolve outside it: a
+/// symbolic link there (`ROOT/var/lib/rocm-fix -> /var/lib/rocm-fix`) would
+/// make rocm-fix read or write the host's files. Every existing component
+/// of every path rocm-fix touches must stay inside the root once resolved.
+fn confine(root: &Path) -> Result<(), String> {
+    let Ok(real_root) = fs::canonicalize(root) else {
+        return Ok(()); // a missing root fails later, with its own message
+    };
+    if real_root == Path::new("/") {
+        return Ok(());
+    }
+    for rel in touched_paths() {
+        let mut p = root.to_path_buf();
+        for part in rel.split('/') {
+            p.push(part);
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                break; // nothing more of it exists: created inside the root
+            };
+            if !m.file_type().is_symlink() {
+                continue;
+            }
+            let inside = fs::canonicalize(&p).is_ok_and(|t| t.starts_with(&real_root));
+            if !inside {
+                return Err(format!(
+                    "{} is a symbolic link that leads outside {} ({}); rocm-fix touches \
+                     nothing outside the root it is given. Nothing was changed.",
+                    p.display(),
+                    root.display(),
+                    fs::read_link(&p).map_or_else(
+                        |_| "unreadable".to_string(),
+                        |t| crate::input::shown(&t.to_string_lossy())
+                    )
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn apply(root: &Path, plan: &Plan, dry_run: bool) -> Result<Change, String> {
+    confine(root)?;
     let wanted = wanted(plan)?;
     let state = read_state(root)?;
     if wanted.is_empty() {
@@ -1760,6 +1815,7 @@ pub fn apply(root: &Path, plan: &Plan, dry_run: bool) -> Result<Change, String> 
 /// state and the directories apply created. No state is `Ok` with nothing to
 /// do.
 pub fn revert(root: &Path, dry_run: bool) -> Result<Change, String> {
+    confine(root)?;
     let state_path = root.join(STATE_FILE);
     let Some((st, _)) = read_state(root)? else {
         return Ok(nothing_written(

@@ -15,10 +15,14 @@
 //! - [`report`]: `rocm-fix report`, the crash bundle; [`kernel_log`] decodes
 //!   the amdgpu page-fault reports it (and triage) read
 //!
+//! [`input`] reads the files the user points the command at (regular files
+//! only, bounded).
+//!
 //! (`rocm-fix kb` is a few lines over `rocm_fix_shared::kb`, in [`cli`].)
 
 pub mod cli;
 pub mod doctor;
+pub mod input;
 pub mod kernel_log;
 pub mod kernel_params;
 pub mod preload;

@@ -20,6 +20,8 @@ pub struct Paths {
     pub preload: PathBuf,
     pub backup: PathBuf,
     pub state: PathBuf,
+    /// The folder whose flock serialises edits (etc/): a folder that is
+    /// there anyway, so that an edit leaves no lock file behind.
     pub lock: PathBuf,
 }
 
@@ -30,7 +32,7 @@ impl Paths {
             preload: root.join("etc/ld.so.preload"),
             backup: root.join("etc/ld.so.preload.rocm-fix.bak"),
             state: root.join("var/lib/rocm-fix/preload.state"),
-            lock: root.join("etc/.ld.so.preload.rocm-fix.lock"),
+            lock: root.join("etc"),
         }
     }
 
@@ -108,6 +110,12 @@ pub fn without_ours(text: &str, added: Option<&str>) -> String {
             }
         }
     }
+    without_words(text, &|w| is_ours(w))
+}
+
+/// The text without the words `remove` picks: a line of such words only
+/// goes whole, a shared line loses only those words; comments stay.
+pub fn without_words(text: &str, remove: &dyn Fn(&str) -> bool) -> String {
     let mut out = String::new();
     for line in text.split_inclusive('\n') {
         let body = line.trim_end_matches(['\n', '\r']);
@@ -120,13 +128,13 @@ pub fn without_ours(text: &str, added: Option<&str>) -> String {
             .split([' ', '\t', ':'])
             .filter(|w| !w.is_empty())
             .collect();
-        if !words.iter().any(|w| is_ours(w)) {
+        if !words.iter().any(|w| remove(w)) {
             out.push_str(line);
-        } else if words.iter().all(|w| is_ours(w)) {
+        } else if words.iter().all(|w| remove(w)) {
             // A line of ours only: the whole line goes.
         } else {
             // Shared with other entries: only our word goes.
-            let kept: Vec<&str> = words.into_iter().filter(|w| !is_ours(w)).collect();
+            let kept: Vec<&str> = words.into_iter().filter(|w| !remove(w)).collect();
             out.push_str(&kept.join(" "));
             out.push_str(ending);
         }
@@ -228,15 +236,13 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
 
 /// An exclusive lock on the preload file's editing, so that two `enable`s
 /// at once do not interleave. Released when dropped.
-/// The file is only held: closing it (on drop) releases the flock.
+/// The folder is only held: closing it (on drop) releases the flock.
 pub struct EditLock(#[allow(dead_code)] File);
 
 pub fn lock(paths: &Paths) -> Result<EditLock, String> {
     let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
         .open(&paths.lock)
         .map_err(|e| format!("cannot lock {}: {e}", paths.lock.display()))?;
     use std::os::fd::AsRawFd;
@@ -260,6 +266,9 @@ pub struct State {
     pub existed: bool,
     pub added: String,
     pub line: String,
+    /// Folders `enable` created for the state file, outermost first,
+    /// relative to the root: `disable` removes them again (when empty).
+    pub dirs: Vec<String>,
 }
 
 fn escape(s: &str) -> String {
@@ -287,30 +296,62 @@ fn unescape(s: &str) -> String {
 }
 
 pub fn read_state(paths: &Paths) -> Option<State> {
-    let text = fs::read_to_string(&paths.state).ok()?;
+    let text = read_optional(&paths.state).ok()??;
     let mut st = State::default();
     for l in text.lines() {
         match l.split_once('=') {
             Some(("existed", v)) => st.existed = v == "1",
             Some(("added", v)) => st.added = unescape(v),
             Some(("line", v)) => st.line = v.to_string(),
+            Some(("dirs", v)) => {
+                // Only the folders enable creates, whatever the file says.
+                st.dirs = v
+                    .split(',')
+                    .filter(|d| STATE_DIRS.contains(d))
+                    .map(str::to_string)
+                    .collect()
+            }
             _ => {}
         }
     }
     Some(st)
 }
 
-fn write_state(paths: &Paths, st: &State) -> Result<(), String> {
-    if let Some(d) = paths.state.parent() {
-        fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+/// The folders of the state file, outermost first.
+const STATE_DIRS: [&str; 3] = ["var", "var/lib", "var/lib/rocm-fix"];
+
+/// Creates the state file's missing folders; returns those it created.
+fn create_state_dirs(paths: &Paths) -> Result<Vec<String>, String> {
+    let mut created = Vec::new();
+    for d in STATE_DIRS {
+        let p = paths.root.join(d);
+        if fs::symlink_metadata(&p).is_err() {
+            if let Err(e) = fs::create_dir(&p) {
+                remove_dirs(paths, &created);
+                return Err(format!("cannot create {}: {e}", p.display()));
+            }
+            created.push(d.to_string());
+        }
     }
+    Ok(created)
+}
+
+/// Removes folders `enable` created, innermost first, if they are empty.
+fn remove_dirs(paths: &Paths, dirs: &[String]) {
+    for d in dirs.iter().rev() {
+        let _ = fs::remove_dir(paths.root.join(d));
+    }
+}
+
+fn write_state(paths: &Paths, st: &State) -> Result<(), String> {
     write_atomic(
         &paths.state,
         &format!(
-            "existed={}\nadded={}\nline={}\n",
+            "existed={}\nadded={}\nline={}\ndirs={}\n",
             u8::from(st.existed),
             escape(&st.added),
-            st.line
+            st.line,
+            st.dirs.join(",")
         ),
     )
 }
@@ -322,8 +363,13 @@ pub enum Outcome {
     Unchanged(String),
 }
 
-fn read_optional(path: &Path) -> Result<Option<String>, String> {
-    match fs::read(path) {
+/// The largest ld.so.preload or state file read: real ones are a few lines.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// The text of a regular file, `None` if it does not exist; never blocks
+/// (a FIFO) nor reads without end (a link to /dev/zero).
+pub fn read_optional(path: &Path) -> Result<Option<String>, String> {
+    match crate::input::read_regular(path, MAX_FILE_BYTES) {
         Ok(b) => String::from_utf8(b)
             .map(Some)
             .map_err(|_| format!("{} is not text; not touching it", path.display())),
@@ -402,19 +448,36 @@ pub fn enable(paths: &Paths, library: &Path) -> Result<Outcome, String> {
         ));
     }
     let (new, added) = with_line(&text, &line);
-    if let Some(old) = &old {
-        write_atomic(&paths.backup, old)?;
-    }
-    write_state(
-        paths,
-        &State {
-            existed: old.is_some(),
-            added,
-            line: line.clone(),
-        },
-    )?;
-    if let Err(e) = write_atomic(&paths.preload, &new) {
+    // From here on, a failure puts back everything this enable touched: the
+    // backup as it was, no state file, no folder it created.
+    let previous_backup = read_optional(&paths.backup)?;
+    let mut dirs = Vec::new();
+    let undo = |dirs: &[String]| {
+        let _ = match &previous_backup {
+            Some(b) => write_atomic(&paths.backup, b),
+            None => fs::remove_file(&paths.backup).or(Ok(())),
+        };
         let _ = fs::remove_file(&paths.state);
+        remove_dirs(paths, dirs);
+    };
+    let written = (|| {
+        if let Some(old) = &old {
+            write_atomic(&paths.backup, old)?;
+        }
+        dirs = create_state_dirs(paths)?;
+        write_state(
+            paths,
+            &State {
+                existed: old.is_some(),
+                added,
+                line: line.clone(),
+                dirs: dirs.clone(),
+            },
+        )?;
+        write_atomic(&paths.preload, &new)
+    })();
+    if let Err(e) = written {
+        undo(&dirs);
         return Err(e);
     }
     // On the live system, every new process now loads it: prove it still works,
@@ -423,6 +486,7 @@ pub fn enable(paths: &Paths, library: &Path) -> Result<Outcome, String> {
         let live = run_true(None)?;
         if !live.0 || live.1 != baseline {
             restore(paths, old.as_deref())?;
+            undo(&dirs);
             return Err(format!(
                 "a test process did not run cleanly with the new {}: {}; it was restored",
                 paths.preload.display(),
@@ -451,33 +515,75 @@ fn restore(paths: &Paths, old: Option<&str>) -> Result<(), String> {
     r
 }
 
-/// Removes only our line; the file comes back byte for byte as it was
-/// before `enable` (removed again if `enable` created it).
-pub fn disable(paths: &Paths) -> Result<Outcome, String> {
+/// Removes only what `enable` added; the file comes back byte for byte as
+/// it was before `enable` (removed again if `enable` created it), and so do
+/// the folders `enable` created and its backup (once the file is back as
+/// the backup holds it). Other librocm_fix.so entries (a user's own
+/// install) are left alone and named; `force` removes them too, saying which.
+pub fn disable(paths: &Paths, force: bool) -> Result<Outcome, String> {
     let _lock = lock(paths)?;
     let state = read_state(paths);
-    let Some(text) = read_optional(&paths.preload)? else {
+    let forget = |state: &Option<State>| {
         let _ = fs::remove_file(&paths.state);
+        if let Some(st) = state {
+            remove_dirs(paths, &st.dirs);
+        }
+    };
+    let Some(text) = read_optional(&paths.preload)? else {
+        forget(&state);
         return Ok(Outcome::Unchanged(format!(
             "{} does not exist: nothing to disable",
             paths.preload.display()
         )));
     };
     if !entries(&text).iter().any(|w| is_ours(w)) {
-        let _ = fs::remove_file(&paths.state);
+        forget(&state);
         return Ok(Outcome::Unchanged(format!(
             "{} does not list librocm_fix.so",
             paths.preload.display()
         )));
     }
-    let new = without_ours(&text, state.as_ref().map(|s| s.added.as_str()));
-    if entries(&new).iter().any(|w| is_ours(w)) {
+    // What enable added: its exact bytes if the file still ends with them,
+    // else its entry wherever it is now.
+    let mut new = match &state {
+        Some(st) => match text.strip_suffix(st.added.as_str()) {
+            Some(before) if !st.added.is_empty() && !entries(before).contains(&st.line) => {
+                before.to_string()
+            }
+            _ => without_words(&text, &|w| w == st.line),
+        },
+        None => text.clone(),
+    };
+    let others: Vec<String> = entries(&new).into_iter().filter(|w| is_ours(w)).collect();
+    let others_shown = others
+        .iter()
+        .map(|w| crate::input::shown(w))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut note = String::new();
+    if !others.is_empty() {
+        if force {
+            new = without_words(&new, &|w| is_ours(w));
+            note = format!(" (and, with --force, {others_shown}, which enable had not added)");
+        } else if new == text {
+            return Err(format!(
+                "{} lists {others_shown}, which 'rocm-fix preload enable' did not add; \
+                 not removing it (--force removes it)",
+                paths.preload.display()
+            ));
+        } else {
+            note = format!(
+                "; kept {others_shown}, which 'rocm-fix preload enable' did not add \
+                 (--force removes it)"
+            );
+        }
+    }
+    if force && entries(&new).iter().any(|w| is_ours(w)) {
         return Err(format!(
             "{} lists librocm_fix.so in a way rocm-fix cannot take apart; edit it by hand",
             paths.preload.display()
         ));
     }
-    write_atomic(&paths.backup, &text)?;
     let created_by_us = state.as_ref().is_some_and(|s| !s.existed);
     if created_by_us && new.is_empty() {
         fs::remove_file(&paths.preload)
@@ -485,11 +591,62 @@ pub fn disable(paths: &Paths) -> Result<Outcome, String> {
     } else {
         write_atomic(&paths.preload, &new)?;
     }
-    let _ = fs::remove_file(&paths.state);
+    // enable's backup is the file as it is again now: nothing left to keep.
+    if read_optional(&paths.backup).ok().flatten().as_deref() == Some(new.as_str()) {
+        let _ = fs::remove_file(&paths.backup);
+    }
+    forget(&state);
+    let removed = state
+        .as_ref()
+        .filter(|st| !entries(&new).contains(&st.line) && entries(&text).contains(&st.line))
+        .map_or_else(|| "librocm_fix.so".to_string(), |st| st.line.clone());
     Ok(Outcome::Changed(format!(
-        "removed librocm_fix.so from {}",
+        "removed {removed} from {}{note}",
         paths.preload.display()
     )))
+}
+
+/// Where the dynamic linker finds a bare library name listed in
+/// ld.so.preload (a path as seen inside the root): the root's ld.so.cache
+/// (`ldconfig -p -C`, entries of this machine's ABI), then the default
+/// folders. (The program's own RPATH, RUNPATH and LD_LIBRARY_PATH come
+/// first for the linker; they differ per program, so status cannot know them.)
+pub fn find_soname(paths: &Paths, name: &str) -> Option<PathBuf> {
+    let cache = paths.root.join("etc/ld.so.cache");
+    if cache.is_file() {
+        let out = Command::new("ldconfig")
+            .arg("-p")
+            .arg("-C")
+            .arg(&cache)
+            .env("LC_ALL", "C")
+            .output();
+        if let Some(out) = out.ok().filter(|o| o.status.success()) {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let Some((left, path)) = line.split_once(" => ") else {
+                    continue;
+                };
+                let mut left = left.trim().splitn(2, ' ');
+                let (soname, flags) = (left.next(), left.next().unwrap_or(""));
+                if soname == Some(name) && flags.contains("x86-64") {
+                    let p = PathBuf::from(path.trim());
+                    if paths.host(&p).is_file() {
+                        return Some(p);
+                    }
+                }
+            }
+        }
+    }
+    [
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib64",
+        "/usr/lib64",
+        "/lib",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join(name))
+    .find(|p| paths.host(p).is_file())
 }
 
 /// `status`: what the file lists, and whether our library is there and loads.
@@ -510,9 +667,19 @@ pub fn status(paths: &Paths) -> (String, bool) {
     let mut out = format!("{}:\n", paths.preload.display());
     let mut ours_ok = false;
     for w in entries(&text) {
-        let host = paths.host(Path::new(&w));
+        // A bare name is searched for, as the dynamic linker does.
+        let (host, found_as) = if w.contains('/') {
+            (paths.host(Path::new(&w)), None)
+        } else {
+            match find_soname(paths, &w) {
+                Some(inside) => (paths.host(&inside), Some(inside)),
+                None => (PathBuf::new(), None),
+            }
+        };
         let verdict = if !host.is_file() {
             "MISSING: every program will warn about it".to_string()
+        } else if let (Some(inside), false) = (&found_as, is_ours(&w)) {
+            format!("present (found as {})", inside.display())
         } else if is_ours(&w) {
             match check_elf(&host).and_then(|_| check_loads(&host)) {
                 Ok(()) => {
@@ -580,6 +747,7 @@ mod tests {
             existed: true,
             added: "\n/x/librocm_fix.so\n".into(),
             line: "/x/librocm_fix.so".into(),
+            dirs: vec![],
         };
         assert_eq!(unescape(&escape(&s.added)), s.added);
     }

@@ -33,17 +33,15 @@ pub struct Missing {
 
 /// The folder runs are kept in (run.rs makes them there).
 pub fn runs_base() -> PathBuf {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir)
+    crate::run::runs_dir()
 }
 
-/// The newest `rocm-fix-run.*` folder of `base`.
+/// The newest `run-*` folder of `base` (where `rocm-fix run` keeps them).
 pub fn last_run(base: &Path) -> Option<PathBuf> {
     std::fs::read_dir(base)
         .ok()?
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rocm-fix-run."))
+        .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .max_by_key(|(t, _)| *t)
         .map(|(_, p)| p)
@@ -195,7 +193,7 @@ pub fn collect(opts: &Options) -> (String, Value) {
         None => missing.push(Missing {
             what: "run folder".into(),
             why: format!(
-                "no rocm-fix-run.* folder in {} (run the command with rocm-fix-run, or pass --run DIR)",
+                "no run folder in {} (run the command with rocm-fix-run, or pass --run DIR)",
                 runs_base().display()
             ),
         }),
@@ -420,11 +418,11 @@ mod tests {
         let base =
             std::env::temp_dir().join(format!("rocm-fix-report-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(base.join("rocm-fix-run.1.1")).unwrap();
+        std::fs::create_dir_all(base.join("run-1.1")).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::create_dir_all(base.join("rocm-fix-run.2.2")).unwrap();
+        std::fs::create_dir_all(base.join("run-2.2")).unwrap();
         std::fs::create_dir_all(base.join("other")).unwrap();
-        assert_eq!(last_run(&base), Some(base.join("rocm-fix-run.2.2")));
+        assert_eq!(last_run(&base), Some(base.join("run-2.2")));
         let _ = std::fs::remove_dir_all(&base);
         assert_eq!(last_run(&base), None);
     }

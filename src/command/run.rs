@@ -72,11 +72,16 @@ pub fn machine_chips(env: &dyn Fn(&str) -> Option<String>) -> (Vec<String>, Vec<
 /// the distribution's library folders.
 pub fn find_preload(explicit: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) = explicit {
-        return if p.is_file() {
-            Ok(std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
-        } else {
-            Err(format!("rocm-fix: {} does not exist", p.display()))
-        };
+        if !p.is_file() {
+            return Err(format!("rocm-fix: {} does not exist", p.display()));
+        }
+        // Checked as `preload enable` checks it: an ELF of this machine that a
+        // test process runs cleanly with, rather than an ld.so error in the
+        // command's output and a run without rocm-fix.
+        crate::preload::check_elf(p)
+            .and_then(|()| crate::preload::check_loads(p))
+            .map_err(|e| format!("rocm-fix: --preload: {e}"))?;
+        return Ok(std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
     }
     let mut candidates = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
@@ -472,16 +477,58 @@ pub fn show_json(opts: &RunOptions, plan: &Plan, rungs: &[Rung]) -> String {
     )
 }
 
+/// How many run folders are kept: enough for the last few bug reports.
+const KEPT_RUNS: usize = 20;
+
+/// Where run folders live: one place the user can find, not /tmp
+/// (`$XDG_STATE_HOME/rocm-fix/runs`, else `~/.local/state/rocm-fix/runs`;
+/// the temporary folder only without a home).
+pub fn runs_dir() -> PathBuf {
+    let abs = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(state) = abs(std::env::var_os("XDG_STATE_HOME")) {
+        return state.join("rocm-fix/runs");
+    }
+    match abs(std::env::var_os("HOME")) {
+        Some(home) => home.join(".local/state/rocm-fix/runs"),
+        None => std::env::temp_dir().join(format!(
+            "rocm-fix-runs-{}",
+            // SAFETY: getuid has no preconditions.
+            unsafe { libc::getuid() }
+        )),
+    }
+}
+
+/// A new run folder (0700), after removing all but the newest
+/// [`KEPT_RUNS`] - 1 earlier ones (names sort by time).
 fn run_dir() -> std::io::Result<PathBuf> {
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let nanos = std::time::SystemTime::now()
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let base = runs_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&base)?;
+    if let Ok(rd) = std::fs::read_dir(&base) {
+        let mut old: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
+            .map(|e| e.path())
+            .collect();
+        old.sort();
+        let excess = old.len().saturating_sub(KEPT_RUNS - 1);
+        for d in old.into_iter().take(excess) {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let dir = base.join(format!("rocm-fix-run.{}.{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    use std::os::unix::fs::PermissionsExt;
+        .unwrap_or_default();
+    let dir = base.join(format!(
+        "run-{}.{:09}-{}",
+        now.as_secs(),
+        now.subsec_nanos(),
+        std::process::id()
+    ));
+    std::fs::create_dir(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     Ok(dir)
 }
@@ -537,6 +584,24 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus, String> {
             };
         }
         cmd.env("ROCM_FIX_JOURNAL", &journal);
+        // The command dies with the supervisor, even by SIGKILL (which
+        // cannot be forwarded): otherwise it runs on, orphaned and unwatched.
+        let supervisor = std::process::id() as libc::pid_t;
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl, getppid and raise are async-signal-safe, as the
+        // child of a fork requires.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The supervisor died before the prctl: nothing will signal us.
+                if libc::getppid() != supervisor {
+                    libc::raise(libc::SIGKILL);
+                }
+                Ok(())
+            });
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

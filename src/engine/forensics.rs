@@ -143,19 +143,44 @@ fn report(addr: u64, mask: u32, node: Option<u32>) {
         .map(|g| rocm_fix_shared::topology::gfx_name(g.gfx_target_version));
     let line = record_json(addr, mask, node, gfx.as_deref(), hit);
     if let (Some(path), false) = (&st.cfg.journal, st.secure) {
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
-        if let Err(e) = written {
+        if let Err(e) = append_journal(path, &line) {
+            use std::os::unix::ffi::OsStrExt;
             eprintln!(
-                "rocm-fix: cannot append to the fault journal {}: {e}",
-                path.display()
+                "rocm-fix: cannot append to the fault journal {}: {}",
+                rocm_fix_shared::config::shown_bytes(path.as_os_str().as_bytes()),
+                rocm_fix_shared::config::shown(&e.to_string())
             );
         }
     }
     eprintln!("{}", hint(addr, hit));
+}
+
+/// Appends one line to the journal, which must be a regular file (or not
+/// exist yet). This runs in the fault path, where blocking would turn the
+/// abort the user gets without rocm-fix into a hang: a FIFO, a device or a
+/// symbolic link is refused before anything is opened, the open never
+/// blocks (O_NONBLOCK) nor follows a link (O_NOFOLLOW, against a swap after
+/// the check), and what was opened is checked again before a byte is written.
+fn append_journal(path: &std::path::Path, line: &str) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = || Error::new(ErrorKind::InvalidInput, "not a regular file; not written");
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => return Err(not_regular()),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(not_regular());
+    }
+    // One write of the whole line: O_APPEND keeps concurrent writers' lines whole.
+    f.write_all(format!("{line}\n").as_bytes())
 }
 
 #[cfg(test)]

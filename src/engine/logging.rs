@@ -6,8 +6,16 @@ pub fn init(filter: Option<&str>) {
     let Some(filter) = filter.filter(|f| !f.is_empty()) else {
         return;
     };
+    // env_logger prints one unprefixed warning per bad directive, with the
+    // user's bytes raw: it only ever sees the filter rebuilt from the good
+    // directives (the configuration warned about the rest, escaped). Without
+    // its regex feature nothing else in a filter can make it warn.
+    let (filter, _) = rocm_fix_shared::config::log_filter(filter);
+    if filter.is_empty() {
+        return;
+    }
     let _ = env_logger::Builder::new()
-        .parse_filters(filter)
+        .parse_filters(&filter)
         .format(|buf, rec| {
             use std::io::Write;
             writeln!(

@@ -190,12 +190,15 @@ pub(crate) use real_fn;
 pub fn state() -> &'static State {
     STATE.get_or_init(|| {
         let secure = process::secure_execution();
-        let file = std::fs::read_to_string(config::SYSTEM_CONFIG).ok();
-        let env = |k: &str| std::env::var(k).ok();
-        let (cfg, warnings) = config::from_sources(file.as_deref(), &env, secure);
-        for w in &warnings {
+        let (file, file_warning) =
+            config::read_config_file(std::path::Path::new(config::SYSTEM_CONFIG));
+        // Values that are not UTF-8 reach the parser, which warns about them.
+        let env_os = |k: &str| std::env::var_os(k);
+        let (cfg, warnings) = config::from_raw_sources(file.as_deref(), &env_os, secure);
+        for w in file_warning.iter().chain(&warnings) {
             eprintln!("{w}");
         }
+        let env = |k: &str| std::env::var(k).ok();
         crate::logging::init(cfg.log_filter.as_deref());
         let root = process::topology_root(secure);
         let gpus = topology::read_topology(std::path::Path::new(&root));

@@ -4,8 +4,10 @@
 //! already in effect (the default unless the file set it) and yields exactly
 //! one warning line for the caller to print.
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use crate::topology::Family;
 
@@ -132,30 +134,120 @@ pub fn from_sources(
     env: &dyn Fn(&str) -> Option<String>,
     secure: bool,
 ) -> (Config, Vec<String>) {
+    let env_os = |k: &str| env(k).map(OsString::from);
+    from_raw_sources(file_text.map(str::as_bytes), &env_os, secure)
+}
+
+/// [`from_sources`] on what a process really has: the file's bytes and
+/// environment values that need not be UTF-8. A line or a value that is not
+/// UTF-8 gets one warning and is ignored (a setting never changes silently);
+/// bytes that are not UTF-8 inside a comment are ignored with it; the
+/// journal path may be any bytes, as paths may.
+pub fn from_raw_sources(
+    file: Option<&[u8]>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    secure: bool,
+) -> (Config, Vec<String>) {
     let mut cfg = Config::default();
     let mut warnings = Vec::new();
-    if let Some(text) = file_text {
-        apply_file(&mut cfg, text, &mut warnings);
+    if let Some(bytes) = file {
+        apply_file(&mut cfg, bytes, &mut warnings);
     }
     if secure {
         cfg.journal = None;
         return (cfg, warnings);
     }
     for (setting, _, var) in SETTINGS {
-        if let Some(value) = env(var) {
-            let label = format!("{var}={}", shown(&value));
-            apply(&mut cfg, setting, &value, &label, &mut warnings);
+        let Some(value) = env(var) else { continue };
+        let label = format!("{var}={}", shown_bytes(value.as_bytes()));
+        match (value.to_str(), setting) {
+            (Some(v), _) => apply(&mut cfg, setting, v, &label, &mut warnings),
+            (None, Setting::Journal) => {
+                apply_journal(&mut cfg, PathBuf::from(value), &label, &mut warnings)
+            }
+            (None, _) => warnings.push(format!("rocm-fix: {label} is not UTF-8 text; ignored")),
         }
     }
     (cfg, warnings)
 }
 
-fn apply_file(cfg: &mut Config, text: &str, warnings: &mut Vec<String>) {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    for (index, raw) in text.lines().enumerate() {
+/// The largest /etc/rocm-fix.conf read: a real one is a few hundred bytes.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 10;
+
+/// Reads the system configuration file at `path` without ever blocking or
+/// reading without end: only a regular file (a symbolic link is followed
+/// only to one) of at most [`MAX_CONFIG_BYTES`] is read. Nothing else is
+/// ever opened: a FIFO would block the first HIP call forever, a device
+/// (a link to /dev/zero) would be read until memory runs out. Anything
+/// else gives one warning, and the defaults. A missing file is no warning.
+pub fn read_config_file(path: &Path) -> (Option<Vec<u8>>, Option<String>) {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let name = shown_bytes(path.as_os_str().as_bytes());
+    let refuse = |why: String| {
+        (
+            None,
+            Some(format!("rocm-fix: {name} {why}; using the defaults")),
+        )
+    };
+    // stat before open: a device or FIFO is never opened at all.
+    let before = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (None, None),
+        Err(e) => return refuse(format!("cannot be read ({e})")),
+    };
+    if !before.is_file() {
+        return refuse("is not a regular file".to_string());
+    }
+    if before.len() > MAX_CONFIG_BYTES {
+        return refuse(format!("is larger than {MAX_CONFIG_BYTES} bytes"));
+    }
+    // O_NONBLOCK: should the file be swapped for a FIFO after the stat,
+    // the open still returns at once, and the fstat below refuses it.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) => return refuse(format!("cannot be read ({e})")),
+    };
+    match file.metadata() {
+        Ok(m) if m.is_file() && m.dev() == before.dev() && m.ino() == before.ino() => {}
+        Ok(_) => return refuse("changed while being read".to_string()),
+        Err(e) => return refuse(format!("cannot be read ({e})")),
+    }
+    let mut bytes = Vec::new();
+    if let Err(e) = (&mut file)
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+    {
+        return refuse(format!("cannot be read ({e})"));
+    }
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return refuse(format!("is larger than {MAX_CONFIG_BYTES} bytes"));
+    }
+    (Some(bytes), None)
+}
+
+fn apply_file(cfg: &mut Config, bytes: &[u8], warnings: &mut Vec<String>) {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line_no = index + 1;
-        let line = strip_comment(raw).trim();
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let text = String::from_utf8_lossy(raw);
+        let line = strip_comment(&text).trim();
         if line.is_empty() {
+            continue;
+        }
+        // Bytes that are not UTF-8 outside a comment: this line alone is
+        // ignored, said once (a Latin-1 letter in a comment is harmless).
+        if std::str::from_utf8(raw).is_err() && line.contains('\u{fffd}') {
+            warnings.push(format!(
+                "rocm-fix: {SYSTEM_CONFIG} line {line_no}: '{}' is not UTF-8 text; ignored",
+                shown_bytes(raw)
+            ));
             continue;
         }
         let where_ = format!("rocm-fix: {SYSTEM_CONFIG} line {line_no}");
@@ -250,29 +342,94 @@ fn apply(cfg: &mut Config, setting: Setting, value: &str, label: &str, warnings:
             }
         }
         Setting::Journal => {
-            if value.is_empty() {
-                cfg.journal = None;
-                return;
-            }
-            let path = PathBuf::from(value);
-            // A relative path would land in whatever directory each process
-            // happens to run in.
-            if path.is_absolute() {
-                cfg.journal = Some(path);
-                return;
-            }
-            let current = match &cfg.journal {
-                Some(p) => shown(&p.to_string_lossy()),
-                None => "no journal".to_string(),
-            };
-            format!("is not an absolute path; using {current}")
+            apply_journal(cfg, PathBuf::from(value), label, warnings);
+            return;
         }
         Setting::Log => {
-            cfg.log_filter = (!value.is_empty()).then(|| value.to_string());
-            return;
+            if value.trim().is_empty() {
+                cfg.log_filter = None;
+                return;
+            }
+            let (filter, rejected) = log_filter(value);
+            cfg.log_filter = Some(filter);
+            if rejected.is_empty() {
+                return;
+            }
+            let rejected: Vec<String> =
+                rejected.iter().map(|r| format!("'{}'", shown(r))).collect();
+            format!(
+                "has directives that are not 'LEVEL', 'MODULE' or 'MODULE=LEVEL' (levels: off, \
+                 error, warn, info, debug, trace): {}; ignored",
+                shown(&rejected.join(", "))
+            )
         }
     };
     warnings.push(format!("rocm-fix: {label} {problem}"));
+}
+
+fn apply_journal(cfg: &mut Config, path: PathBuf, label: &str, warnings: &mut Vec<String>) {
+    if path.as_os_str().is_empty() {
+        cfg.journal = None;
+        return;
+    }
+    // A relative path would land in whatever directory each process
+    // happens to run in.
+    if path.is_absolute() {
+        cfg.journal = Some(path);
+        return;
+    }
+    let current = match &cfg.journal {
+        Some(p) => shown_bytes(p.as_os_str().as_bytes()),
+        None => "no journal".to_string(),
+    };
+    warnings.push(format!(
+        "rocm-fix: {label} is not an absolute path; using {current}"
+    ));
+}
+
+/// An env_logger filter (`LEVEL`, `MODULE`, `MODULE=LEVEL`, comma-separated,
+/// then optionally `/TEXT`), checked here rather than by env_logger, which
+/// prints one unprefixed warning per bad directive with the user's bytes
+/// raw. Returns the filter rebuilt from the good directives only (so that
+/// env_logger finds nothing to complain about) and the rejected ones. A
+/// module name is a Rust path (letters, digits, `_`, `::`): anything else
+/// could never match a module.
+pub fn log_filter(spec: &str) -> (String, Vec<String>) {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |s: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(s));
+    let is_module = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut parts = spec.splitn(3, '/');
+    let mods = parts.next().unwrap_or("");
+    let text = parts.next();
+    if parts.next().is_some() {
+        return (String::new(), vec![spec.to_string()]);
+    }
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for d in mods.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let ok = match d.split('=').collect::<Vec<_>>().as_slice() {
+            [one] => is_level(one) || is_module(one),
+            [module, level] => {
+                is_module(module.trim()) && (level.trim().is_empty() || is_level(level.trim()))
+            }
+            _ => false,
+        };
+        if ok {
+            good.push(d.split('=').map(str::trim).collect::<Vec<_>>().join("="));
+        } else {
+            bad.push(d.to_string());
+        }
+    }
+    let mut filter = good.join(",");
+    if let Some(t) = text {
+        filter.push('/');
+        filter.push_str(t);
+    }
+    (filter, bad)
 }
 
 enum SizeError {
@@ -343,18 +500,36 @@ fn show_size(n: usize) -> String {
 
 /// A user value made safe for a one-line warning: control characters
 /// escaped (no forged log lines), and at most 200 characters.
-fn shown(s: &str) -> String {
+pub fn shown(s: &str) -> String {
+    shown_bytes(s.as_bytes())
+}
+
+/// [`shown`] for bytes that need not be UTF-8: each byte that is not part
+/// of a UTF-8 character is written `\xNN`.
+pub fn shown_bytes(bytes: &[u8]) -> String {
     const MAX: usize = 200;
     let mut out = String::new();
-    for (n, c) in s.chars().enumerate() {
-        if n == MAX {
-            out.push('…');
-            break;
+    let mut n = 0;
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if n == MAX {
+                out.push('…');
+                return out;
+            }
+            n += 1;
+            if c.is_control() {
+                let _ = write!(out, "{}", c.escape_default());
+            } else {
+                out.push(c);
+            }
         }
-        if c.is_control() {
-            let _ = write!(out, "{}", c.escape_default());
-        } else {
-            out.push(c);
+        for b in chunk.invalid() {
+            if n == MAX {
+                out.push('…');
+                return out;
+            }
+            n += 1;
+            let _ = write!(out, "\\x{b:02x}");
         }
     }
     out
@@ -571,17 +746,114 @@ mod tests {
     }
 
     #[test]
-    fn log_filter_is_stored_as_is() {
+    fn log_filter_keeps_good_directives() {
         let (c, w) = run(
             None,
-            &[("ROCM_FIX_LOG", " warn,rocm_fix::hooks=trace/x#y ")],
+            &[("ROCM_FIX_LOG", " warn,rocm_fix::hooks = trace/x#y ")],
             false,
         );
-        assert!(w.is_empty());
+        assert!(w.is_empty(), "{w:?}");
         assert_eq!(
             c.log_filter.as_deref(),
-            Some(" warn,rocm_fix::hooks=trace/x#y ")
+            Some("warn,rocm_fix::hooks=trace/x#y ")
         );
+    }
+
+    /// env_logger would print one raw, unprefixed warning per bad directive:
+    /// they are ours to reject, in one escaped, bounded warning.
+    #[test]
+    fn bad_log_directives_get_one_warning_of_ours() {
+        let (c, w) = run(
+            None,
+            &[("ROCM_FIX_LOG", "debug,hooks=loud,a=b=c,x\ny,=info")],
+            false,
+        );
+        assert_eq!(c.log_filter.as_deref(), Some("debug"));
+        assert_eq!(
+            w,
+            ["rocm-fix: ROCM_FIX_LOG=debug,hooks=loud,a=b=c,x\\ny,=info has directives that are \
+              not 'LEVEL', 'MODULE' or 'MODULE=LEVEL' (levels: off, error, warn, info, debug, \
+              trace): 'hooks=loud', 'a=b=c', 'x\\ny', '=info'; ignored"]
+        );
+        let (c, w) = run(None, &[("ROCM_FIX_LOG", "a/b/c")], false);
+        assert_eq!((c.log_filter.as_deref(), w.len()), (Some(""), 1));
+        let huge = "x=y=z,".repeat(100_000);
+        let (_, w) = run(None, &[("ROCM_FIX_LOG", &huge)], false);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].len() < 700, "{}", w[0].len());
+        for good in [
+            "trace",
+            "OFF",
+            "rocm_fix_engine",
+            "rocm_fix_engine::hooks=",
+            "a=debug/x",
+        ] {
+            assert_eq!(log_filter(good), (good.to_string(), vec![]), "{good}");
+        }
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_warn_once() {
+        use std::os::unix::ffi::OsStringExt;
+        let env = |k: &str| match k {
+            "ROCM_FIX_MODE" => Some(OsString::from_vec(b"off\xff".to_vec())),
+            "ROCM_FIX_JOURNAL" => Some(OsString::from_vec(b"/tmp/caf\xe9.jsonl".to_vec())),
+            _ => None,
+        };
+        let file = b"# r\xe9glages\nstats = 1 # \xe9t\xe9\npadding = 4K\xe9\nlog = \xff\n";
+        let (c, w) = from_raw_sources(Some(file), &env, false);
+        assert_eq!(c.mode, Mode::Auto);
+        assert!(c.stats, "a Latin-1 byte in a comment drops nothing");
+        assert_eq!(c.pad_bytes, DEFAULT_PAD);
+        assert_eq!(
+            c.journal.as_deref().map(|p| p.as_os_str().as_bytes()),
+            Some(&b"/tmp/caf\xe9.jsonl"[..]),
+            "a path may be any bytes"
+        );
+        assert_eq!(
+            w,
+            [
+                "rocm-fix: /etc/rocm-fix.conf line 3: 'padding = 4K\\xe9' is not UTF-8 text; ignored",
+                "rocm-fix: /etc/rocm-fix.conf line 4: 'log = \\xff' is not UTF-8 text; ignored",
+                "rocm-fix: ROCM_FIX_MODE=off\\xff is not UTF-8 text; ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn only_a_small_regular_config_file_is_read() {
+        let dir = std::env::temp_dir().join(format!("rocm-fix-config-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("ok.conf");
+        std::fs::write(&f, "mode = off\n").unwrap();
+        assert_eq!(read_config_file(&f), (Some(b"mode = off\n".to_vec()), None));
+        assert_eq!(read_config_file(&dir.join("missing")), (None, None));
+        let link = dir.join("zero.conf");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let fifo = dir.join("fifo.conf");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let big = dir.join("big.conf");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        for (p, why) in [
+            (&link, "is not a regular file"),
+            (&fifo, "is not a regular file"),
+            (&dir, "is not a regular file"),
+            (&big, "is larger than 65536 bytes"),
+        ] {
+            let (text, warning) = read_config_file(p);
+            assert_eq!(text, None);
+            assert_eq!(
+                warning,
+                Some(format!(
+                    "rocm-fix: {} {why}; using the defaults",
+                    p.display()
+                ))
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -2,17 +2,21 @@
  * without the preload: prints the statistics after a small workload given
  * as in simwork: "host" = hipHostMalloc default flags, "dev" = hipMalloc of
  * 4 KiB, "seg" = hipMalloc of 2 MiB (a PyTorch segment: it ends at its block
- * end), "free" = hipFree of the last one. */
+ * end), "free" = hipFree of the last one; "cd:DIR" changes directory first (a
+ * program that moves before its first HIP call). */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include "rocm_fix.h"
 #include "simgpu.h"
 
 int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     void *p = NULL;
-    if (!strcmp(argv[i], "host")) hipHostMalloc(&p, 4096, 0);
+    if (!strncmp(argv[i], "cd:", 3)) {
+      if (chdir(argv[i] + 3)) { perror("chdir"); return 2; }
+    } else if (!strcmp(argv[i], "host")) hipHostMalloc(&p, 4096, 0);
     else if (!strcmp(argv[i], "dev")) hipMalloc(&p, 4096);
     else if (!strcmp(argv[i], "seg")) hipMalloc(&p, 2 << 20);
     else if (!strcmp(argv[i], "free")) hipFree(p);

@@ -69,12 +69,18 @@ static REAL_CACHE: [AtomicUsize; REAL.len()] = [const { AtomicUsize::new(0) }; R
 
 /// glibc's own function `name`, found past this library (RTLD_NEXT), cached.
 unsafe fn libc_fn(cache: &AtomicUsize, name: &[u8]) -> usize {
+    // SAFETY: NUL-terminated constants (the callers' and these).
+    unsafe { libc_fn_at(cache, name, b"GLIBC_2.34\0") }
+}
+
+/// The same, at version node `ver`, else at GLIBC_2.2.5 (x86_64's first).
+unsafe fn libc_fn_at(cache: &AtomicUsize, name: &[u8], ver: &[u8]) -> usize {
     let cached = cache.load(Ordering::Acquire);
     if cached != 0 {
         return cached;
     }
     let mut p = 0;
-    for ver in [&b"GLIBC_2.34\0"[..], b"GLIBC_2.2.5\0"] {
+    for ver in [ver, b"GLIBC_2.2.5\0"] {
         // SAFETY: both strings are NUL-terminated constants.
         p = unsafe { libc::dlvsym(libc::RTLD_NEXT, name.as_ptr().cast(), ver.as_ptr().cast()) }
             as usize;
@@ -243,7 +249,14 @@ fn engine() -> &'static EngineHooks {
         return unsafe { &*p };
     }
     // SAFETY: load_engine only calls the loader and the engine's entry point.
-    let table = unsafe { load_engine() }.unwrap_or(&FALLBACK);
+    let table = match unsafe { load_engine() } {
+        Some(t) => t,
+        None => {
+            // SAFETY: only glibc's getauxval and write, on constants.
+            unsafe { say_no_engine() };
+            &FALLBACK
+        }
+    };
     if core::ptr::eq(table, &FALLBACK) {
         arm_direct();
     }
@@ -260,45 +273,103 @@ fn engine() -> &'static EngineHooks {
     }
 }
 
-/// Opens librocm_fix_engine.so from the folder this library was loaded from.
+/// The engine, in the folder this library was loaded from. `$ORIGIN` in a
+/// dlopen name is expanded by the dynamic linker to that folder as an
+/// absolute path, fixed when the front was loaded (glibc joins a relative
+/// `LD_PRELOAD=./librocm_fix.so` to the directory current *then*): a program
+/// that changes directory before its first HIP call can neither lose the
+/// engine nor load one planted in its new directory. dladdr's file name
+/// would not do: for a relative preload it is the relative name as given.
+/// In secure-execution processes glibc accepts `$ORIGIN` only at the start
+/// of the name, which it is.
+const ENGINE_AT_ORIGIN: &[u8] = b"$ORIGIN/librocm_fix_engine.so\0";
+
+/// Said once, on stderr, when the engine cannot be loaded: a fixed text (no
+/// path, no dlerror text), so there is nothing to escape or truncate.
+const NO_ENGINE_MESSAGE: &[u8] = b"rocm-fix: cannot load librocm_fix_engine.so from the folder of \
+librocm_fix.so (missing, unreadable or from another version): rocm-fix does nothing in this \
+process, every call goes to the runtime unchanged\n";
+
+static SAID_NO_ENGINE: AtomicUsize = AtomicUsize::new(0);
+static REAL_GETAUXVAL: AtomicUsize = AtomicUsize::new(0);
+static REAL_WRITE: AtomicUsize = AtomicUsize::new(0);
+
+/// Tells the user, once per process, that protection is off: not in a
+/// secure-execution process (setuid and the like print nothing of ours).
+unsafe fn say_no_engine() {
+    if SAID_NO_ENGINE.swap(1, Ordering::AcqRel) != 0 {
+        return;
+    }
+    type GetauxvalFn = unsafe extern "C" fn(u64) -> u64;
+    type WriteFn = unsafe extern "C" fn(c_int, *const c_void, usize) -> isize;
+    // SAFETY: NUL-terminated constants; the addresses are glibc's functions
+    // of these signatures (getauxval since 2.16, write since 2.2.5).
+    let getauxval = unsafe { libc_fn_at(&REAL_GETAUXVAL, b"getauxval\0", b"GLIBC_2.16\0") };
+    // Unknown whether the process is secure: say nothing.
+    if getauxval == 0
+        || unsafe { core::mem::transmute::<usize, GetauxvalFn>(getauxval)(libc::AT_SECURE) } != 0
+    {
+        return;
+    }
+    let write = unsafe { libc_fn_at(&REAL_WRITE, b"write\0", b"GLIBC_2.2.5\0") };
+    if write != 0 {
+        // One write(2) of a constant; a short write or an error is ignored
+        // (stderr may be closed: the program must not notice us).
+        let _ = unsafe {
+            core::mem::transmute::<usize, WriteFn>(write)(
+                2,
+                NO_ENGINE_MESSAGE.as_ptr().cast(),
+                NO_ENGINE_MESSAGE.len(),
+            )
+        };
+    }
+}
+
+/// Opens librocm_fix_engine.so from the folder this library was loaded
+/// from: the folder of the absolute file name the loader gives for an
+/// address of ours, else (a relative name) through `$ORIGIN`. Never a
+/// name without a folder: that would be searched for, or found in the
+/// current directory.
 unsafe fn load_engine() -> Option<&'static EngineHooks> {
     let dladdr = unsafe { libc_fn(&REAL_DLADDR, b"dladdr\0") };
-    if dladdr == 0 {
-        return None;
-    }
     let mut info = core::mem::MaybeUninit::<libc::Dl_info>::uninit();
     // SAFETY: dladdr fills info for an address of ours.
-    let found = unsafe {
-        core::mem::transmute::<usize, DladdrFn>(dladdr)(
-            engine as *const () as *const c_void,
-            info.as_mut_ptr(),
-        )
-    };
+    let found = dladdr != 0
+        && unsafe {
+            core::mem::transmute::<usize, DladdrFn>(dladdr)(
+                engine as *const () as *const c_void,
+                info.as_mut_ptr(),
+            )
+        } != 0;
     // Not zeroed: a 4 KiB memset would import memset from libc.
     let mut buf = core::mem::MaybeUninit::<[u8; 4096]>::uninit();
     let path = buf.as_mut_ptr().cast::<u8>();
-    let mut len = 0;
-    if found != 0 {
-        // SAFETY: dladdr returned non-zero, so info is filled.
-        let fname = unsafe { info.assume_init() }.dli_fname;
-        if !fname.is_null() {
-            // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
-            let n = unsafe { c_strlen(fname) };
-            let name = unsafe { core::slice::from_raw_parts(fname.cast::<u8>(), n) };
-            if let Some(slash) = name.iter().rposition(|&b| b == b'/') {
-                len = slash + 1;
-                if len + ENGINE_FILE.len() > 4096 {
-                    return None;
+    let mut name: *const c_char = ENGINE_AT_ORIGIN.as_ptr().cast();
+    // SAFETY: dladdr returned non-zero, so info is filled.
+    let fname = if found {
+        unsafe { info.assume_init() }.dli_fname
+    } else {
+        core::ptr::null()
+    };
+    if !fname.is_null() {
+        // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
+        let n = unsafe { c_strlen(fname) };
+        let file = unsafe { core::slice::from_raw_parts(fname.cast::<u8>(), n) };
+        if let (Some(b'/'), Some(slash)) = (file.first(), file.iter().rposition(|&b| b == b'/')) {
+            let len = slash + 1;
+            if len + ENGINE_FILE.len() <= 4096 {
+                // SAFETY: len bytes, then the NUL-terminated file name, fit in path.
+                unsafe {
+                    copy_bytes(path, file.as_ptr(), len);
+                    copy_bytes(path.add(len), ENGINE_FILE.as_ptr(), ENGINE_FILE.len());
                 }
-                // SAFETY: len bytes fit in path (checked above).
-                unsafe { copy_bytes(path, name.as_ptr(), len) };
+                name = path.cast();
             }
         }
     }
-    // SAFETY: checked above that the file name fits after len.
-    unsafe { copy_bytes(path.add(len), ENGINE_FILE.as_ptr(), ENGINE_FILE.len()) };
-    // SAFETY: path is NUL-terminated.
-    let h = unsafe { real_dlopen(path.cast(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    // SAFETY: name is NUL-terminated; for $ORIGIN the loader expands it for
+    // the calling object, this library.
+    let h = unsafe { real_dlopen(name, libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if h.is_null() {
         return None;
     }
