@@ -11,7 +11,7 @@
 use core::ffi::{c_char, c_int, c_void};
 
 /// Bumped whenever a field below changes; the front refuses another version.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// File name of the engine, looked up next to the front.
 pub const ENGINE_FILE: &[u8] = b"librocm_fix_engine.so\0";
@@ -136,6 +136,12 @@ pub struct FrontServices {
     /// (no active GPU, not observing), so that passthrough costs a few
     /// instructions per call instead of a trip through the engine.
     pub passthrough: *const EngineHooks,
+    /// Tells the front where the HIP runtime's code is (`[lo, hi)`) and the
+    /// real HSA allocate and free: calls the runtime makes itself, for every
+    /// hipMalloc, then go straight on from the front (the engine would only
+    /// pass them on after finding out who called).
+    pub set_runtime:
+        unsafe extern "C" fn(lo: usize, hi: usize, pool_allocate: usize, pool_free: usize),
 }
 
 // SAFETY: the services table is immutable and 'static.

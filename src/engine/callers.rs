@@ -94,6 +94,45 @@ fn lookup(caller: usize) -> Caller {
     classify_path(unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes())
 }
 
+/// The executable segment of the loaded object that holds `addr`:
+/// `[start, end)`, from the loader's program headers.
+pub fn text_range(addr: usize) -> Option<(usize, usize)> {
+    struct Find {
+        addr: usize,
+        found: Option<(usize, usize)>,
+    }
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid info; data is our Find.
+        let (info, find) = unsafe { (&*info, &mut *(data as *mut Find)) };
+        if info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        // SAFETY: dlpi_phnum headers at dlpi_phdr.
+        let headers =
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+        for h in headers {
+            if h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0 {
+                let start = (info.dlpi_addr as usize).wrapping_add(h.p_vaddr as usize);
+                let end = start.wrapping_add(h.p_memsz as usize);
+                if (start..end).contains(&find.addr) {
+                    find.found = Some((start, end));
+                    return 1;
+                }
+            }
+        }
+        0
+    }
+    let mut find = Find { addr, found: None };
+    // SAFETY: each only reads the loader's headers and writes our Find.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut find as *mut Find).cast()) };
+    // Only the runtime's own code: never our own or the application's.
+    find.found.filter(|_| classify(addr) == Caller::Runtime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 use crate::abi::*;
 use crate::policy::{self, AdviseAction, HostAlloc};
 use crate::registry::{Alloc, Kind};
-use crate::state::{books, real_fn, snapshot, state, State, SERVICES};
+use crate::state::{books, real, real_fn, snapshot, state, State, SERVICES};
 use crate::stats::{self, Stat};
 use std::ffi::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -1046,6 +1046,23 @@ static HOOKS: EngineHooks = EngineHooks {
     hip_free_async,
 };
 
+/// Gives the front the HIP runtime's code range and the real HSA allocate
+/// and free, so that the runtime's own nested calls skip the engine.
+fn tell_front_the_runtime(s: &FrontServices) {
+    let (hip, alloc, free) = (
+        real(RealFn::HipMalloc),
+        real(RealFn::HsaPoolAllocate),
+        real(RealFn::HsaPoolFree),
+    );
+    if hip == 0 || alloc == 0 || free == 0 {
+        return;
+    }
+    if let Some((lo, hi)) = crate::callers::text_range(hip) {
+        // SAFETY: the front's own function, for its statics.
+        unsafe { (s.set_runtime)(lo, hi, alloc, free) };
+    }
+}
+
 /// The engine's one export, called once by the front.
 ///
 /// # Safety
@@ -1060,6 +1077,9 @@ pub unsafe extern "C" fn rocm_fix_engine_init(
             SERVICES.store(services as *mut FrontServices, Ordering::Release);
             // Decide now: with nothing to do here, the front forwards on its own.
             let tracking = guarded(|| state().tracking, || false);
+            if tracking {
+                guarded(|| tell_front_the_runtime(s), || ());
+            }
             if tracking || s.passthrough.is_null() {
                 &HOOKS
             } else {

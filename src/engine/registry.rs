@@ -174,15 +174,11 @@ const SHARDS: usize = 1 << SHARD_BITS;
 /// Smallest non-empty table per shard.
 const MIN_CAP: usize = 8;
 
-/// murmur3's 64-bit finaliser: base addresses are page- or 2 MiB-aligned, so
-/// their low bits carry no information and must be mixed into the high ones.
+/// Fibonacci hashing of the page number: base addresses are at least
+/// page-aligned, so the low 12 bits carry nothing; one multiply by 2^64/phi
+/// spreads the rest into the high bits, which [`home`] and the shard pick use.
 fn mix(x: u64) -> u64 {
-    let mut z = x;
-    z ^= z >> 33;
-    z = z.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    z ^= z >> 33;
-    z = z.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    z ^ (z >> 33)
+    (x >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// Home slot in a table of `cap` slots, from the hash bits the shard did not use.

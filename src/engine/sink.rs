@@ -178,8 +178,17 @@ pub fn attach(node: u32, base: u64, end: u64, cover: usize) -> bool {
 }
 
 /// The buffer at `base` is being freed: its sink goes with the last owner.
+/// (Inline: on every free, and nothing to do while no buffer owns a sink.)
+#[inline]
 pub fn detach(base: u64) {
-    if OWNERS.load(Ordering::Relaxed) == 0 || crate::state::books().is_none() {
+    if OWNERS.load(Ordering::Relaxed) != 0 {
+        detach_slow(base);
+    }
+}
+
+#[cold]
+fn detach_slow(base: u64) {
+    if crate::state::books().is_none() {
         return;
     }
     let mut guard = BOOKS.lock().unwrap_or_else(|e| e.into_inner());

@@ -184,7 +184,22 @@ static SERVICES: FrontServices = FrontServices {
     abi_version: ABI_VERSION,
     resolve,
     passthrough: &FALLBACK,
+    set_runtime,
 };
+
+/// The HIP runtime's code and the real HSA allocate/free (set_runtime).
+static RT_LO: AtomicUsize = AtomicUsize::new(0);
+static RT_HI: AtomicUsize = AtomicUsize::new(0);
+static RT_POOL_ALLOCATE: AtomicUsize = AtomicUsize::new(0);
+static RT_POOL_FREE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" fn set_runtime(lo: usize, hi: usize, pool_allocate: usize, pool_free: usize) {
+    // The functions first: a range is only used once they are there.
+    RT_POOL_ALLOCATE.store(pool_allocate, Ordering::Release);
+    RT_POOL_FREE.store(pool_free, Ordering::Release);
+    RT_LO.store(lo, Ordering::Release);
+    RT_HI.store(hi, Ordering::Release);
+}
 static ENGINE: AtomicPtr<EngineHooks> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Passthrough: once the engine has decided it has nothing to do in this
@@ -810,15 +825,28 @@ pub unsafe extern "C" fn hsa_init() -> u32 {
 #[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn hsa_amd_memory_pool_free(_ptr: *mut c_void) -> u32 {
+    // A call from the HIP runtime's own code goes straight to the real
+    // function (hipFree's own free: already off the books).
     core::arch::naked_asm!(
         "mov rax, qword ptr [rip + {d}]",
         "test rax, rax",
         "jnz 2f",
         "mov rsi, qword ptr [rsp]",
+        "cmp rsi, qword ptr [rip + {lo}]",
+        "jb 3f",
+        "cmp rsi, qword ptr [rip + {hi}]",
+        "jae 3f",
+        "mov rax, qword ptr [rip + {real}]",
+        "test rax, rax",
+        "jnz 2f",
+        "3:",
         "jmp {imp}",
         "2:",
         "jmp rax",
         d = sym D_HSA_POOL_FREE,
+        lo = sym RT_LO,
+        hi = sym RT_HI,
+        real = sym RT_POOL_FREE,
         imp = sym pool_free_impl
     )
 }
@@ -879,15 +907,28 @@ pub unsafe extern "C" fn hsa_amd_memory_pool_allocate(
     _flags: u32,
     _ptr: *mut *mut c_void,
 ) -> u32 {
+    // A call from the HIP runtime's own code (every hipMalloc) goes
+    // straight to the real function.
     core::arch::naked_asm!(
         "mov rax, qword ptr [rip + {d}]",
         "test rax, rax",
         "jnz 2f",
         "mov r8, qword ptr [rsp]",
+        "cmp r8, qword ptr [rip + {lo}]",
+        "jb 3f",
+        "cmp r8, qword ptr [rip + {hi}]",
+        "jae 3f",
+        "mov rax, qword ptr [rip + {real}]",
+        "test rax, rax",
+        "jnz 2f",
+        "3:",
         "jmp {imp}",
         "2:",
         "jmp rax",
         d = sym D_HSA_POOL_ALLOCATE,
+        lo = sym RT_LO,
+        hi = sym RT_HI,
+        real = sym RT_POOL_ALLOCATE,
         imp = sym pool_allocate_impl
     )
 }
