@@ -206,6 +206,23 @@ fn give_back_padding(a: &Alloc) {
     }
 }
 
+/// Frees, with the real hipFree, an allocation of ours the caller never saw
+/// (the exact one a padded allocation replaced).
+fn hip_free_ours(p: *mut c_void) {
+    if let Some(free) = real_fn!(RealFn::HipFree, HipFreeFn) {
+        // SAFETY: an allocation of ours, made by the runtime's allocator.
+        unsafe { free(p) };
+    }
+}
+
+/// The same with the real hsa_amd_memory_pool_free.
+fn hsa_free_ours(p: *mut c_void) {
+    if let Some(free) = real_fn!(RealFn::HsaPoolFree, HsaPoolFreeFn) {
+        // SAFETY: an allocation of ours, made by the runtime's allocator.
+        unsafe { free(p) };
+    }
+}
+
 /// Device memory (VRAM): what padding every allocation used to do, done only
 /// where it is needed. The allocation is made exactly as asked; a buffer that
 /// its own block covers (the rest of the 2 MiB block follows it, mapped) needs
@@ -324,7 +341,6 @@ unsafe extern "C" fn hip_malloc(ptr: *mut *mut c_void, size: usize) -> c_int {
         if !st.active_for(dev) {
             return finish(forward(), ptr, size, Kind::Device, dev);
         }
-        let free = real_fn!(RealFn::HipFree, HipFreeFn);
         device_alloc(
             st,
             ptr,
@@ -336,12 +352,7 @@ unsafe extern "C" fn hip_malloc(ptr: *mut *mut c_void, size: usize) -> c_int {
             false,
             // SAFETY: the caller's pointer, the size as decided.
             |n, _| unsafe { f(ptr, n) },
-            |p| {
-                if let Some(free) = free {
-                    // SAFETY: an allocation of ours that the caller never saw.
-                    unsafe { free(p) };
-                }
-            },
+            hip_free_ours,
         )
     })
 }
@@ -639,7 +650,6 @@ unsafe extern "C" fn hip_host_alloc(
         // Up to 6.2 hipHostAlloc returns coarse VRAM (facts §3): nothing to
         // rewrite, but it is device memory like hipMalloc's, so it is padded.
         if runtime_version().is_none_or(|v| v < 60_300_000) {
-            let free = real_fn!(RealFn::HipFree, HipFreeFn);
             return device_alloc(
                 st,
                 ptr,
@@ -651,12 +661,7 @@ unsafe extern "C" fn hip_host_alloc(
                 false,
                 // SAFETY: the caller's pointer and flags, the size as decided.
                 |n, _| unsafe { f(ptr, n, flags) },
-                |p| {
-                    if let Some(free) = free {
-                        // SAFETY: an allocation of ours that the caller never saw.
-                        unsafe { free(p) };
-                    }
-                },
+                hip_free_ours,
             );
         }
         if !crate::callers::may_rewrite(caller) {
@@ -720,7 +725,6 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
         } else {
             flags
         };
-        let free = real_fn!(RealFn::HipFree, HipFreeFn);
         device_alloc(
             st,
             ptr,
@@ -732,12 +736,7 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
             new != flags,
             // SAFETY: the caller's pointer; the size and flags as decided.
             |n, rw| unsafe { f(ptr, n, if rw { new } else { flags }) },
-            |p| {
-                if let Some(free) = free {
-                    // SAFETY: an allocation of ours that the caller never saw.
-                    unsafe { free(p) };
-                }
-            },
+            hip_free_ours,
         )
     })
 }
@@ -885,7 +884,6 @@ unsafe extern "C" fn hsa_pool_allocate(
             } else {
                 policy::PAGE64
             };
-            let free = real_fn!(RealFn::HsaPoolFree, HsaPoolFreeFn);
             return device_alloc(
                 st,
                 ptr,
@@ -904,12 +902,7 @@ unsafe extern "C" fn hsa_pool_allocate(
                     // SAFETY: the caller's pointer and flags; a pool of the same agent.
                     unsafe { f(p, n, flags, ptr) as c_int }
                 },
-                |p| {
-                    if let Some(free) = free {
-                        // SAFETY: an allocation of ours that the caller never saw.
-                        unsafe { free(p) };
-                    }
-                },
+                hsa_free_ours,
             ) as u32;
         }
         let r = padded_alloc(
