@@ -468,6 +468,31 @@ fn pitched_allocations_round_the_row_to_256_bytes() {
 }
 
 #[test]
+fn arrays_are_images_from_vram_or_else_host_memory() {
+    // Rows of alignUp(100 x 4, 256) = 512 bytes.
+    let run = simwork("gfx1010", &[], &["array:100:10", "range:0:0"]);
+    assert!(run.stdout.contains("range base+0 size 5120\n"), "{run:#?}");
+    // With the VRAM full, clr falls back to host memory without a word.
+    let run = simwork("gfx1010:vram=2M", &[], &["malloc:0x200000", "array:100:10"]);
+    assert!(run.stdout.contains("array:100:10 -> 0"), "{run:#?}");
+    assert!(run.stdout.contains("malloc:0x200000 -> 0"), "{run:#?}");
+}
+
+#[test]
+fn pools_of_ones_own_allocate_through_the_same_path() {
+    let run = simwork(
+        "gfx1010",
+        &[],
+        &["poolasync:0x200000", "read:0:0:0x200000", "info"],
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stdout.contains("free 8587837440 "),
+        "one 2 MiB block: {run:#?}"
+    );
+}
+
+#[test]
 fn stream_ordered_frees_keep_the_block_until_a_synchronize() {
     let run = simwork(
         "gfx1010",

@@ -20,6 +20,8 @@
  *   offset:BUF:BUF  (the second buffer's address minus the first's)
  *   align:BUF  (the buffer's address modulo 2 MiB)
  *   range:BUF:OFFSET  (hipMemGetAddressRange: "range base+B size S")
+ *   array:WIDTH:HEIGHT  (hipMallocArray of 32-bit floats; the buffer is its data)
+ *   poolasync:SIZE  (hipMemPoolCreate on device 0, then hipMallocFromPoolAsync)
  *   sink:BUF:OFFSET:SIZE  (hsa_amd_vmem_*: reserve SIZE bytes at BUF+OFFSET, or
  *                          anywhere if taken, map VRAM there for the first GPU;
  *                          prints "sink at-hint|elsewhere")
@@ -151,6 +153,22 @@ int main(int argc, char **argv) {
       if (!r) r = hsa_amd_vmem_map(p, ARG(3), 0, h, 0);
       if (!r) r = hsa_amd_vmem_set_access(p, ARG(3), &acc, 1);
       if (!r) printf("sink %s\n", p == want ? "at-hint" : "elsewhere");
+    }
+    else if (!strcmp(op, "array")) {
+      hipChannelFormatDesc desc = {32, 0, 0, 0, 2};
+      hipArray_t a = NULL;
+      r = hipMallocArray(&a, &desc, ARG(1), ARG(2), 0);
+      if (!r) bufs[nbufs++] = a->data;
+    }
+    else if (!strcmp(op, "poolasync")) {
+      hipMemPoolProps props;
+      memset(&props, 0, sizeof props);
+      props.allocType = hipMemAllocationTypePinned;
+      props.location.type = hipMemLocationTypeDevice;
+      hipMemPool_t mp = NULL;
+      r = hipMemPoolCreate(&mp, &props);
+      if (!r) r = hipMallocFromPoolAsync(&p, ARG(1), mp, NULL);
+      if (!r) bufs[nbufs++] = p;
     }
     else if (!strcmp(op, "range")) {
       void *base = NULL;

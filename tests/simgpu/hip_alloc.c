@@ -15,6 +15,11 @@
  *   (imagePitchAlignment_), one allocation of pitch*height*depth through the
  *   hipMalloc path; a zero dimension gives NULL and success;
  *   hipMemAllocPitch rejects zero sizes and element sizes other than 4/8/16.
+ * - clr-array: arrays are images (ihipImageCreate); their memory comes from
+ *   the device allocator and, when that fails, silently from host memory
+ *   (rocmemory.cpp image alloc: deviceLocalAlloc, else hostAlloc). The image
+ *   size is the runtime's (hsa_ext_image_data_get_info); the simulation takes
+ *   rows of alignUp(width * element size, 256) bytes, as for pitched memory.
  * - clr-mempool: hipMallocAsync/hipMallocFromPoolAsync allocate each request
  *   exactly through the hipMalloc path, or hand out a whole freed block of at
  *   least the size (Heap::FindMemory, smallest first); hipFreeAsync keeps
@@ -206,11 +211,14 @@ struct mempool {
   int device;
 };
 static struct mempool default_pools[MAX_DEV];
+static struct mempool *created_pools[64]; /* hipMemPoolCreate's */
 static pthread_mutex_t plock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct mempool *pool_of(hipMemPool_t p) {
   for (int i = 0; i < MAX_DEV; i++)
     if ((void *)p == (void *)&default_pools[i]) return &default_pools[i];
+  for (int i = 0; i < 64; i++)
+    if (p && (void *)p == (void *)created_pools[i]) return created_pools[i];
   return NULL;
 }
 
@@ -330,6 +338,84 @@ EXPORT hipError_t hipMemPoolTrimTo(hipMemPool_t mem_pool, size_t keep) {
 }
 
 #if SIMGPU_ROCM_VERSION_DEFAULT >= 600
+EXPORT hipError_t hipMemPoolCreate(hipMemPool_t *mem_pool, const hipMemPoolProps *props) {
+  hipError_t e = mem_pool && props ? ensure_init() : hipErrorInvalidValue;
+  if (e == hipSuccess && (props->allocType != hipMemAllocationTypePinned ||
+                          props->location.type != hipMemLocationTypeDevice || props->location.id < 0 ||
+                          props->location.id >= ndev))
+    e = hipErrorInvalidValue;
+  if (e == hipSuccess) {
+    struct mempool *mp = calloc(1, sizeof *mp);
+    int slot = -1;
+    pthread_mutex_lock(&plock);
+    for (int i = 0; mp && i < 64 && slot < 0; i++)
+      if (!created_pools[i]) { created_pools[i] = mp; slot = i; }
+    pthread_mutex_unlock(&plock);
+    if (slot < 0) { free(mp); e = hipErrorOutOfMemory; }
+    else {
+      mp->device = props->location.id;
+      *mem_pool = (hipMemPool_t)(void *)mp;
+    }
+  }
+  calllog("hip", "hipMemPoolCreate", e, " ");
+  return ret(e);
+}
+
+/* hip_mempool.cpp: the default pool cannot be destroyed; the freed blocks go back. */
+EXPORT hipError_t hipMemPoolDestroy(hipMemPool_t mem_pool) {
+  struct mempool *mp = pool_of(mem_pool);
+  hipError_t e = mp && mp != &default_pools[mp->device] ? hipSuccess : hipErrorInvalidValue;
+  if (e == hipSuccess) {
+    hipMemPoolTrimTo(mem_pool, 0);
+    pthread_mutex_lock(&plock);
+    for (int i = 0; i < 64; i++)
+      if (created_pools[i] == mp) created_pools[i] = NULL;
+    pthread_mutex_unlock(&plock);
+    free(mp->free_heap);
+    free(mp);
+  }
+  calllog("hip", "hipMemPoolDestroy", e, " ");
+  return ret(e);
+}
+
+/* ---- clr-array ---- */
+EXPORT hipError_t hipMallocArray(hipArray_t *array, const hipChannelFormatDesc *desc, size_t width, size_t height,
+                                 unsigned int flags) {
+  (void)flags;
+  hipError_t e = array && desc && width ? ensure_init() : hipErrorInvalidValue;
+  size_t elem = desc ? (size_t)(desc->x + desc->y + desc->z + desc->w) / 8 : 0;
+  if (e == hipSuccess && (!elem || desc->x < 0 || desc->y < 0 || desc->z < 0 || desc->w < 0)) e = hipErrorInvalidValue;
+  if (e == hipSuccess) {
+    size_t rows = height ? height : 1;
+    size_t size = ((width * elem + 255) & ~(size_t)255) * rows;
+    hipArray *a = calloc(1, sizeof *a);
+    void *p = NULL;
+    if (!a) e = hipErrorOutOfMemory;
+    else if (device_alloc(&p, size) != hipSuccess && pool_alloc(cpu_coarse, size, &p) != hipSuccess) {
+      free(a);
+      e = hipErrorOutOfMemory;
+    } else {
+      a->data = p;
+      a->desc = *desc;
+      a->width = (unsigned)width;
+      a->height = (unsigned)height;
+      *array = a;
+    }
+  }
+  calllog("hip", "hipMallocArray", e, "\"width\":%zu,\"height\":%zu", width, height);
+  return ret(e);
+}
+
+EXPORT hipError_t hipFreeArray(hipArray_t array) {
+  hipError_t e = array ? ensure_init() : hipErrorInvalidValue;
+  if (e == hipSuccess) {
+    e = free_any(array->data);
+    free(array);
+  }
+  calllog("hip", "hipFreeArray", e, " ");
+  return ret(e);
+}
+
 /* ---- clr-vmm ---- */
 struct vmm_handle { hsa_amd_vmem_alloc_handle_t h; size_t size; };
 

@@ -382,6 +382,24 @@ typedef struct hipMemAccessDesc { hipMemLocation location; hipMemAccessFlags fla
 #define hipMemAllocationGranularityRecommended 1
 #define hipErrorNotFound 500
 
+typedef struct hipChannelFormatDesc { int x, y, z, w; int f; } hipChannelFormatDesc;
+/* The leading fields of HIP's struct hipArray (hip_runtime_api.h). */
+typedef struct hipArray { void *data; hipChannelFormatDesc desc; unsigned int type, width, height, depth; } hipArray;
+typedef hipArray *hipArray_t;
+typedef struct hipMemPoolProps {
+  hipMemAllocationType allocType;
+  int handleTypes;
+  hipMemLocation location;
+  void *win32SecurityAttributes;
+  size_t maxSize;
+  unsigned char reserved[56];
+} hipMemPoolProps;
+
+hipError_t hipMallocArray(hipArray_t *array, const hipChannelFormatDesc *desc, size_t width, size_t height,
+                          unsigned int flags);
+hipError_t hipFreeArray(hipArray_t array);
+hipError_t hipMemPoolCreate(hipMemPool_t *mem_pool, const hipMemPoolProps *props);
+hipError_t hipMemPoolDestroy(hipMemPool_t mem_pool);
 hipError_t hipMemGetInfo(size_t *free, size_t *total);
 hipError_t hipMallocPitch(void **ptr, size_t *pitch, size_t width, size_t height);
 hipError_t hipMemAllocPitch(hipDeviceptr_t *dptr, size_t *pitch, size_t widthInBytes, size_t height,
