@@ -1724,8 +1724,9 @@ pub fn apply(root: &Path, plan: &Plan, dry_run: bool) -> Result<Change, String> 
         Some((d, _)) => d,
         None => "",
     };
-    if loader == Loader::Grub {
-        match create_dirs(root, parent_rel) {
+    let grub_dir = (loader == Loader::Grub).then_some(parent_rel);
+    for dir in grub_dir.into_iter().chain(["var/lib/rocm-fix"]) {
+        match create_dirs(root, dir) {
             Ok(made) => {
                 for d in made {
                     undo.push(Undo::RemoveDir(root.join(&d)));
@@ -1735,26 +1736,9 @@ pub fn apply(root: &Path, plan: &Plan, dry_run: bool) -> Result<Change, String> 
             Err(e) => {
                 return Err(fail(
                     undo,
-                    format!("cannot create {}: {e}", root.join(parent_rel).display()),
+                    format!("cannot create {}: {e}", root.join(dir).display()),
                 ))
             }
-        }
-    }
-    match create_dirs(root, "var/lib/rocm-fix") {
-        Ok(made) => {
-            for d in made {
-                undo.push(Undo::RemoveDir(root.join(&d)));
-                created_dirs.push(d);
-            }
-        }
-        Err(e) => {
-            return Err(fail(
-                undo,
-                format!(
-                    "cannot create {}: {e}",
-                    root.join("var/lib/rocm-fix").display()
-                ),
-            ))
         }
     }
 
