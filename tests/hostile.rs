@@ -7,31 +7,8 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Runs `cmd`, killing it after `limit`: a hang is a test failure, never a
-/// hung test run. Returns the run and whether it had to be killed.
-fn run_with_timeout(mut cmd: Command, limit: Duration) -> (Run, bool) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    let start = Instant::now();
-    let mut killed = false;
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            break;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            killed = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Run::from(child.wait_with_output().expect("output")), killed)
-}
+use std::process::Command;
+use std::time::Duration;
 
 /// The stats program on the simulated gfx1010 with the preload.
 fn stats_cmd(preload: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {

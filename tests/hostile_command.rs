@@ -17,25 +17,6 @@ fn rocm_fix() -> PathBuf {
 
 const LIB: &str = "/usr/lib/x86_64-linux-gnu/librocm_fix.so";
 
-/// Runs `cmd` with a deadline: a command that blocks is a failure, killed.
-fn run_with_timeout(mut cmd: Command, limit: Duration) -> (Run, bool) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    let start = Instant::now();
-    let mut killed = false;
-    while child.try_wait().expect("try_wait").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            killed = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Run::from(child.wait_with_output().expect("output")), killed)
-}
-
 fn rocm_fix_cmd(args: &[&str]) -> Command {
     let mut c = clean_command(&rocm_fix());
     c.args(args);
@@ -44,19 +25,6 @@ fn rocm_fix_cmd(args: &[&str]) -> Command {
 
 fn mkfifo(p: &Path) {
     assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
-}
-
-/// An image root with rocm-fix's libraries where the package puts them.
-fn image(tag: &str) -> PathBuf {
-    let root = tmpdir(tag);
-    let libdir = root.join("usr/lib/x86_64-linux-gnu");
-    std::fs::create_dir_all(&libdir).unwrap();
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    let built = preload().parent().unwrap().to_path_buf();
-    for f in ["librocm_fix.so", "librocm_fix_engine.so"] {
-        std::fs::copy(built.join(f), libdir.join(f)).unwrap();
-    }
-    root
 }
 
 fn preload_cmd(root: &Path, args: &[&str]) -> Run {
@@ -280,16 +248,6 @@ fn kernel_params_never_resolve_outside_the_root_and_escape_garbage() {
         "raw control bytes: {run:#?}"
     );
     assert!(run.stderr.contains("\\u{1b}[2J"), "{run:#?}");
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(ok.success());
 }
 
 fn kparams(spec: &str, root: &Path, args: &[&str]) -> (Run, bool) {

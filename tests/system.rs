@@ -13,19 +13,6 @@ fn rocm_fix() -> PathBuf {
 
 const LIB: &str = "/usr/lib/x86_64-linux-gnu/librocm_fix.so";
 
-/// An image root with rocm-fix's libraries installed where the package puts them.
-fn image(tag: &str) -> PathBuf {
-    let root = tmpdir(tag);
-    let libdir = root.join("usr/lib/x86_64-linux-gnu");
-    std::fs::create_dir_all(&libdir).unwrap();
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    let built = preload().parent().unwrap().to_path_buf();
-    for f in ["librocm_fix.so", "librocm_fix_engine.so"] {
-        std::fs::copy(built.join(f), libdir.join(f)).unwrap();
-    }
-    root
-}
-
 fn preload_cmd(root: &Path, args: &[&str]) -> Run {
     Run::from(
         Command::new(rocm_fix())
@@ -234,16 +221,6 @@ fn without_root_the_live_file_is_not_touched() {
     );
     assert_eq!(run.code, Some(3), "{run:#?}");
     assert!(run.stderr.contains("needs root"), "{}", run.stderr);
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(ok.success());
 }
 
 fn same_tree(a: &Path, b: &Path) -> bool {

@@ -585,22 +585,19 @@ fn kb_command(a: KbArgs) -> i32 {
     match a.action {
         Some(KbAction::List) => {
             if a.json {
-                println!("{}", rocm_fix_shared::kb::list_json());
+                println!("{}", crate::kb::list_json());
             } else {
-                print!("{}", rocm_fix_shared::kb::list_text());
+                print!("{}", crate::kb::list_text());
             }
             EXIT_OK
         }
         Some(KbAction::Show { id }) => match rocm_fix_shared::kb::issue(&id) {
             Some(issue) if a.json => {
-                println!("{}", issue.to_json());
+                println!("{}", crate::kb::issue_json(&issue));
                 EXIT_OK
             }
             Some(_) => {
-                print!(
-                    "{}",
-                    rocm_fix_shared::kb::show_text(&id).unwrap_or_default()
-                );
+                print!("{}", crate::kb::show_text(&id).unwrap_or_default());
                 EXIT_OK
             }
             None => {

@@ -10,8 +10,10 @@
 //! and a state file records what was changed so that `revert` restores the
 //! previous bytes exactly. A failure undoes whatever the run had written.
 
-use rocm_fix_shared::kb::{self, json_opt, json_string, json_strings, Evidence, Issue, Mitigation};
+use crate::json;
+use rocm_fix_shared::kb::{self, Evidence, Issue, Mitigation};
 use rocm_fix_shared::pciids;
+use serde::Serialize;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Write as _};
@@ -139,21 +141,36 @@ impl Param {
         format!("{}={}", self.name, self.value)
     }
 
+    fn json(&self) -> ParamJson<'_> {
+        ParamJson {
+            name: &self.name,
+            value: &self.value,
+            param: self.param(),
+            evidence: self.evidence.as_str(),
+            issue: (!self.issue.is_empty()).then_some(self.issue.as_str()),
+            sources: &self.sources,
+            apply: self.apply,
+            reason: &self.reason,
+        }
+    }
+
     /// One JSON object.
     pub fn to_json(&self) -> String {
-        format!(
-            "{{\"name\": {}, \"value\": {}, \"param\": {}, \"evidence\": {}, \"issue\": {}, \
-             \"sources\": {}, \"apply\": {}, \"reason\": {}}}",
-            json_string(&self.name),
-            json_string(&self.value),
-            json_string(&self.param()),
-            json_string(self.evidence.as_str()),
-            json_opt((!self.issue.is_empty()).then_some(self.issue.as_str())),
-            json_strings(&self.sources),
-            self.apply,
-            json_string(&self.reason)
-        )
+        json::inline(&self.json())
     }
+}
+
+#[derive(Serialize)]
+struct ParamJson<'a> {
+    name: &'a str,
+    value: &'a str,
+    param: String,
+    evidence: &'static str,
+    /// `null` for parameters the knowledge base has no mitigation for.
+    issue: Option<&'a str>,
+    sources: &'a [String],
+    apply: bool,
+    reason: &'a str,
 }
 
 /// What `plan` found: the loader, and every parameter considered.
@@ -564,19 +581,25 @@ impl Plan {
 
     /// One JSON object.
     pub fn to_json(&self) -> String {
-        let params: Vec<String> = self.params.iter().map(|p| p.to_json()).collect();
-        let apply: Vec<String> = self.to_apply().iter().map(|p| p.param()).collect();
-        format!(
-            "{{\"loader\": {}, \"chips\": {}, \"current_cmdline\": {}, \"to_apply\": {}, \
-             \"params\": [{}], \"notes\": {}}}",
-            json_string(self.loader.as_str()),
-            json_strings(&self.chips),
-            json_opt(self.current_cmdline.as_deref()),
-            json_strings(&apply),
-            params.join(", "),
-            json_strings(&self.notes)
-        )
+        json::inline(&PlanJson {
+            loader: self.loader.as_str(),
+            chips: &self.chips,
+            current_cmdline: self.current_cmdline.as_deref(),
+            to_apply: self.to_apply().iter().map(|p| p.param()).collect(),
+            params: self.params.iter().map(Param::json).collect(),
+            notes: &self.notes,
+        })
     }
+}
+
+#[derive(Serialize)]
+struct PlanJson<'a> {
+    loader: &'static str,
+    chips: &'a [String],
+    current_cmdline: Option<&'a str>,
+    to_apply: Vec<String>,
+    params: Vec<ParamJson<'a>>,
+    notes: &'a [String],
 }
 
 fn render_param(out: &mut String, p: &Param) {
@@ -623,20 +646,25 @@ impl Change {
 
     /// One JSON object.
     pub fn to_json(&self) -> String {
-        let paths = |v: &[PathBuf]| -> String {
-            let s: Vec<String> = v.iter().map(|p| p.display().to_string()).collect();
-            json_strings(&s)
-        };
-        format!(
-            "{{\"dry_run\": {}, \"files_written\": {}, \"backups\": {}, \"regenerate\": {}, \
-             \"notes\": {}}}",
-            self.dry_run,
-            paths(&self.files_written),
-            paths(&self.backups),
-            json_strings(&self.regenerate),
-            json_strings(&self.notes)
-        )
+        let paths =
+            |v: &[PathBuf]| -> Vec<String> { v.iter().map(|p| p.display().to_string()).collect() };
+        json::inline(&ChangeJson {
+            dry_run: self.dry_run,
+            files_written: paths(&self.files_written),
+            backups: paths(&self.backups),
+            regenerate: &self.regenerate,
+            notes: &self.notes,
+        })
     }
+}
+
+#[derive(Serialize)]
+struct ChangeJson<'a> {
+    dry_run: bool,
+    files_written: Vec<String>,
+    backups: Vec<String>,
+    regenerate: &'a [String],
+    notes: &'a [String],
 }
 
 // ---------------------------------------------------------------------------
@@ -841,7 +869,7 @@ impl State {
             let _ = writeln!(out, "written {len} {h:016x}");
         }
         for o in &self.wrote_options {
-            let _ = writeln!(out, "wrote-options {}", json_strings(o));
+            let _ = writeln!(out, "wrote-options {}", json::inline(o));
         }
         out
     }
@@ -1260,7 +1288,7 @@ fn kernelstub_with(orig: &[u8], params: &[&Wanted]) -> Result<Vec<u8>, String> {
     let JsonKind::Arr(items) = &arr.kind else {
         return Err("\"kernel_options\" is not a list".into());
     };
-    let quoted: Vec<String> = params.iter().map(|w| json_string(&w.param)).collect();
+    let quoted: Vec<String> = params.iter().map(|w| json::inline(&w.param)).collect();
     let (at, insert) = match items.as_slice() {
         [] => (arr.start + 1, quoted.join(", ")),
         [only] => {
@@ -1696,8 +1724,9 @@ pub fn apply(root: &Path, plan: &Plan, dry_run: bool) -> Result<Change, String> 
         Some((d, _)) => d,
         None => "",
     };
-    if loader == Loader::Grub {
-        match create_dirs(root, parent_rel) {
+    let grub_dir = (loader == Loader::Grub).then_some(parent_rel);
+    for dir in grub_dir.into_iter().chain(["var/lib/rocm-fix"]) {
+        match create_dirs(root, dir) {
             Ok(made) => {
                 for d in made {
                     undo.push(Undo::RemoveDir(root.join(&d)));
@@ -1707,26 +1736,9 @@ pub fn apply(root: &Path, plan: &Plan, dry_run: bool) -> Result<Change, String> 
             Err(e) => {
                 return Err(fail(
                     undo,
-                    format!("cannot create {}: {e}", root.join(parent_rel).display()),
+                    format!("cannot create {}: {e}", root.join(dir).display()),
                 ))
             }
-        }
-    }
-    match create_dirs(root, "var/lib/rocm-fix") {
-        Ok(made) => {
-            for d in made {
-                undo.push(Undo::RemoveDir(root.join(&d)));
-                created_dirs.push(d);
-            }
-        }
-        Err(e) => {
-            return Err(fail(
-                undo,
-                format!(
-                    "cannot create {}: {e}",
-                    root.join("var/lib/rocm-fix").display()
-                ),
-            ))
         }
     }
 

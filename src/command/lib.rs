@@ -14,15 +14,17 @@
 //! - [`kernel_params`]: `rocm-fix kernel-params plan|apply|revert`
 //! - [`report`]: `rocm-fix report`, the crash bundle; [`kernel_log`] decodes
 //!   the amdgpu page-fault reports it (and triage) read
+//! - [`kb`]: `rocm-fix kb list|show`, the knowledge base as text and JSON
 //!
 //! [`input`] reads the files the user points the command at (regular files
-//! only, bounded).
-//!
-//! (`rocm-fix kb` is a few lines over `rocm_fix_shared::kb`, in [`cli`].)
+//! only, bounded); [`json`] is how the command writes JSON (serde_json, in
+//! the layouts its outputs have always had).
 
 pub mod cli;
 pub mod doctor;
 pub mod input;
+pub mod json;
+pub mod kb;
 pub mod kernel_log;
 pub mod kernel_params;
 pub mod preload;

@@ -8,9 +8,12 @@
 //! from the fault journal the engine writes (ROCM_FIX_JOURNAL), one per
 //! attempt; any other failure is never retried.
 
-use rocm_fix_shared::kb::{self, json_opt, json_string, Rung};
+use crate::json;
+use crate::kb::RungJson;
+use rocm_fix_shared::kb::{self, Rung};
 use rocm_fix_shared::pciids;
 use rocm_fix_shared::topology::{self, Family};
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
@@ -343,51 +346,68 @@ pub struct Attempt {
     pub fault: Option<Fault>,
 }
 
-fn status_json(s: &ExitStatus) -> String {
+/// How an attempt ended, as the run report writes it: `{"code":N}` or
+/// `{"signal":N}`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum ExitJson {
+    Code(i32),
+    Signal(i32),
+}
+
+fn exit_json(s: &ExitStatus) -> Option<ExitJson> {
     match (s.code(), s.signal()) {
-        (Some(c), _) => format!("{{\"code\":{c}}}"),
-        (_, Some(sig)) => format!("{{\"signal\":{sig}}}"),
-        _ => "null".to_string(),
+        (Some(c), _) => Some(ExitJson::Code(c)),
+        (_, Some(sig)) => Some(ExitJson::Signal(sig)),
+        _ => None,
     }
 }
 
-fn changes_json(c: &EnvChanges) -> String {
-    let items: Vec<String> = c
-        .iter()
-        .map(|(k, v)| format!("{}:{}", json_string(k), json_opt(v.as_deref())))
-        .collect();
-    format!("{{{}}}", items.join(","))
+/// The run report (`report.json`).
+#[derive(serde::Serialize)]
+struct ReportJson<'a> {
+    command: Vec<String>,
+    preload: String,
+    preset: Option<&'a str>,
+    chips: &'a [String],
+    attempts: Vec<AttemptJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct AttemptJson<'a> {
+    attempt: u32,
+    rung: Option<&'a str>,
+    /// A name with `null` is removed.
+    env: &'a EnvChanges,
+    exit: Option<ExitJson>,
+    /// The journal's record, as the engine wrote it.
+    gpu_fault: Option<&'a RawValue>,
 }
 
 pub fn report_json(opts: &RunOptions, plan: &Plan, attempts: &[Attempt]) -> String {
-    let cmd: Vec<String> = opts
-        .command
-        .iter()
-        .map(|a| json_string(&a.to_string_lossy()))
-        .collect();
-    let atts: Vec<String> = attempts
-        .iter()
-        .map(|a| {
-            format!(
-                "{{\"attempt\":{},\"rung\":{},\"env\":{},\"exit\":{},\"gpu_fault\":{}}}",
-                a.number,
-                json_opt(a.rung.as_deref()),
-                changes_json(&a.changes),
-                status_json(&a.status),
-                a.fault
+    json::compact(&ReportJson {
+        command: opts
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        preload: plan.preload.to_string_lossy().into_owned(),
+        preset: plan.preset.as_deref(),
+        chips: &plan.chips,
+        attempts: attempts
+            .iter()
+            .map(|a| AttemptJson {
+                attempt: a.number,
+                rung: a.rung.as_deref(),
+                env: &a.changes,
+                exit: exit_json(&a.status),
+                gpu_fault: a
+                    .fault
                     .as_ref()
-                    .map_or("null".to_string(), |f| f.raw.clone())
-            )
-        })
-        .collect();
-    format!(
-        "{{\"command\":[{}],\"preload\":{},\"preset\":{},\"chips\":{},\"attempts\":[{}]}}",
-        cmd.join(","),
-        json_string(&plan.preload.to_string_lossy()),
-        json_opt(plan.preset.as_deref()),
-        kb::json_strings(&plan.chips),
-        atts.join(",")
-    )
+                    .and_then(|f| serde_json::from_str(&f.raw).ok()),
+            })
+            .collect(),
+    })
 }
 
 fn describe(f: &Fault) -> String {
@@ -450,31 +470,45 @@ pub fn show_text(opts: &RunOptions, plan: &Plan, rungs: &[Rung]) -> String {
     s
 }
 
+/// `--show --json`.
+#[derive(serde::Serialize)]
+struct ShowJson<'a> {
+    preload: String,
+    chips: &'a [String],
+    preset: Option<&'a str>,
+    settings: Vec<SettingJson<'a>>,
+    environment: &'a EnvChanges,
+    retries: u32,
+    ladder: Vec<RungJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct SettingJson<'a> {
+    name: &'a str,
+    value: &'a str,
+    evidence: &'a str,
+    issue: &'a str,
+}
+
 pub fn show_json(opts: &RunOptions, plan: &Plan, rungs: &[Rung]) -> String {
-    let settings: Vec<String> = plan
-        .settings
-        .iter()
-        .map(|(k, v, ev, issue)| {
-            format!(
-                "{{\"name\":{},\"value\":{},\"evidence\":{},\"issue\":{}}}",
-                json_string(k),
-                json_string(v),
-                json_string(ev),
-                json_string(issue)
-            )
-        })
-        .collect();
-    let rungs: Vec<String> = rungs.iter().map(|r| r.to_json()).collect();
-    format!(
-        "{{\"preload\":{},\"chips\":{},\"preset\":{},\"settings\":[{}],\"environment\":{},\"retries\":{},\"ladder\":[{}]}}",
-        json_string(&plan.preload.to_string_lossy()),
-        kb::json_strings(&plan.chips),
-        json_opt(plan.preset.as_deref()),
-        settings.join(","),
-        changes_json(&plan.env),
-        opts.retries,
-        rungs.join(",")
-    )
+    json::compact(&ShowJson {
+        preload: plan.preload.to_string_lossy().into_owned(),
+        chips: &plan.chips,
+        preset: plan.preset.as_deref(),
+        settings: plan
+            .settings
+            .iter()
+            .map(|(name, value, evidence, issue)| SettingJson {
+                name,
+                value,
+                evidence,
+                issue,
+            })
+            .collect(),
+        environment: &plan.env,
+        retries: opts.retries,
+        ladder: rungs.iter().map(RungJson::from).collect(),
+    })
 }
 
 /// How many run folders are kept: enough for the last few bug reports.
@@ -768,6 +802,47 @@ mod tests {
         );
         assert!(read_fault(&dir.join("missing")).is_none());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_run_report_keeps_its_shape() {
+        let opts = RunOptions {
+            command: vec!["train\n\u{1b}[2J".into()],
+            ..Default::default()
+        };
+        let raw = "{\"event\":\"gpu-memory-fault\",\"address\":\"0x10\"}";
+        let attempt = |number, status: i32, fault: Option<Fault>| Attempt {
+            number,
+            changes: [
+                ("A".to_string(), Some("1".to_string())),
+                ("B".to_string(), None),
+            ]
+            .into_iter()
+            .collect(),
+            rung: (number > 1).then(|| "pad".to_string()),
+            status: ExitStatus::from_raw(status),
+            fault,
+        };
+        let fault = Fault {
+            raw: raw.into(),
+            ..Default::default()
+        };
+        let j = report_json(
+            &opts,
+            &plan_stub(false),
+            &[attempt(1, 6, Some(fault)), attempt(2, 0, None)],
+        );
+        assert_eq!(
+            j,
+            format!(
+                "{{\"command\":[\"train\\n\\u001b[2J\"],\"preload\":\"/x/librocm_fix.so\",\
+                 \"preset\":null,\"chips\":[\"gfx1100\"],\"attempts\":[\
+                 {{\"attempt\":1,\"rung\":null,\"env\":{{\"A\":\"1\",\"B\":null}},\
+                 \"exit\":{{\"signal\":6}},\"gpu_fault\":{raw}}},\
+                 {{\"attempt\":2,\"rung\":\"pad\",\"env\":{{\"A\":\"1\",\"B\":null}},\
+                 \"exit\":{{\"code\":0}},\"gpu_fault\":null}}]}}"
+            )
+        );
     }
 
     #[test]

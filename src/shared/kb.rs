@@ -7,6 +7,9 @@
 //! format is described at the top of each file. Parse errors name the file
 //! and line. A unit test guarantees the compiled-in data parses, so the
 //! accessors that cannot return an error treat a failure as "no data".
+//!
+//! Data and lookups only: `rocm-fix kb` presents them (text and JSON) in
+//! src/command/kb.rs.
 
 use crate::pciids;
 use std::fmt::Write as _;
@@ -382,8 +385,13 @@ fn glob(pattern: &str, text: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// Rendering
+// JSON for doctor
 // ---------------------------------------------------------------------------
+//
+// How the command presents the knowledge base is the command's
+// (src/command/kb.rs, with serde). These writers remain only because
+// doctor's JSON still uses them; they go when doctor's JSON is written with
+// serde (issue 14).
 
 /// A JSON string literal (quotes included) with proper escaping.
 pub fn json_string(s: &str) -> String {
@@ -439,170 +447,6 @@ impl Mitigation {
             json_strings(&self.notes)
         )
     }
-}
-
-impl Issue {
-    /// One JSON object.
-    pub fn to_json(&self) -> String {
-        let mitigations: Vec<String> = self.mitigations.iter().map(|m| m.to_json()).collect();
-        format!(
-            "{{\"id\": {}, \"title\": {}, \"symptoms\": {}, \"chips\": {}, \"rocm\": {}, \
-             \"kernel\": {}, \"firmware\": {}, \"cause\": {}, \"hypothesis\": {}, \
-             \"requires_override\": {}, \"severity\": {}, \"mitigations\": [{}], \
-             \"sources\": {}}}",
-            json_string(&self.id),
-            json_string(&self.title),
-            json_strings(&self.symptoms),
-            json_strings(&self.chips),
-            json_opt(self.rocm.as_deref()),
-            json_opt(self.kernel.as_deref()),
-            json_opt(self.firmware.as_deref()),
-            json_string(&self.cause),
-            self.hypothesis,
-            self.requires_override,
-            json_string(self.severity.as_str()),
-            mitigations.join(", "),
-            json_strings(&self.sources)
-        )
-    }
-}
-
-impl Setting {
-    /// One JSON object.
-    pub fn to_json(&self) -> String {
-        format!(
-            "{{\"name\": {}, \"value\": {}, \"evidence\": {}, \"issue\": {}, \"chips\": {}, \
-             \"applicable\": {}, \"notes\": {}}}",
-            json_string(&self.name),
-            json_string(&self.value),
-            json_string(self.evidence.as_str()),
-            json_string(&self.issue),
-            json_strings(&self.chips),
-            self.applicable,
-            json_strings(&self.notes)
-        )
-    }
-}
-
-impl Preset {
-    /// One JSON object.
-    pub fn to_json(&self) -> String {
-        let settings: Vec<String> = self.settings.iter().map(|s| s.to_json()).collect();
-        format!(
-            "{{\"id\": {}, \"title\": {}, \"argv0\": {}, \"modules\": {}, \"scripts\": {}, \
-             \"settings\": [{}]}}",
-            json_string(&self.id),
-            json_string(&self.title),
-            json_strings(&self.argv0),
-            json_strings(&self.modules),
-            json_strings(&self.scripts),
-            settings.join(", ")
-        )
-    }
-}
-
-impl Rung {
-    /// One JSON object.
-    pub fn to_json(&self) -> String {
-        format!(
-            "{{\"id\": {}, \"title\": {}, \"when\": {}, \"evidence\": {}, \"env\": {}, \
-             \"unset\": {}, \"issues\": {}, \"notes\": {}, \"sources\": {}}}",
-            json_string(&self.id),
-            json_string(&self.title),
-            json_string(&self.when),
-            json_string(self.evidence.as_str()),
-            json_env(&self.env),
-            json_strings(&self.unset),
-            json_strings(&self.issues),
-            json_strings(&self.notes),
-            json_strings(&self.sources)
-        )
-    }
-}
-
-/// All issues as a JSON array (`[]` if the data does not parse).
-pub fn list_json() -> String {
-    let items: Vec<String> = issues()
-        .unwrap_or_default()
-        .iter()
-        .map(|i| i.to_json())
-        .collect();
-    format!("[{}]", items.join(",\n"))
-}
-
-/// One line per issue: id, severity, chips and title.
-pub fn list_text() -> String {
-    let list = match issues() {
-        Ok(l) => l,
-        Err(e) => return format!("knowledge base does not parse: {e}\n"),
-    };
-    let mut out = String::new();
-    for i in &list {
-        let _ = writeln!(
-            out,
-            "{:<34} {:<7} {:<24} {}{}",
-            i.id,
-            i.severity.as_str(),
-            i.chips.join(","),
-            i.title,
-            if i.hypothesis { " [unconfirmed]" } else { "" }
-        );
-    }
-    let _ = writeln!(out, "{} issues; `show ID` for details", list.len());
-    out
-}
-
-/// A readable page for one issue, or `None` for an unknown id.
-pub fn show_text(id: &str) -> Option<String> {
-    let i = issue(id)?;
-    let mut out = String::new();
-    let _ = writeln!(out, "{} — {}", i.id, i.title);
-    if i.hypothesis {
-        let _ = writeln!(out, "status:   unconfirmed (hypothesis)");
-    }
-    let _ = writeln!(out, "chips:    {}", i.chips.join(", "));
-    if i.requires_override {
-        let _ = writeln!(out, "applies:  only while HSA_OVERRIDE_GFX_VERSION is set");
-    }
-    for (label, v) in [
-        ("rocm", &i.rocm),
-        ("kernel", &i.kernel),
-        ("firmware", &i.firmware),
-    ] {
-        if let Some(v) = v {
-            let _ = writeln!(out, "{:<10}{v}", format!("{label}:"));
-        }
-    }
-    if !i.symptoms.is_empty() {
-        let _ = writeln!(out, "symptoms:");
-        for s in &i.symptoms {
-            let _ = writeln!(out, "  - {s}");
-        }
-    }
-    let _ = writeln!(out, "cause:    {}", i.cause);
-    if !i.mitigations.is_empty() {
-        let _ = writeln!(out, "mitigations:");
-        for m in &i.mitigations {
-            let _ = writeln!(out, "  [{}] {}", m.evidence.as_str(), m.text);
-            for (k, v) in &m.env {
-                let _ = writeln!(out, "      env {k}={v}");
-            }
-            for p in &m.kernel_params {
-                let _ = writeln!(out, "      kernel parameter {p}");
-            }
-            for n in &m.notes {
-                let _ = writeln!(out, "      note: {n}");
-            }
-            for s in &m.sources {
-                let _ = writeln!(out, "      source: {s}");
-            }
-        }
-    }
-    let _ = writeln!(out, "sources:");
-    for s in &i.sources {
-        let _ = writeln!(out, "  {s}");
-    }
-    Some(out)
 }
 
 // ---------------------------------------------------------------------------
@@ -1387,38 +1231,6 @@ mod tests {
             "\"a\\\"b\\\\c\\nd\\u0001é\""
         );
         assert_eq!(json_opt(None), "null");
-        let j = issue("override-leftover-supported").unwrap().to_json();
-        assert!(
-            j.starts_with("{\"id\": \"override-leftover-supported\""),
-            "{j}"
-        );
-        assert!(j.contains("\"evidence\": \"confirmed\""), "{j}");
-        assert!(j.contains("\"requires_override\": true"), "{j}");
-        let all = list_json();
-        assert!(all.starts_with('[') && all.ends_with(']'));
-        assert_eq!(all.matches("{\"id\": ").count(), issues().unwrap().len());
-        let rung = &ladder().unwrap()[4];
-        assert!(rung
-            .to_json()
-            .contains("\"env\": {\"HIP_VISIBLE_DEVICES\": \"\"}"));
-        let p = &presets().unwrap()[0];
-        assert!(p.to_json().contains("\"applicable\": true"));
-    }
-
-    #[test]
-    fn text_renderers_show_what_a_user_needs() {
-        let list = list_text();
-        assert!(list.contains("override-cross-family"));
-        assert!(list.contains("[unconfirmed]"));
-        let page = show_text("override-rdna1-as-rdna2").unwrap();
-        assert!(page.contains("[mixed] HSA_OVERRIDE_GFX_VERSION=10.3.0 on gfx1010/gfx1012"));
-        assert!(page.contains("env HSA_OVERRIDE_GFX_VERSION=10.1.0"));
-        assert!(page.contains("https://github.com/ROCm/ROCm/issues/887"));
-        assert!(page.contains("only while HSA_OVERRIDE_GFX_VERSION is set"));
-        assert!(show_text("strix-halo-cwsr")
-            .unwrap()
-            .contains("kernel parameter amdgpu.cwsr_enable=0"));
-        assert_eq!(show_text("no-such-issue"), None);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -312,4 +313,50 @@ pub fn masked_log(path: &Path) -> Vec<String> {
             out
         })
         .collect()
+}
+
+/// Runs `cmd` (stdin from /dev/null, output captured), killing it after
+/// `limit`: a hang is a test failure, never a hung test run. Returns the run
+/// and whether it had to be killed.
+pub fn run_with_timeout(mut cmd: Command, limit: Duration) -> (Run, bool) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let start = Instant::now();
+    let mut killed = false;
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            killed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Run::from(child.wait_with_output().expect("output")), killed)
+}
+
+/// An image root (a fresh temporary folder) with rocm-fix's libraries
+/// installed where the package puts them, and an empty etc/.
+pub fn image(tag: &str) -> PathBuf {
+    let root = tmpdir(tag);
+    let libdir = root.join("usr/lib/x86_64-linux-gnu");
+    std::fs::create_dir_all(&libdir).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let built = preload().parent().unwrap().to_path_buf();
+    for f in ["librocm_fix.so", "librocm_fix_engine.so"] {
+        std::fs::copy(built.join(f), libdir.join(f)).unwrap();
+    }
+    root
+}
+
+/// Copies the tree under `from` into `to` (`cp -a from/. to`).
+pub fn copy_tree(from: &Path, to: &Path) {
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(ok.success());
 }
