@@ -749,3 +749,30 @@ fn signals_ignored_at_start_stay_ignored() {
     let run = Run::from(rocm_fix(None, &["run", "-v", "true"]).output().unwrap());
     assert_eq!(run.code, Some(2), "{run:#?}");
 }
+
+#[test]
+fn a_reporting_command_whose_reader_goes_away_ends_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    // A pipe whose reader is already gone: every write fails with EPIPE.
+    let mut fds = [0; 2];
+    // SAFETY: a valid array for pipe(2).
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fds[0] is ours; fds[1] is handed to an OwnedFd once.
+    unsafe { libc::close(fds[0]) };
+    let writer = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    let out = rocm_fix(None, &["kb", "list"])
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {err}",
+        out.status
+    );
+}
