@@ -972,8 +972,21 @@ fn installation(opts: &Options) -> Installation {
     let config_file = opts.etc.join("rocm-fix.conf");
     let config_text = read_text(&config_file);
     let env = |k: &str| opts.var(k).map(String::from);
-    // The same rules as the engine: the file, then ROCM_FIX_* over it.
-    let (cfg, config_warnings) = config::from_sources(config_text.as_deref(), &env, false);
+    // The same rules as the engine: the system file, the user's file, then
+    // ROCM_FIX_* over them.
+    let env_os = |k: &str| opts.var(k).map(std::ffi::OsString::from);
+    let user_file = config::user_config_path(&env_os);
+    let user_text = user_file.as_deref().and_then(read_text);
+    let mut files: Vec<(String, &[u8])> = Vec::new();
+    if let Some(t) = &config_text {
+        files.push((config_file.display().to_string(), t.as_bytes()));
+    }
+    if let (Some(p), Some(t)) = (&user_file, &user_text) {
+        files.push((p.display().to_string(), t.as_bytes()));
+    }
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+    let env_os = |k: &str| env(k).map(std::ffi::OsString::from);
+    let (cfg, config_warnings) = config::from_files(&files, &env_os, false);
     let ld_so_preload = opts.etc.join("ld.so.preload");
     let preload_text = read_text(&ld_so_preload);
     let entries = |text: &str| -> Vec<PreloadEntry> {
