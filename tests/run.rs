@@ -1008,3 +1008,65 @@ fn preload_status_speaks_json() {
     assert_eq!(v["entries"][0]["entry"], "/lib/nowhere.so");
     assert_eq!(v["entries"][0]["state"], "missing");
 }
+
+/// An uncompressed clang offload bundle with these entry ids.
+fn offload_bundle(ids: &[&str]) -> Vec<u8> {
+    let mut b = b"__CLANG_OFFLOAD_BUNDLE__".to_vec();
+    b.extend((ids.len() as u64).to_le_bytes());
+    let mut off = (24 + 8 + ids.iter().map(|i| 24 + i.len()).sum::<usize>()) as u64;
+    for id in ids {
+        b.extend(off.to_le_bytes());
+        b.extend(8u64.to_le_bytes());
+        b.extend((id.len() as u64).to_le_bytes());
+        b.extend(id.as_bytes());
+        off += 8;
+    }
+    b.extend([0u8; 8].repeat(ids.len()));
+    b
+}
+
+#[test]
+fn doctor_says_when_a_hip_binary_has_no_code_for_the_real_chip() {
+    let dir = tmpdir("doctor-binary");
+    let so = dir.join("libkernels.so");
+    std::fs::write(
+        &so,
+        offload_bundle(&[
+            "host-x86_64-unknown-linux-gnu-",
+            "hipv4-amdgcn-amd-amdhsa--gfx1030",
+            "hipv4-amdgcn-amd-amdhsa--gfx1100",
+        ]),
+    )
+    .unwrap();
+    let sysfs = root().join("tests/fixtures/doctor/rx5700xt/sys");
+    let run = Run::from(
+        rocm_fix(
+            None,
+            &[
+                "doctor",
+                "--sysfs",
+                sysfs.to_str().unwrap(),
+                "--binary",
+                so.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stdout.contains(&format!(
+            "{} has no gfx1010 code ({}; it carries gfx1030, gfx1100)",
+            so.display(),
+            so.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    let run = Run::from(
+        rocm_fix(None, &["doctor", "--binary", "/nonexistent/lib.so"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(2), "{run:#?}");
+}

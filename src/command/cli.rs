@@ -200,6 +200,14 @@ pub struct DoctorArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+    /// Where this Python's libamdhip64 comes from, and whether its torch
+    /// carries code for the real chips
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// Whether this HIP binary (.so, executable) carries code for the real
+    /// chips (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub binary: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -764,8 +772,29 @@ fn kparams_command(a: KernelParamsArgs) -> i32 {
     }
 }
 
-fn doctor_command(DoctorArgs { sysfs, json }: DoctorArgs) -> i32 {
+fn doctor_command(
+    DoctorArgs {
+        sysfs,
+        json,
+        python,
+        binary,
+    }: DoctorArgs,
+) -> i32 {
     let mut opts = crate::doctor::Options::from_system();
+    for b in &binary {
+        if !b.is_file() {
+            eprintln!("rocm-fix: --binary {}: not a file", b.display());
+            return EXIT_USAGE;
+        }
+    }
+    if let Some(p) = &python {
+        if !p.is_file() {
+            eprintln!("rocm-fix: --python {}: not a file", p.display());
+            return EXIT_USAGE;
+        }
+    }
+    opts.python = python;
+    opts.binaries = binary;
     if let Some(dir) = sysfs {
         if !dir.is_dir() {
             eprintln!("rocm-fix: --sysfs {}: not a folder", dir.display());
