@@ -334,7 +334,7 @@ fn run_checks_an_explicit_preload_and_keeps_its_folders_in_one_bounded_place() {
         .output()
         .unwrap(),
     );
-    assert_ne!(run.code, Some(0), "{run:#?}");
+    assert_eq!(run.code, Some(2), "a bad --preload is bad input: {run:#?}");
     assert!(
         run.stderr.contains("/etc/hostname is not an ELF file"),
         "{run:#?}"

@@ -776,3 +776,324 @@ fn a_reporting_command_whose_reader_goes_away_ends_quietly() {
         out.status
     );
 }
+
+/// A HOME of its own, so that run folders and the user's configuration
+/// file land in the test's folder.
+fn with_home(c: &mut Command, home: &std::path::Path) {
+    c.env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_STATE_HOME");
+}
+
+#[test]
+fn a_retry_that_worked_is_summed_up_and_kept_with_a_backup() {
+    let home = tmpdir("run-keep");
+    let simwork = program("simwork");
+    let conf = home.join(".config/rocm-fix/rocm-fix.conf");
+    let over_read = ["malloc:0x200000", "read:0:0:0x22e630"];
+    // Without --keep: the summary says what changed and how to keep it.
+    let mut c = sim_command(&bin("rocm-fix-run"), "gfx1010");
+    c.arg(&simwork).args(over_read);
+    with_home(&mut c, &home);
+    let run = Run::from(c.output().unwrap());
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let summary = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("rocm-fix-run: attempt 2 completed"))
+        .unwrap_or_else(|| panic!("no summary: {}", run.stderr));
+    assert!(
+        summary.contains("what changed from attempt 1: ROCM_FIX_PAD=2M (pad-2m)")
+            && summary.contains("Run report: ")
+            && summary.contains(
+                &home
+                    .join(".local/state/rocm-fix/runs")
+                    .display()
+                    .to_string()
+            ),
+        "{summary}"
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "to keep it: run again with --keep, which writes 'padding = 2M' to {}",
+            conf.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!conf.exists(), "nothing written without --keep");
+
+    // --keep writes it, after a copy of the file it changes.
+    std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    std::fs::write(&conf, "# mine\nstats = 0\npadding = 128K\n").unwrap();
+    let mut c = sim_command(&bin("rocm-fix-run"), "gfx1010");
+    c.arg("--keep").arg(&simwork).args(over_read);
+    with_home(&mut c, &home);
+    let run = Run::from(c.output().unwrap());
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "kept: wrote 'padding = 2M' to {}; the previous file is {}.bak",
+            conf.display(),
+            conf.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{}.bak", conf.display())).unwrap(),
+        "# mine\nstats = 0\npadding = 128K\n"
+    );
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(
+        text.starts_with("# mine\nstats = 0\n") && text.ends_with("padding = 2M\n"),
+        "{text}"
+    );
+    assert_eq!(text.matches("padding =").count(), 1, "{text}");
+
+    // The preload reads the user's file: the next run survives at once.
+    let mut c = sim_command(&bin("rocm-fix-run"), "gfx1010");
+    c.arg(&simwork).args(over_read);
+    with_home(&mut c, &home);
+    let run = Run::from(c.output().unwrap());
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        !run.stderr.contains("died of a GPU memory fault"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("Memory access fault"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn kept_environment_reaches_the_command_and_your_own_setting_wins() {
+    let home = tmpdir("run-kept-env");
+    let conf = home.join(".config/rocm-fix/rocm-fix.conf");
+    std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    std::fs::write(
+        &conf,
+        "env.MIOPEN_DEBUG_CONV_GEMM = 0\nenv.FOO_KEPT = kept\nunset = HSA_OVERRIDE_GFX_VERSION\n",
+    )
+    .unwrap();
+    let mut c = rocm_fix(
+        Some("gfx1010"),
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo \"[$MIOPEN_DEBUG_CONV_GEMM][$FOO_KEPT][${HSA_OVERRIDE_GFX_VERSION-unset}]\"",
+        ],
+    );
+    with_home(&mut c, &home);
+    c.env("FOO_KEPT", "mine")
+        .env("HSA_OVERRIDE_GFX_VERSION", "10.3.0");
+    let run = Run::from(c.output().unwrap());
+    assert_eq!(run.stdout, "[0][mine][unset]\n", "{run:#?}");
+}
+
+#[test]
+fn log_level_sends_the_runtime_log_to_files_of_the_run() {
+    let home = tmpdir("run-log-level");
+    let mut c = rocm_fix(
+        Some("gfx1010"),
+        &[
+            "run",
+            "--log-level",
+            "4",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$AMD_LOG_LEVEL $AMD_LOG_LEVEL_FILE\"",
+        ],
+    );
+    with_home(&mut c, &home);
+    let run = Run::from(c.output().unwrap());
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let runs = home.join(".local/state/rocm-fix/runs");
+    let (level, file) = run.stdout.trim().split_once(' ').expect("two words");
+    assert_eq!(level, "4");
+    assert!(
+        file.starts_with(&runs.display().to_string()) && file.ends_with("/amd-log-attempt-1"),
+        "{file}"
+    );
+    assert!(
+        std::path::Path::new(file).parent().unwrap().is_dir(),
+        "the run folder stays for the log"
+    );
+    assert!(
+        run.stderr.contains("AMD_LOG_LEVEL=4 output: "),
+        "{}",
+        run.stderr
+    );
+    let run = Run::from(
+        rocm_fix(None, &["run", "--log-level", "9", "true"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(2), "{run:#?}");
+}
+
+#[test]
+fn observe_mode_hints_turn_rocm_fix_on_rather_than_a_padding_it_ignores() {
+    // An RX 7900 (gfx1100): run watches in observe mode; with no retry the
+    // engine's own hint is all the user gets.
+    let simwork = program("simwork");
+    let mut c = sim_command(&bin("rocm-fix-run"), "gfx1100");
+    c.arg("--no-retry")
+        .arg(&simwork)
+        .args(["malloc:0x200000", "read:0:0:0x22e630"]);
+    let run = Run::from(c.output().unwrap());
+    let hint = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("rocm-fix: the GPU faulted"))
+        .unwrap_or_else(|| panic!("{run:#?}"));
+    assert!(hint.contains("ROCM_FIX_MODE=on"), "{hint}");
+    assert!(!hint.contains("ROCM_FIX_PAD"), "{hint}");
+}
+
+#[test]
+fn retries_all_and_the_ladder_order_in_show() {
+    let run = Run::from(
+        rocm_fix(
+            Some("gfx1010"),
+            &["run", "--show", "--retries", "all", "python3", "train.py"],
+        )
+        .env("HSA_OVERRIDE_GFX_VERSION", "11.0.0")
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stdout.contains("retries: all, climbing"),
+        "{}",
+        run.stdout
+    );
+    let ids: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("  ") && l.contains("(evidence: "))
+        .filter_map(|l| l.trim().split(':').next())
+        .filter(|id| !id.starts_with("set ") && !id.starts_with("kept"))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "drop-harmful-override",
+            "pad-2m",
+            "no-hip-caching",
+            "miopen-solvers"
+        ],
+        "the harmful override goes first; {}",
+        run.stdout
+    );
+    // One retry: the confirmed rung is the one kept.
+    let run = Run::from(
+        rocm_fix(
+            Some("gfx1010"),
+            &["run", "--show", "--retries", "1", "python3", "train.py"],
+        )
+        .env("HSA_OVERRIDE_GFX_VERSION", "11.0.0")
+        .output()
+        .unwrap(),
+    );
+    assert!(
+        run.stdout.contains("drop-harmful-override:") && !run.stdout.contains("pad-2m:"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn preload_status_speaks_json() {
+    let root = tmpdir("preload-status-json");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/ld.so.preload"), "/lib/nowhere.so\n").unwrap();
+    let run = Run::from(
+        rocm_fix(
+            None,
+            &[
+                "preload",
+                "status",
+                "--json",
+                "--root",
+                root.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(run.code, Some(1), "not enabled: {run:#?}");
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect(&run.stdout);
+    assert_eq!(v["enabled"], false);
+    assert_eq!(v["exists"], true);
+    assert_eq!(v["entries"][0]["entry"], "/lib/nowhere.so");
+    assert_eq!(v["entries"][0]["state"], "missing");
+}
+
+/// An uncompressed clang offload bundle with these entry ids.
+fn offload_bundle(ids: &[&str]) -> Vec<u8> {
+    let mut b = b"__CLANG_OFFLOAD_BUNDLE__".to_vec();
+    b.extend((ids.len() as u64).to_le_bytes());
+    let mut off = (24 + 8 + ids.iter().map(|i| 24 + i.len()).sum::<usize>()) as u64;
+    for id in ids {
+        b.extend(off.to_le_bytes());
+        b.extend(8u64.to_le_bytes());
+        b.extend((id.len() as u64).to_le_bytes());
+        b.extend(id.as_bytes());
+        off += 8;
+    }
+    b.extend([0u8; 8].repeat(ids.len()));
+    b
+}
+
+#[test]
+fn doctor_says_when_a_hip_binary_has_no_code_for_the_real_chip() {
+    let dir = tmpdir("doctor-binary");
+    let so = dir.join("libkernels.so");
+    std::fs::write(
+        &so,
+        offload_bundle(&[
+            "host-x86_64-unknown-linux-gnu-",
+            "hipv4-amdgcn-amd-amdhsa--gfx1030",
+            "hipv4-amdgcn-amd-amdhsa--gfx1100",
+        ]),
+    )
+    .unwrap();
+    let sysfs = root().join("tests/fixtures/doctor/rx5700xt/sys");
+    let run = Run::from(
+        rocm_fix(
+            None,
+            &[
+                "doctor",
+                "--sysfs",
+                sysfs.to_str().unwrap(),
+                "--binary",
+                so.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stdout.contains(&format!(
+            "{} has no gfx1010 code ({}; it carries gfx1030, gfx1100)",
+            so.display(),
+            so.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    let run = Run::from(
+        rocm_fix(None, &["doctor", "--binary", "/nonexistent/lib.so"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(2), "{run:#?}");
+}

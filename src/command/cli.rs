@@ -144,8 +144,8 @@ revert   restores exactly what was there";
 
 #[derive(Args, Debug, Default)]
 pub struct RunArgs {
-    /// Retry at most N times
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = retries)]
+    /// Retry at most N times ('all': every rung of the ladder)
+    #[arg(long, value_name = "N|all", default_value = "3", value_parser = retries)]
     pub retries: u32,
     /// Never retry
     #[arg(long)]
@@ -168,6 +168,14 @@ pub struct RunArgs {
     /// The librocm_fix.so to use (default: next to this program)
     #[arg(long, value_name = "PATH")]
     pub preload: Option<PathBuf>,
+    /// After a retry that worked, write what changed to your configuration
+    /// file (~/.config/rocm-fix/rocm-fix.conf; the old one kept as .bak)
+    #[arg(long)]
+    pub keep: bool,
+    /// Run with AMD_LOG_LEVEL=N, the runtime's log written to files of the
+    /// run folder (AMD_LOG_LEVEL_FILE), not the terminal
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=7))]
+    pub log_level: Option<u32>,
     /// The command and its arguments (everything from the first word that is
     /// not an option of ours, or after --)
     #[arg(value_name = "COMMAND", trailing_var_arg = true, value_hint = clap::ValueHint::CommandWithArguments)]
@@ -175,8 +183,13 @@ pub struct RunArgs {
 }
 
 fn retries(s: &str) -> Result<u32, String> {
+    if s == "all" {
+        return Ok(run::ALL_RETRIES);
+    }
     s.parse()
-        .map_err(|_| format!("--retries takes a number, not '{s}'"))
+        .ok()
+        .filter(|&n| n != run::ALL_RETRIES)
+        .ok_or_else(|| format!("--retries takes a number or 'all', not '{s}'"))
 }
 
 #[derive(Args, Debug)]
@@ -187,6 +200,14 @@ pub struct DoctorArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+    /// Where this Python's libamdhip64 comes from, and whether its torch
+    /// carries code for the real chips
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// Whether this HIP binary (.so, executable) carries code for the real
+    /// chips (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub binary: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -252,6 +273,9 @@ pub struct PreloadArgs {
     /// (a hand-made line, another install), saying which
     #[arg(long)]
     pub force: bool,
+    /// status: print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -460,6 +484,8 @@ fn run_options(a: RunArgs) -> Result<RunOptions, String> {
         allow_cpu_fallback: a.allow_cpu_fallback,
         report: a.report,
         preload: a.preload,
+        keep: a.keep,
+        log_level: a.log_level,
     })
 }
 
@@ -470,7 +496,12 @@ fn run_command(a: RunArgs) -> i32 {
     };
     match run::run(&opts) {
         Ok(status) => exit_like(status),
-        Err(e) => {
+        // A --preload that is not a usable library is bad input.
+        Err(run::RunError::Usage(e)) => {
+            eprintln!("{e}");
+            EXIT_USAGE
+        }
+        Err(run::RunError::Failed(e)) => {
             eprintln!("{e}");
             EXIT_ERROR
         }
@@ -615,6 +646,7 @@ fn preload_command(a: PreloadArgs) -> i32 {
         root,
         library,
         force,
+        json,
     } = a;
     let Some(action) = action else {
         return usage_error("preload takes enable, disable or status");
@@ -646,7 +678,11 @@ fn preload_command(a: PreloadArgs) -> i32 {
                     return EXIT_USAGE;
                 }
             }
-            let (text, ok) = crate::preload::status(&paths);
+            let (text, ok) = if json {
+                crate::preload::status_json(&paths)
+            } else {
+                crate::preload::status(&paths)
+            };
             print!("{text}");
             return if ok { EXIT_OK } else { EXIT_FINDINGS };
         }
@@ -733,8 +769,29 @@ fn kparams_command(a: KernelParamsArgs) -> i32 {
     }
 }
 
-fn doctor_command(DoctorArgs { sysfs, json }: DoctorArgs) -> i32 {
+fn doctor_command(
+    DoctorArgs {
+        sysfs,
+        json,
+        python,
+        binary,
+    }: DoctorArgs,
+) -> i32 {
     let mut opts = crate::doctor::Options::from_system();
+    for b in &binary {
+        if !b.is_file() {
+            eprintln!("rocm-fix: --binary {}: not a file", b.display());
+            return EXIT_USAGE;
+        }
+    }
+    if let Some(p) = &python {
+        if !p.is_file() {
+            eprintln!("rocm-fix: --python {}: not a file", p.display());
+            return EXIT_USAGE;
+        }
+    }
+    opts.python = python;
+    opts.binaries = binary;
     if let Some(dir) = sysfs {
         if !dir.is_dir() {
             eprintln!("rocm-fix: --sysfs {}: not a folder", dir.display());

@@ -8,6 +8,7 @@
 //! from the knowledge base. Nothing here writes or fails: what cannot be read
 //! is reported as such.
 
+use crate::hipbin;
 use rocm_fix_shared::config;
 use rocm_fix_shared::config::Mode;
 use rocm_fix_shared::kb::{self, json_opt, json_string, json_strings, Evidence, Severity};
@@ -56,6 +57,10 @@ pub struct Options {
     pub rocm_root: PathBuf,
     /// `/usr/lib/x86_64-linux-gnu` normally: Debian's `libamdhip64.so.*`.
     pub lib_dir: PathBuf,
+    /// `--python PATH`: the Python environment to look into.
+    pub python: Option<PathBuf>,
+    /// `--binary FILE`: HIP binaries whose GPU code to check.
+    pub binaries: Vec<PathBuf>,
 }
 
 impl Options {
@@ -77,6 +82,8 @@ impl Options {
             proc_root: PathBuf::from("/proc"),
             rocm_root: PathBuf::from("/opt/rocm"),
             lib_dir: PathBuf::from("/usr/lib/x86_64-linux-gnu"),
+            python: None,
+            binaries: Vec::new(),
         }
     }
 
@@ -291,6 +298,13 @@ pub struct Report {
     pub rocm_fix: Installation,
     pub known_issues: Vec<KnownIssue>,
     pub findings: Vec<Finding>,
+    /// Every ROCm installation seen (legacy, TheRock, Debian's packages).
+    pub rocm_installs: Vec<hipbin::Install>,
+    /// `--python`: where that Python's HIP runtime comes from.
+    pub python_runtime: Option<hipbin::PythonRuntime>,
+    /// HIP binaries checked for the real chips' code: (path, what it is,
+    /// the bundles or why they could not be read).
+    pub binaries: Vec<(PathBuf, String, Result<hipbin::Bundles, String>)>,
 }
 
 /// Gathers the report. Never fails and never panics: whatever cannot be
@@ -324,7 +338,30 @@ pub fn diagnose(opts: &Options) -> Report {
         gpus,
         rocm_fix,
         findings: Vec::new(),
+        rocm_installs: hipbin::installs(&opts.root(), &opts.rocm_root),
+        python_runtime: opts.python.as_deref().map(hipbin::python_runtime),
+        binaries: Vec::new(),
     };
+    let mut bins: Vec<(PathBuf, String)> = opts
+        .binaries
+        .iter()
+        .map(|b| (b.clone(), b.display().to_string()))
+        .collect();
+    if let Some(t) = report
+        .python_runtime
+        .as_ref()
+        .and_then(|p| p.torch_hip.clone())
+    {
+        bins.insert(0, (t, "your torch".to_string()));
+    }
+    report.binaries = bins
+        .into_iter()
+        .map(|(p, label)| {
+            let b = hipbin::read_bundles(&p).map_err(|e| e.to_string());
+            (p, label, b)
+        })
+        .collect();
+    report.known_issues = checked_issues(std::mem::take(&mut report.known_issues), &report);
     report.findings = findings(&report, opts);
     report
 }
@@ -972,8 +1009,21 @@ fn installation(opts: &Options) -> Installation {
     let config_file = opts.etc.join("rocm-fix.conf");
     let config_text = read_text(&config_file);
     let env = |k: &str| opts.var(k).map(String::from);
-    // The same rules as the engine: the file, then ROCM_FIX_* over it.
-    let (cfg, config_warnings) = config::from_sources(config_text.as_deref(), &env, false);
+    // The same rules as the engine: the system file, the user's file, then
+    // ROCM_FIX_* over them.
+    let env_os = |k: &str| opts.var(k).map(std::ffi::OsString::from);
+    let user_file = config::user_config_path(&env_os);
+    let user_text = user_file.as_deref().and_then(read_text);
+    let mut files: Vec<(String, &[u8])> = Vec::new();
+    if let Some(t) = &config_text {
+        files.push((config_file.display().to_string(), t.as_bytes()));
+    }
+    if let (Some(p), Some(t)) = (&user_file, &user_text) {
+        files.push((p.display().to_string(), t.as_bytes()));
+    }
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+    let env_os = |k: &str| env(k).map(std::ffi::OsString::from);
+    let (cfg, config_warnings) = config::from_files(&files, &env_os, false);
     let ld_so_preload = opts.etc.join("ld.so.preload");
     let preload_text = read_text(&ld_so_preload);
     let entries = |text: &str| -> Vec<PreloadEntry> {
@@ -1079,6 +1129,78 @@ fn known_issues(gpus: &[GpuInfo], opts: &Options) -> Vec<KnownIssue> {
         .collect();
     out.sort_by_key(|k| std::cmp::Reverse(k.issue.severity));
     out
+}
+
+/// Known issues with a firmware or kernel check (`check-firmware`,
+/// `check-kernel` in issues.kb): kept when the check holds or cannot be
+/// read, dropped when it is known not to hold.
+fn checked_issues(issues: Vec<KnownIssue>, r: &Report) -> Vec<KnownIssue> {
+    issues
+        .into_iter()
+        .filter(|k| issue_check(&k.issue, r).0 != Some(false))
+        .collect()
+}
+
+/// Whether an issue's firmware/kernel check holds here (None: it has no
+/// check, or what it needs is not readable), and what was seen.
+fn issue_check(i: &kb::Issue, r: &Report) -> (Option<bool>, Vec<String>) {
+    let mut seen = Vec::new();
+    let mut result: Option<bool> = None;
+    if let Some(range) = &i.check_kernel {
+        if let Some(hit) = r.kernel.as_deref().and_then(|k| range.contains(k)) {
+            seen.push(format!(
+                "kernel {} ({} {})",
+                shown(r.kernel.as_deref().unwrap_or_default()),
+                if hit { "in" } else { "outside" },
+                range.text()
+            ));
+            result = Some(hit);
+        }
+    }
+    if !i.check_firmware.is_empty() {
+        let parse = |v: &str| {
+            let v = v.trim();
+            match v.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16).ok(),
+                None => v.parse().ok(),
+            }
+        };
+        let mut any_read = false;
+        let mut hit = false;
+        for card in &r.firmware {
+            // The card's GPU must be one the issue names.
+            let gpu = r.gpus.iter().find(|g| {
+                card.device_id
+                    .as_deref()
+                    .and_then(|d| u32::from_str_radix(d.trim_start_matches("0x"), 16).ok())
+                    == Some(g.device_id)
+            });
+            let gpu = gpu.or(if r.gpus.len() == 1 {
+                r.gpus.first()
+            } else {
+                None
+            });
+            let Some(gfx) = gpu.and_then(|g| g.gfx.as_deref()) else {
+                continue;
+            };
+            if !i.chips.iter().any(|c| kb::chip_matches(c, gfx)) {
+                continue;
+            }
+            for (name, bad) in &i.check_firmware {
+                if let Some((_, v)) = card.versions.iter().find(|(n, _)| n == name) {
+                    any_read = true;
+                    if parse(v) == Some(*bad) {
+                        hit = true;
+                        seen.push(format!("{}: {name} {} on {gfx}", card.card, shown(v)));
+                    }
+                }
+            }
+        }
+        if any_read {
+            result = Some(result.unwrap_or(true) && hit);
+        }
+    }
+    (result, seen)
 }
 
 fn gpu_label(g: &GpuInfo) -> String {
@@ -1319,6 +1441,137 @@ fn findings(r: &Report, opts: &Options) -> Vec<Finding> {
             ),
             Vec::new(),
         );
+    }
+    for k in &r.known_issues {
+        let (Some(true), seen) = issue_check(&k.issue, r) else {
+            continue;
+        };
+        let best = k
+            .issue
+            .mitigations
+            .iter()
+            .find(|m| !matches!(m.evidence, Evidence::Harmful | Evidence::NoneFound));
+        let layer = if k.issue.check_firmware.is_empty() {
+            "kernel"
+        } else {
+            "firmware"
+        };
+        add(
+            k.issue.severity.max(Severity::Warning),
+            layer,
+            format!(
+                "{layer}: {} ({}{}): {}{}",
+                seen.join("; "),
+                k.issue.id,
+                if k.issue.hypothesis {
+                    ", a hypothesis: not confirmed upstream"
+                } else {
+                    ""
+                },
+                k.issue.title,
+                best.map_or(String::new(), |m| format!(
+                    "; {} (evidence: {})",
+                    m.text,
+                    m.evidence.as_str()
+                ))
+            ),
+            k.issue.sources.clone(),
+        );
+    }
+    if let Some(py) = &r.python_runtime {
+        let text = match py.runtimes.as_slice() {
+            [] => format!(
+                "{}: no libamdhip64 of its own in {} ({}): it uses the system's ROCm",
+                py.python.display(),
+                if py.site_packages.is_empty() {
+                    "any site-packages".to_string()
+                } else {
+                    py.site_packages
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                py.how
+            ),
+            [(p, what), rest @ ..] => format!(
+                "{}: its HIP runtime is {} ({what}){}",
+                py.python.display(),
+                p.display(),
+                if rest.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; also found: {}",
+                        rest.iter()
+                            .map(|(p, w)| format!("{} ({w})", p.display()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ),
+        };
+        add(Severity::Info, "python", text, Vec::new());
+    }
+    let chips: Vec<&str> = r.gpus.iter().filter_map(|g| g.gfx.as_deref()).collect();
+    for (path, label, bundles) in &r.binaries {
+        match bundles {
+            Err(e) => add(
+                Severity::Warning,
+                "binary",
+                format!("cannot read {}: {}", path.display(), shown(e)),
+                Vec::new(),
+            ),
+            Ok(b) if b.bundles == 0 && b.compressed == 0 => add(
+                Severity::Info,
+                "binary",
+                format!(
+                    "{} ({}) carries no GPU code (no clang offload bundle)",
+                    label,
+                    path.display()
+                ),
+                Vec::new(),
+            ),
+            Ok(b) => {
+                for chip in &chips {
+                    let has = if b.targets.is_empty() {
+                        "its bundles are compressed (CCOB), so their targets cannot be listed"
+                            .to_string()
+                    } else {
+                        format!("it carries {}", b.targets.join(", "))
+                    };
+                    match hipbin::covers(b, chip) {
+                        Some(true) => add(
+                            Severity::Info,
+                            "binary",
+                            format!("{label} has {chip} code ({})", path.display()),
+                            Vec::new(),
+                        ),
+                        Some(false) => add(
+                            Severity::Error,
+                            "binary",
+                            format!(
+                                "{label} has no {chip} code ({}; {has}): kernels cannot run on this \
+                                 GPU without an override, and no rocm-fix mitigation helps; use a \
+                                 build for {chip}",
+                                path.display()
+                            ),
+                            Vec::new(),
+                        ),
+                        None => add(
+                            Severity::Info,
+                            "binary",
+                            format!(
+                                "{label} ({}): {has}; whether it has {chip} code is unknown \
+                                 (roc-obj-ls or clang-offload-bundler --list can tell)",
+                                path.display()
+                            ),
+                            Vec::new(),
+                        ),
+                    }
+                }
+            }
+        }
     }
     // Most severe first; discovery order otherwise (the sort is stable).
     out.sort_by_key(|f| std::cmp::Reverse(f.severity));
@@ -1618,11 +1871,52 @@ impl Report {
             ("rocm_fix", rocm_fix),
             ("known_issues", J::Arr(known)),
             ("findings", J::Arr(findings)),
+            ("rocm_installs", J::Raw(self.installs_json().to_string())),
+            ("python", J::Raw(self.python_json().to_string())),
+            ("binaries", J::Raw(self.binaries_json().to_string())),
         ]);
         let mut out = String::new();
         top.render(0, &mut out);
         out.push('\n');
         out
+    }
+
+    fn installs_json(&self) -> serde_json::Value {
+        self.rocm_installs
+            .iter()
+            .map(|i| serde_json::json!({"kind": i.kind, "version": i.version, "source": i.source}))
+            .collect()
+    }
+
+    fn python_json(&self) -> serde_json::Value {
+        match &self.python_runtime {
+            None => serde_json::Value::Null,
+            Some(p) => serde_json::json!({
+                "python": p.python.display().to_string(),
+                "site_packages": p.site_packages.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
+                "found_by": p.how,
+                "libamdhip64": p.runtimes.iter().map(|(f, w)| serde_json::json!({"path": f.display().to_string(), "from": w})).collect::<Vec<_>>(),
+                "torch_hip": p.torch_hip.as_ref().map(|t| t.display().to_string()),
+            }),
+        }
+    }
+
+    fn binaries_json(&self) -> serde_json::Value {
+        let chips: Vec<&str> = self.gpus.iter().filter_map(|g| g.gfx.as_deref()).collect();
+        self.binaries
+            .iter()
+            .map(|(p, label, b)| match b {
+                Ok(b) => serde_json::json!({
+                    "path": p.display().to_string(),
+                    "label": label,
+                    "targets": b.targets,
+                    "bundles": b.bundles,
+                    "compressed_bundles": b.compressed,
+                    "covers": chips.iter().map(|c| (c.to_string(), serde_json::json!(hipbin::covers(b, c)))).collect::<serde_json::Map<_, _>>(),
+                }),
+                Err(e) => serde_json::json!({"path": p.display().to_string(), "label": label, "error": e}),
+            })
+            .collect()
     }
 
     /// The readable report.
@@ -1717,6 +2011,37 @@ impl Report {
             None => "not found".to_string(),
         };
         let _ = writeln!(o, "  ROCm: {rocm}");
+        for i in &self.rocm_installs {
+            let _ = writeln!(
+                o,
+                "    installed: {} {} ({})",
+                i.kind,
+                shown(i.version.as_deref().unwrap_or("version unknown")),
+                shown(&i.source)
+            );
+        }
+        if let Some(py) = &self.python_runtime {
+            let _ = writeln!(o, "  Python {}:", shown(&py.python.display().to_string()));
+            for (p, what) in &py.runtimes {
+                let _ = writeln!(
+                    o,
+                    "    libamdhip64: {} ({what})",
+                    shown(&p.display().to_string())
+                );
+            }
+            if py.runtimes.is_empty() {
+                let _ = writeln!(o, "    libamdhip64: none of its own (the system's)");
+            }
+        }
+        for (p, label, b) in &self.binaries {
+            let what = match b {
+                Ok(b) if !b.targets.is_empty() => b.targets.join(", "),
+                Ok(b) if b.compressed > 0 => format!("{} compressed bundle(s)", b.compressed),
+                Ok(_) => "no GPU code".to_string(),
+                Err(e) => format!("not readable: {}", shown(e)),
+            };
+            let _ = writeln!(o, "  {label} ({}): {what}", shown(&p.display().to_string()));
+        }
         let params_dir = self
             .sysfs_root
             .as_ref()
@@ -1891,6 +2216,8 @@ mod tests {
             proc_root: base.join("proc"),
             rocm_root: base.join("opt/rocm"),
             lib_dir: base.join("usr/lib/x86_64-linux-gnu"),
+            python: None,
+            binaries: Vec::new(),
         }
     }
 
@@ -2027,7 +2354,7 @@ mod tests {
         keys
     }
 
-    const TOP_KEYS: [&str; 9] = [
+    const TOP_KEYS: [&str; 12] = [
         "gpus",
         "kernel",
         "amdgpu_parameters",
@@ -2037,6 +2364,9 @@ mod tests {
         "rocm_fix",
         "known_issues",
         "findings",
+        "rocm_installs",
+        "python",
+        "binaries",
     ];
 
     fn ids(r: &Report) -> Vec<&str> {
@@ -2545,6 +2875,8 @@ mod tests {
             proc_root: PathBuf::from("/nonexistent/rocm-fix/proc"),
             rocm_root: PathBuf::from("/nonexistent/rocm-fix/rocm"),
             lib_dir: PathBuf::from("/nonexistent/rocm-fix/lib"),
+            python: None,
+            binaries: Vec::new(),
         };
         let r = diagnose(&o);
         assert!(r.to_text().contains(
@@ -2573,6 +2905,161 @@ mod tests {
             [("mes_fw_version".to_string(), "0x83".to_string())]
         );
         assert_eq!(r.firmware[0].device_id, None);
+    }
+
+    fn findings_text(r: &Report) -> String {
+        r.findings
+            .iter()
+            .map(|f| format!("[{}] {}", f.severity.as_str(), f.text))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_kernel_with_a_known_regression_is_named_with_its_evidence() {
+        let t = Tree::new("kernel618");
+        t.file("sys/kernel/osrelease", "6.18.3-arch1-1\n");
+        let mut o = machine("rx7900xtx_with_override", &[]);
+        o.proc_root = t.0.clone();
+        let r = diagnose(&o);
+        let text = findings_text(&r);
+        assert!(
+            text.contains("[warning] kernel: kernel 6.18.3-arch1-1 (in 6.18 up to (not including) 7.1) (kernel-618-sdma-rdna3, a hypothesis: not confirmed upstream)")
+                && text.contains("Kernel 6.17.9 or 6.12 LTS instead of 6.18.x (RDNA3) (evidence: helped)"),
+            "{text}"
+        );
+        t.file("sys/kernel/osrelease", "6.17.9-arch1-1\n");
+        let r = diagnose(&o);
+        assert!(
+            !findings_text(&r).contains("kernel-618"),
+            "{}",
+            findings_text(&r)
+        );
+        assert!(!r
+            .known_issues
+            .iter()
+            .any(|k| k.issue.id == "kernel-618-sdma-rdna3"));
+    }
+
+    /// A Strix Halo (gfx1151, PCI 0x1586) with the given MES version.
+    fn strix_halo(t: &Tree, mes: &str) -> Options {
+        let props = fs::read_to_string(
+            Path::new(FIXTURES)
+                .join("rx7900xtx_with_override/sys/class/kfd/kfd/topology/nodes/1/properties"),
+        )
+        .unwrap()
+        .replace("gfx_target_version 110000", "gfx_target_version 110501")
+        .replace("device_id 29772", "device_id 5510");
+        let topo = "sys/class/kfd/kfd/topology/nodes";
+        t.file(
+            &format!("{topo}/0/properties"),
+            &fs::read_to_string(
+                Path::new(FIXTURES)
+                    .join("rx7900xtx_with_override")
+                    .join(topo)
+                    .join("0/properties"),
+            )
+            .unwrap(),
+        )
+        .file(&format!("{topo}/1/properties"), &props)
+        .file(&format!("{topo}/1/gpu_id"), "1234\n")
+        .file("sys/class/drm/card0/device/device", "0x1586\n")
+        .file("sys/class/drm/card0/device/fw_version/mes_fw_version", mes);
+        let mut o = machine("nogpu", &[]);
+        o.sysfs = Some(t.0.join("sys"));
+        o
+    }
+
+    #[test]
+    fn mes_0x83_on_strix_halo_is_named_as_the_firmware_layer() {
+        let t = Tree::new("mes83");
+        let r = diagnose(&strix_halo(&t, "0x00000083\n"));
+        let text = findings_text(&r);
+        assert!(
+            text.contains(
+                "firmware: card0: mes_fw_version 0x00000083 on gfx1151 (strix-halo-mes-0x83)"
+            ),
+            "{text}"
+        );
+        let t = Tree::new("mes80");
+        let r = diagnose(&strix_halo(&t, "0x00000080\n"));
+        assert!(
+            !findings_text(&r).contains("strix-halo-mes-0x83"),
+            "{}",
+            findings_text(&r)
+        );
+        assert!(!r
+            .known_issues
+            .iter()
+            .any(|k| k.issue.id == "strix-halo-mes-0x83"));
+    }
+
+    #[test]
+    fn the_installed_rocms_and_a_pythons_runtime_and_torch_code() {
+        let t = Tree::new("python");
+        let site = "venv/lib/python3.11/site-packages";
+        // A python that does not run: its site-packages are found around it.
+        t.file("venv/bin/python", "")
+            .file(&format!("{site}/torch/lib/libamdhip64.so"), "")
+            .file(&format!("{site}/_rocm_sdk_core/lib/libamdhip64.so.7"), "")
+            .file("etc/hostname", "x\n")
+            .file("opt/rocm/core/.keep", "")
+            .file("opt/rocm/.info/version", "6.4.1-83\n")
+            .file(
+                "var/lib/dpkg/status",
+                "Package: libamdhip64-5\nStatus: install ok installed\nVersion: 5.2.3-3\n\n\
+                 Package: amdrocm-core\nStatus: install ok installed\nVersion: 10.0.0-1\n",
+            );
+        let hip = t.0.join(site).join("torch/lib/libtorch_hip.so");
+        fs::write(
+            &hip,
+            crate::hipbin::tests::bundle(&[
+                "host-x86_64-unknown-linux-gnu-",
+                "hipv4-amdgcn-amd-amdhsa--gfx1030",
+                "hipv4-amdgcn-amd-amdhsa--gfx1100",
+            ]),
+        )
+        .unwrap();
+        let mut o = machine("rx5700xt", &[]);
+        o.etc = t.0.join("etc");
+        o.rocm_root = t.0.join("opt/rocm");
+        o.python = Some(t.0.join("venv/bin/python"));
+        let r = diagnose(&o);
+        let kinds: Vec<(&str, Option<&str>)> = r
+            .rocm_installs
+            .iter()
+            .map(|i| (i.kind.as_str(), i.version.as_deref()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("legacy", Some("6.4.1-83")),
+                ("therock", None),
+                ("debian", Some("5.2.3-3")),
+                ("therock", Some("10.0.0-1"))
+            ]
+        );
+        let text = findings_text(&r);
+        assert!(
+            text.contains(&format!(
+                "[error] your torch has no gfx1010 code ({}; it carries gfx1030, gfx1100)",
+                hip.display()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "its HIP runtime is {}/{site}/torch/lib/libamdhip64.so (PyTorch's own copy (torch/lib)); also found: {}/{site}/_rocm_sdk_core/lib/libamdhip64.so.7",
+                t.0.display(),
+                t.0.display()
+            )),
+            "{text}"
+        );
+        let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(j["binaries"][0]["covers"]["gfx1010"], false);
+        assert_eq!(j["binaries"][0]["targets"][0], "gfx1030");
+        assert_eq!(j["rocm_installs"][3]["kind"], "therock");
+        assert!(r.has_problems());
     }
 
     #[test]

@@ -22,6 +22,7 @@
 
 pub mod cli;
 pub mod doctor;
+pub mod hipbin;
 pub mod input;
 pub mod json;
 pub mod kb;

@@ -650,22 +650,40 @@ pub fn find_soname(paths: &Paths, name: &str) -> Option<PathBuf> {
 }
 
 /// `status`: what the file lists, and whether our library is there and loads.
-pub fn status(paths: &Paths) -> (String, bool) {
+/// One line of the preload list, as `status` judges it.
+struct StatusEntry {
+    entry: String,
+    /// "missing", "present", "rocm-fix" or "rocm-fix-broken".
+    state: &'static str,
+    verdict: String,
+    found_as: Option<PathBuf>,
+}
+
+/// What `status` found: the list's entries, or why there are none.
+struct StatusData {
+    /// None: the file does not exist; Err: it cannot be read.
+    entries: Option<Result<Vec<StatusEntry>, String>>,
+    ours_ok: bool,
+}
+
+fn status_data(paths: &Paths) -> StatusData {
     let text = match read_optional(&paths.preload) {
         Ok(Some(t)) => t,
         Ok(None) => {
-            return (
-                format!(
-                    "{} does not exist: rocm-fix is not enabled system-wide\n",
-                    paths.preload.display()
-                ),
-                false,
-            )
+            return StatusData {
+                entries: None,
+                ours_ok: false,
+            }
         }
-        Err(e) => return (format!("{e}\n"), false),
+        Err(e) => {
+            return StatusData {
+                entries: Some(Err(e)),
+                ours_ok: false,
+            }
+        }
     };
-    let mut out = format!("{}:\n", paths.preload.display());
     let mut ours_ok = false;
+    let mut out = Vec::new();
     for w in entries(&text) {
         // A bare name is searched for, as the dynamic linker does.
         let (host, found_as) = if w.contains('/') {
@@ -676,27 +694,95 @@ pub fn status(paths: &Paths) -> (String, bool) {
                 None => (PathBuf::new(), None),
             }
         };
-        let verdict = if !host.is_file() {
-            "MISSING: every program will warn about it".to_string()
+        let (state, verdict) = if !host.is_file() {
+            (
+                "missing",
+                "MISSING: every program will warn about it".to_string(),
+            )
         } else if let (Some(inside), false) = (&found_as, is_ours(&w)) {
-            format!("present (found as {})", inside.display())
+            (
+                "present",
+                format!("present (found as {})", inside.display()),
+            )
         } else if is_ours(&w) {
             match check_elf(&host).and_then(|_| check_loads(&host)) {
                 Ok(()) => {
                     ours_ok = true;
-                    "rocm-fix, loads cleanly".to_string()
+                    ("rocm-fix", "rocm-fix, loads cleanly".to_string())
                 }
-                Err(e) => format!("rocm-fix, BROKEN: {e}"),
+                Err(e) => ("rocm-fix-broken", format!("rocm-fix, BROKEN: {e}")),
             }
         } else {
-            "present".to_string()
+            ("present", "present".to_string())
         };
-        out.push_str(&format!("  {}: {verdict}\n", w.escape_debug()));
+        out.push(StatusEntry {
+            entry: w,
+            state,
+            verdict,
+            found_as,
+        });
     }
-    if !entries(&text).iter().any(|w| is_ours(w)) {
+    StatusData {
+        entries: Some(Ok(out)),
+        ours_ok,
+    }
+}
+
+/// `preload status`: the text, and whether rocm-fix is enabled and loads.
+pub fn status(paths: &Paths) -> (String, bool) {
+    let data = status_data(paths);
+    let list = match data.entries {
+        None => {
+            return (
+                format!(
+                    "{} does not exist: rocm-fix is not enabled system-wide\n",
+                    paths.preload.display()
+                ),
+                false,
+            )
+        }
+        Some(Err(e)) => return (format!("{e}\n"), false),
+        Some(Ok(list)) => list,
+    };
+    let mut out = format!("{}:\n", paths.preload.display());
+    for e in &list {
+        out.push_str(&format!("  {}: {}\n", e.entry.escape_debug(), e.verdict));
+    }
+    if !list.iter().any(|e| is_ours(&e.entry)) {
         out.push_str("  (no librocm_fix.so line: rocm-fix is not enabled system-wide)\n");
     }
-    (out, ours_ok)
+    (out, data.ours_ok)
+}
+
+/// `preload status --json`: `{"file", "exists", "error", "enabled", "entries":
+/// [{"entry", "state", "detail", "found_as"}]}`; `enabled` is true when
+/// rocm-fix's line is there and its library loads.
+pub fn status_json(paths: &Paths) -> (String, bool) {
+    let data = status_data(paths);
+    let (exists, error, list) = match data.entries {
+        None => (false, None, Vec::new()),
+        Some(Err(e)) => (true, Some(e), Vec::new()),
+        Some(Ok(l)) => (true, None, l),
+    };
+    let entries: Vec<serde_json::Value> = list
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "entry": e.entry,
+                "state": e.state,
+                "detail": e.verdict,
+                "found_as": e.found_as.as_ref().map(|p| p.display().to_string()),
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "file": paths.preload.display().to_string(),
+        "exists": exists,
+        "error": error,
+        "enabled": data.ours_ok,
+        "entries": entries,
+    });
+    (format!("{v}\n"), data.ours_ok)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub command: Vec<OsString>,
+    /// At most this many retries ([`ALL_RETRIES`]: every rung).
     pub retries: u32,
     pub presets: bool,
     pub show: bool,
@@ -33,6 +34,35 @@ pub struct RunOptions {
     pub allow_cpu_fallback: bool,
     pub report: Option<PathBuf>,
     pub preload: Option<PathBuf>,
+    /// After a retry that worked, write what changed to the user's
+    /// configuration file.
+    pub keep: bool,
+    /// Run with AMD_LOG_LEVEL=N, its output in files of the run folder.
+    pub log_level: Option<u32>,
+}
+
+/// `--retries all`.
+pub const ALL_RETRIES: u32 = u32::MAX;
+
+/// Why `run` could not start anything.
+#[derive(Debug)]
+pub enum RunError {
+    /// Bad input from the user (a --preload that is not a usable library).
+    Usage(String),
+    /// A failure on our side.
+    Failed(String),
+}
+
+impl From<String> for RunError {
+    fn from(s: String) -> Self {
+        RunError::Failed(s)
+    }
+}
+
+impl From<&str> for RunError {
+    fn from(s: &str) -> Self {
+        RunError::Failed(s.to_string())
+    }
 }
 
 /// An environment change: Some(value) sets, None removes.
@@ -51,6 +81,9 @@ pub struct Plan {
     pub chips: Vec<String>,
     /// rocm-fix chose observe mode itself (no GPU it applies to).
     pub observe_by_us: bool,
+    /// Settings from the configuration files' `env.NAME`/`unset` lines
+    /// (what an earlier `run --keep` wrote), applied.
+    pub kept: EnvChanges,
 }
 
 /// The real chips of this machine, as gfx names. (Not family labels: a
@@ -76,7 +109,10 @@ pub fn machine_chips(env: &dyn Fn(&str) -> Option<String>) -> (Vec<String>, Vec<
 pub fn find_preload(explicit: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) = explicit {
         if !p.is_file() {
-            return Err(format!("rocm-fix: {} does not exist", p.display()));
+            return Err(format!(
+                "rocm-fix: --preload: {} does not exist",
+                p.display()
+            ));
         }
         // Checked as `preload enable` checks it: an ELF of this machine that a
         // test process runs cleanly with, rather than an ld.so error in the
@@ -107,8 +143,14 @@ pub fn find_preload(explicit: Option<&Path>) -> Result<PathBuf, String> {
 }
 
 /// Decides the first attempt's environment.
-pub fn plan(opts: &RunOptions, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, String> {
-    let preload = find_preload(opts.preload.as_deref())?;
+pub fn plan(opts: &RunOptions, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, RunError> {
+    let preload = find_preload(opts.preload.as_deref()).map_err(|e| {
+        if opts.preload.is_some() {
+            RunError::Usage(e)
+        } else {
+            RunError::Failed(e)
+        }
+    })?;
     let (chips, gpus) = machine_chips(env);
     let mut changes = EnvChanges::new();
     let existing = env("LD_PRELOAD").unwrap_or_default();
@@ -129,9 +171,34 @@ pub fn plan(opts: &RunOptions, env: &dyn Fn(&str) -> Option<String>) -> Result<P
             Family::Rdna1 | Family::Rdna2
         )
     });
-    let observe_by_us = env("ROCM_FIX_MODE").is_none() && !any_active && !gpus.is_empty();
+    // The configuration files: a mode set there (say `mode = on`, kept
+    // by an earlier run) is the user's own; their env.NAME/unset lines are
+    // the environment of the commands run starts.
+    let env_os = |k: &str| env(k).map(OsString::from);
+    let mut file_mode_set = false;
+    let mut kept = EnvChanges::new();
+    let mut paths = vec![PathBuf::from(rocm_fix_shared::config::SYSTEM_CONFIG)];
+    paths.extend(rocm_fix_shared::config::user_config_path(&env_os));
+    for path in paths {
+        let Some(bytes) = rocm_fix_shared::config::read_config_file(&path).0 else {
+            continue;
+        };
+        let files: [(&str, &[u8]); 1] = [("", &bytes)];
+        let (cfg, _) = rocm_fix_shared::config::from_files(&files, &|_| None, false);
+        file_mode_set |= cfg.mode != rocm_fix_shared::config::Mode::Auto;
+        for (k, v) in rocm_fix_shared::config::run_environment(&bytes) {
+            kept.insert(k, v);
+        }
+    }
+    // Settings you set yourself win over kept ones; a kept removal applies.
+    kept.retain(|k, v| v.is_none() || env(k).is_none());
+    let observe_by_us =
+        env("ROCM_FIX_MODE").is_none() && !file_mode_set && !any_active && !gpus.is_empty();
     if observe_by_us {
         changes.insert("ROCM_FIX_MODE".into(), Some("observe".into()));
+    }
+    for (k, v) in &kept {
+        changes.insert(k.clone(), v.clone());
     }
     let argv: Vec<String> = opts
         .command
@@ -147,7 +214,7 @@ pub fn plan(opts: &RunOptions, env: &dyn Fn(&str) -> Option<String>) -> Result<P
     let mut kept_user = Vec::new();
     if let Some(p) = &preset {
         for s in p.applicable_settings(&chips) {
-            if env(&s.name).is_some() {
+            if env(&s.name).is_some() || kept.contains_key(&s.name) {
                 kept_user.push(s.name.clone());
                 continue;
             }
@@ -171,6 +238,7 @@ pub fn plan(opts: &RunOptions, env: &dyn Fn(&str) -> Option<String>) -> Result<P
         env: changes,
         chips,
         observe_by_us,
+        kept,
     })
 }
 
@@ -204,10 +272,84 @@ pub fn applicable_rungs(
         .collect()
 }
 
+fn is_padding(r: &Rung) -> bool {
+    r.env.iter().any(|(k, _)| k == "ROCM_FIX_PAD")
+}
+
+fn is_cpu_fallback(r: &Rung) -> bool {
+    r.env.iter().any(|(k, _)| k == "HIP_VISIBLE_DEVICES")
+}
+
+/// The rungs to climb after `fault`, in order, at most `retries` of them.
+///
+/// By fault kind: a fault inside a buffer (journal `past_end` < 0) is not an
+/// over-read, so no padding rung; otherwise padding, the answer to an
+/// over-read, comes first among the rest. By evidence: a harmful override is
+/// removed before anything else; the rest go confirmed, helped, mixed,
+/// anecdotal (file order among equals); the CPU, which gives the GPU up,
+/// last. With fewer retries than rungs, every confirmed rung is kept (a
+/// confirmed rung is never left unreached) and the others fill what is left.
+pub fn order_rungs(rungs: Vec<Rung>, fault: Option<&Fault>, retries: u32) -> Vec<Rung> {
+    let inside = fault.and_then(|f| f.past_end).is_some_and(|p| p < 0);
+    let mut ladder: Vec<(usize, Rung)> = rungs
+        .into_iter()
+        .filter(|r| !(inside && is_padding(r)))
+        .enumerate()
+        .collect();
+    let class = |r: &Rung| {
+        if r.when == "harmful-override" {
+            0
+        } else if is_cpu_fallback(r) {
+            3
+        } else if is_padding(r) {
+            1
+        } else {
+            2
+        }
+    };
+    let rank = |r: &Rung| match r.evidence {
+        kb::Evidence::Confirmed => 0,
+        kb::Evidence::Helped => 1,
+        kb::Evidence::Mixed => 2,
+        kb::Evidence::Anecdotal => 3,
+        _ => 4,
+    };
+    ladder.sort_by_key(|(i, r)| (class(r), rank(r), *i));
+    let n = retries as usize;
+    if ladder.len() > n {
+        let confirmed: Vec<usize> = ladder
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, r))| r.evidence == kb::Evidence::Confirmed)
+            .map(|(pos, _)| pos)
+            .take(n)
+            .collect();
+        let mut room = n - confirmed.len();
+        let mut pos = 0;
+        ladder.retain(|(_, r)| {
+            let keep = if confirmed.contains(&pos) {
+                true
+            } else if room > 0 && r.evidence != kb::Evidence::Confirmed {
+                room -= 1;
+                true
+            } else {
+                false
+            };
+            pos += 1;
+            keep
+        });
+    }
+    ladder.into_iter().map(|(_, r)| r).collect()
+}
+
 /// An HSA_OVERRIDE_GFX_VERSION that names another major generation than a
 /// real chip (rocm-facts §5; ROCm#1880, #5238, rocm-systems PR #5686).
 fn harmful_override(plan: &Plan, env: &dyn Fn(&str) -> Option<String>) -> bool {
-    let Some(v) = env("HSA_OVERRIDE_GFX_VERSION").and_then(|v| topology::parse_override(&v)) else {
+    let value = match plan.env.get("HSA_OVERRIDE_GFX_VERSION") {
+        Some(v) => v.clone(),
+        None => env("HSA_OVERRIDE_GFX_VERSION"),
+    };
+    let Some(v) = value.and_then(|v| topology::parse_override(&v)) else {
         return false;
     };
     plan.chips
@@ -453,12 +595,31 @@ pub fn show_text(opts: &RunOptions, plan: &Plan, rungs: &[Rung]) -> String {
     for k in &plan.kept_user {
         s.push_str(&format!("  keep your {k}\n"));
     }
+    for (k, v) in &plan.kept {
+        s.push_str(&format!(
+            "  kept: {}  (from a configuration file's run environment)\n",
+            show_changes(&EnvChanges::from([(k.clone(), v.clone())]))
+        ));
+    }
     s.push_str(&format!("environment: {}\n", show_changes(&plan.env)));
+    if let Some(n) = opts.log_level {
+        s.push_str(&format!(
+            "AMD_LOG_LEVEL={n}: the runtime's log goes to files of the run folder\n"
+        ));
+    }
     if opts.retries == 0 {
         s.push_str("retries: none\n");
     } else {
-        s.push_str(&format!("retries: up to {}, climbing:\n", opts.retries));
-        for r in rungs {
+        let rungs = order_rungs(rungs.to_vec(), None, opts.retries);
+        if opts.retries == ALL_RETRIES {
+            s.push_str("retries: all, climbing (after an over-read; a fault inside a buffer skips padding):\n");
+        } else {
+            s.push_str(&format!(
+                "retries: up to {}, climbing (after an over-read; a fault inside a buffer skips padding):\n",
+                opts.retries
+            ));
+        }
+        for r in &rungs {
             s.push_str(&format!(
                 "  {}: {} (evidence: {})\n",
                 r.id,
@@ -478,7 +639,7 @@ struct ShowJson<'a> {
     preset: Option<&'a str>,
     settings: Vec<SettingJson<'a>>,
     environment: &'a EnvChanges,
-    retries: u32,
+    retries: serde_json::Value,
     ladder: Vec<RungJson<'a>>,
 }
 
@@ -491,6 +652,7 @@ struct SettingJson<'a> {
 }
 
 pub fn show_json(opts: &RunOptions, plan: &Plan, rungs: &[Rung]) -> String {
+    let ordered = order_rungs(rungs.to_vec(), None, opts.retries);
     json::compact(&ShowJson {
         preload: plan.preload.to_string_lossy().into_owned(),
         chips: &plan.chips,
@@ -506,8 +668,12 @@ pub fn show_json(opts: &RunOptions, plan: &Plan, rungs: &[Rung]) -> String {
             })
             .collect(),
         environment: &plan.env,
-        retries: opts.retries,
-        ladder: rungs.iter().map(RungJson::from).collect(),
+        retries: if opts.retries == ALL_RETRIES {
+            serde_json::json!("all")
+        } else {
+            serde_json::json!(opts.retries)
+        },
+        ladder: ordered.iter().map(RungJson::from).collect(),
     })
 }
 
@@ -572,7 +738,7 @@ fn say(msg: &str) {
 }
 
 /// Runs the command; returns the status to exit with.
-pub fn run(opts: &RunOptions) -> Result<ExitStatus, String> {
+pub fn run(opts: &RunOptions) -> Result<ExitStatus, RunError> {
     let env = |k: &str| std::env::var(k).ok();
     let plan = plan(opts, &env)?;
     let rungs = applicable_rungs(opts, &plan, &env);
@@ -590,7 +756,9 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus, String> {
     let mut env_now = plan.env.clone();
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut next: Option<(Rung, EnvChanges)> = None;
-    let mut rungs_left = rungs.into_iter();
+    // Ordered once the first fault says what kind it is.
+    let mut all_rungs = Some(rungs);
+    let mut rungs_left = Vec::new().into_iter();
     let report_path = opts
         .report
         .clone()
@@ -618,6 +786,16 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus, String> {
             };
         }
         cmd.env("ROCM_FIX_JOURNAL", &journal);
+        if let Some(n) = opts.log_level {
+            // clr writes AMD_LOG_LEVEL_FILE + "_" + pid, one file per process
+            // (rocclr/utils/flags.cpp, Flag::init); a clr without the
+            // variable prints to stderr, as without it.
+            cmd.env("AMD_LOG_LEVEL", n.to_string());
+            cmd.env(
+                "AMD_LOG_LEVEL_FILE",
+                dir.join(format!("amd-log-attempt-{number}")),
+            );
+        }
         // The command dies with the supervisor, even by SIGKILL (which
         // cannot be forwarded): otherwise it runs on, orphaned and unwatched.
         let supervisor = std::process::id() as libc::pid_t;
@@ -676,17 +854,32 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus, String> {
         // while the command itself carried on and succeeded. Never re-run that.
         let fault = fault.filter(|_| !status.success());
         let Some(f) = fault else {
-            if status.signal() == Some(libc::SIGABRT) {
+            if let Some(n) = opts.log_level {
+                say(&format!(
+                    "AMD_LOG_LEVEL={n} output: {}/amd-log-attempt-*_PID (one file per process; \
+                     a runtime without AMD_LOG_LEVEL_FILE printed it on stderr)",
+                    dir.display()
+                ));
+            }
+            if status.success() && attempts.len() > 1 {
+                summary(opts, &plan, &attempts, &report_path);
+            } else if status.signal() == Some(libc::SIGABRT) {
                 say(&format!(
                     "the command aborted without a GPU fault record (not retried); run report: {}",
                     report_path.display()
                 ));
-            } else if attempts.iter().all(|a| a.fault.is_none()) && opts.report.is_none() {
+            } else if attempts.iter().all(|a| a.fault.is_none())
+                && opts.report.is_none()
+                && opts.log_level.is_none()
+            {
                 // Nothing happened worth looking at: leave no folder behind.
                 let _ = std::fs::remove_dir_all(&dir);
             }
             return Ok(status);
         };
+        if let Some(r) = all_rungs.take() {
+            rungs_left = order_rungs(r, Some(&f), opts.retries).into_iter();
+        }
         let retries_done = attempts.len() as u32 - 1;
         let upcoming = if retries_done < opts.retries && STOP.load(Ordering::Relaxed) == 0 {
             rungs_left.next()
@@ -727,6 +920,173 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus, String> {
     }
 }
 
+/// What the retries changed, from the first attempt's environment.
+fn changed_since_first(attempts: &[Attempt]) -> (EnvChanges, Vec<String>) {
+    let mut changed = EnvChanges::new();
+    let mut rungs = Vec::new();
+    for a in attempts.iter().skip(1) {
+        changed.extend(a.changes.clone());
+        rungs.extend(a.rung.clone());
+    }
+    (changed, rungs)
+}
+
+/// The lines `--keep` writes for these changes: rocm-fix's own settings by
+/// their file keys, anything else as the environment of `rocm-fix run`.
+pub fn keep_lines(changed: &EnvChanges) -> Vec<(String, String)> {
+    changed
+        .iter()
+        .map(|(k, v)| match (k.as_str(), v) {
+            ("ROCM_FIX_PAD", Some(v)) => ("padding".to_string(), v.clone()),
+            ("ROCM_FIX_MODE", Some(v)) => ("mode".to_string(), v.clone()),
+            (_, Some(v)) => (format!("env.{k}"), v.clone()),
+            (_, None) => ("unset".to_string(), k.clone()),
+        })
+        .collect()
+}
+
+/// Writes `lines` into the configuration file at `path`: a line with the
+/// same key (for `unset`, the same key and value) is replaced, the others
+/// are kept as they were; the old file is first copied to PATH.bak; the new
+/// one is written to a temporary file and renamed over it. Returns the
+/// backup's path, if there was a file to back up.
+pub fn keep_in(
+    path: &Path,
+    lines: &[(String, String)],
+    why: &str,
+) -> Result<Option<PathBuf>, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let shown = path.display();
+    let (old, warning) = rocm_fix_shared::config::read_config_file(path);
+    if let Some(w) = warning {
+        return Err(w);
+    }
+    let old = old
+        .map(|b| {
+            String::from_utf8(b).map_err(|_| format!("{shown} is not UTF-8 text; not changed"))
+        })
+        .transpose()?;
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let backup = match &old {
+        Some(text) => {
+            let mut b = path.as_os_str().to_owned();
+            b.push(".bak");
+            let b = PathBuf::from(b);
+            std::fs::write(&b, text).map_err(|e| format!("cannot write {}: {e}", b.display()))?;
+            Some(b)
+        }
+        None => None,
+    };
+    let same = |line: &str, key: &str, value: &str| {
+        let Some((k, v)) = line.split_once('=') else {
+            return false;
+        };
+        let k = k.trim();
+        if key == "unset" {
+            k.eq_ignore_ascii_case("unset") && v.trim() == value
+        } else {
+            k.eq_ignore_ascii_case(key)
+        }
+    };
+    let mut out = String::new();
+    for line in old.as_deref().unwrap_or("").lines() {
+        let t = line.trim_start();
+        if !t.starts_with('#') && lines.iter().any(|(k, v)| same(t, k, v)) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if old.is_none() {
+        out.push_str(
+            "# rocm-fix: the user's settings, read after /etc/rocm-fix.conf and before the\n\
+             # environment. env.NAME and unset lines are the environment rocm-fix run gives\n\
+             # the commands it starts.\n",
+        );
+    }
+    out.push_str(&format!("# {why}\n"));
+    for (k, v) in lines {
+        if v.is_empty() {
+            out.push_str(&format!("{k} =\n"));
+        } else {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, out)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot write {shown}: {e}")
+        })?;
+    Ok(backup)
+}
+
+/// After a retry that worked: what changed, the run report, how to keep it
+/// (and, with --keep, keeping it).
+fn summary(opts: &RunOptions, plan: &Plan, attempts: &[Attempt], report: &Path) {
+    let (changed, rungs) = changed_since_first(attempts);
+    let last = attempts.len();
+    say(&format!(
+        "attempt {last} completed after {} GPU memory fault{}: what changed from attempt 1: {} ({}). Run report: {}",
+        last - 1,
+        if last == 2 { "" } else { "s" },
+        show_changes(&changed),
+        rungs.join(", "),
+        report.display()
+    ));
+    let lines = keep_lines(&changed);
+    let env_os = |k: &str| std::env::var_os(k);
+    let Some(path) = rocm_fix_shared::config::user_config_path(&env_os) else {
+        say("to keep it, set the same variables yourself (no HOME: no user configuration file)");
+        return;
+    };
+    let text: Vec<String> = lines.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    let scope = if lines.iter().all(|(k, _)| k == "padding" || k == "mode") {
+        "the preload reads it in every process"
+    } else {
+        "padding and mode apply in every process; env. and unset lines under rocm-fix run"
+    };
+    if !opts.keep {
+        say(&format!(
+            "to keep it: run again with --keep, which writes '{}' to {} ({scope})",
+            text.join("', '"),
+            path.display()
+        ));
+        return;
+    }
+    let why = format!(
+        "rocm-fix run --keep: {} ({}), after a GPU memory fault on {}",
+        show_changes(&changed),
+        rungs.join(", "),
+        if plan.chips.is_empty() {
+            "this machine".to_string()
+        } else {
+            plan.chips.join(", ")
+        }
+    );
+    match keep_in(&path, &lines, &why) {
+        Ok(backup) => say(&format!(
+            "kept: wrote '{}' to {}{} ({scope})",
+            text.join("', '"),
+            path.display(),
+            backup.map_or(String::new(), |b| format!(
+                "; the previous file is {}",
+                b.display()
+            ))
+        )),
+        Err(e) => say(&format!("not kept: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,6 +1117,7 @@ mod tests {
             env: EnvChanges::new(),
             chips: vec!["gfx1100".into()],
             observe_by_us: observe,
+            kept: EnvChanges::new(),
         }
     }
 
@@ -779,6 +1140,92 @@ mod tests {
             Some(&Some("on".to_string())),
             "padding needs an active mode"
         );
+    }
+
+    #[test]
+    fn the_ladder_follows_the_fault_and_the_evidence() {
+        let ladder = kb::ladder().unwrap();
+        let ids = |rs: &[Rung]| rs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        let over = Fault {
+            past_end: Some(65536),
+            ..Default::default()
+        };
+        let inside = Fault {
+            past_end: Some(-4096),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&order_rungs(ladder.clone(), Some(&over), ALL_RETRIES)),
+            [
+                "drop-harmful-override",
+                "pad-2m",
+                "no-hip-caching",
+                "miopen-solvers",
+                "cpu-fallback"
+            ]
+        );
+        assert_eq!(
+            ids(&order_rungs(ladder.clone(), Some(&inside), ALL_RETRIES)),
+            [
+                "drop-harmful-override",
+                "no-hip-caching",
+                "miopen-solvers",
+                "cpu-fallback"
+            ],
+            "no padding for a fault inside a buffer"
+        );
+        // Two retries: both confirmed rungs, in ladder order.
+        assert_eq!(
+            ids(&order_rungs(ladder.clone(), Some(&over), 2)),
+            ["drop-harmful-override", "cpu-fallback"]
+        );
+        let no_cpu: Vec<Rung> = ladder.into_iter().filter(|r| !is_cpu_fallback(r)).collect();
+        assert_eq!(
+            ids(&order_rungs(no_cpu, Some(&over), 2)),
+            ["drop-harmful-override", "pad-2m"]
+        );
+    }
+
+    #[test]
+    fn keep_replaces_the_same_keys_and_backs_the_file_up() {
+        let dir = std::env::temp_dir().join(format!("rocm-fix-keep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let f = dir.join("sub/rocm-fix.conf");
+        let changed = EnvChanges::from([
+            ("ROCM_FIX_PAD".to_string(), Some("4M".to_string())),
+            ("MIOPEN_DEBUG_CONV_GEMM".to_string(), Some("0".to_string())),
+            ("HSA_OVERRIDE_GFX_VERSION".to_string(), None),
+            ("HIP_VISIBLE_DEVICES".to_string(), Some(String::new())),
+        ]);
+        let lines = keep_lines(&changed);
+        assert_eq!(
+            keep_in(&f, &lines, "why").unwrap(),
+            None,
+            "no file, no backup"
+        );
+        let first = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            first.contains("\npadding = 4M\n")
+                && first.contains("\nunset = HSA_OVERRIDE_GFX_VERSION\n"),
+            "{first}"
+        );
+        let backup = keep_in(&f, &lines, "again").unwrap().unwrap();
+        assert_eq!(std::fs::read_to_string(backup).unwrap(), first);
+        let second = std::fs::read_to_string(&f).unwrap();
+        for key in [
+            "padding =",
+            "env.MIOPEN_DEBUG_CONV_GEMM =",
+            "unset =",
+            "env.HIP_VISIBLE_DEVICES =",
+        ] {
+            assert_eq!(second.matches(key).count(), 1, "{key}: {second}");
+        }
+        let env = rocm_fix_shared::config::run_environment(second.as_bytes());
+        assert!(env.contains(&("HIP_VISIBLE_DEVICES".to_string(), Some(String::new()))));
+        let (cfg, w) =
+            rocm_fix_shared::config::from_files(&[("f", second.as_bytes())], &|_| None, false);
+        assert_eq!((cfg.pad_bytes, w.len()), (4 << 20, 0), "{w:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -109,8 +109,18 @@ pub fn record_json(
 }
 
 /// The one-paragraph hint for stderr.
-pub fn hint(addr: u64, hit: Option<(Alloc, i64)>) -> String {
+/// `observe`: rocm-fix changes nothing in this process (ROCM_FIX_MODE=observe),
+/// so a padding size would not apply: the hint says how to turn it on.
+pub fn hint(addr: u64, hit: Option<(Alloc, i64)>, observe: bool) -> String {
     match hit {
+        Some((a, past)) if past >= 0 && observe => format!(
+            "rocm-fix: the GPU faulted at {addr:#x}, {past} bytes past the end of a {}-byte {} allocation at {:#x}: \
+             a kernel read past its buffer. rocm-fix only watches in observe mode; ROCM_FIX_MODE=on pads \
+             allocations (rocm-fix-run retries so by itself).",
+            a.size,
+            a.kind.as_str(),
+            a.base,
+        ),
         Some((a, past)) if past >= 0 => format!(
             "rocm-fix: the GPU faulted at {addr:#x}, {past} bytes past the end of a {}-byte {} allocation at {:#x} \
              (padded by {} bytes): a kernel read past its buffer. A larger padding may keep this run alive: \
@@ -152,7 +162,8 @@ fn report(addr: u64, mask: u32, node: Option<u32>) {
             );
         }
     }
-    eprintln!("{}", hint(addr, hit));
+    let observe = st.cfg.mode == rocm_fix_shared::config::Mode::Observe;
+    eprintln!("{}", hint(addr, hit, observe));
 }
 
 /// Appends one line to the journal, which must be a regular file (or not
@@ -200,19 +211,23 @@ mod tests {
 
     #[test]
     fn the_hint_names_the_overshoot_and_a_larger_padding() {
-        let h = hint(0x7001_0000, Some((alloc(), 0x1_0000 - 37_000)));
+        let h = hint(0x7001_0000, Some((alloc(), 0x1_0000 - 37_000)), false);
         assert!(
             h.contains("28536 bytes past the end of a 37000-byte device allocation at 0x70000000"),
             "{h}"
         );
         // Twice the distance, in whole 2 MiB blocks (a sink costs no VRAM per buffer).
         assert!(h.contains("ROCM_FIX_PAD=2M"), "{h}");
-        let h = hint(0x7000_1000, Some((alloc(), 4096 - 37_000)));
+        let h = hint(0x7000_1000, Some((alloc(), 4096 - 37_000)), false);
         assert!(
             h.contains("inside a 37000-byte device allocation")
                 && h.contains("4096 bytes from its start"),
             "{h}"
         );
-        assert!(hint(0x10, None).contains("not in or just past any allocation"));
+        assert!(hint(0x10, None, false).contains("not in or just past any allocation"));
+        // Observe mode applies no padding: the hint turns rocm-fix on instead.
+        let h = hint(0x7001_0000, Some((alloc(), 0x1_0000 - 37_000)), true);
+        assert!(h.contains("ROCM_FIX_MODE=on"), "{h}");
+        assert!(!h.contains("ROCM_FIX_PAD"), "{h}");
     }
 }

@@ -190,12 +190,12 @@ pub(crate) use real_fn;
 pub fn state() -> &'static State {
     STATE.get_or_init(|| {
         let secure = process::secure_execution();
-        let (file, file_warning) =
-            config::read_config_file(std::path::Path::new(config::SYSTEM_CONFIG));
-        // Values that are not UTF-8 reach the parser, which warns about them.
+        // /etc/rocm-fix.conf, the user's file (not when secure), the
+        // environment. Values that are not UTF-8 reach the parser, which
+        // warns about them.
         let env_os = |k: &str| std::env::var_os(k);
-        let (cfg, warnings) = config::from_raw_sources(file.as_deref(), &env_os, secure);
-        for w in file_warning.iter().chain(&warnings) {
+        let (cfg, warnings) = config::load(secure, &env_os);
+        for w in &warnings {
             eprintln!("{w}");
         }
         let env = |k: &str| std::env::var(k).ok();

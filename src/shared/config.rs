@@ -1,4 +1,5 @@
-//! Configuration: the system-wide file, then the environment.
+//! Configuration: the system-wide file, the user's file, then the
+//! environment.
 //!
 //! Nothing here may stop the host process: every bad value keeps the value
 //! already in effect (the default unless the file set it) and yields exactly
@@ -58,6 +59,83 @@ pub fn active(mode: Mode, family: Family) -> bool {
 
 /// The system-wide configuration file.
 pub const SYSTEM_CONFIG: &str = "/etc/rocm-fix.conf";
+
+/// The user's configuration file, read after [`SYSTEM_CONFIG`] and before
+/// the environment (never in a secure-execution process, whose HOME is the
+/// caller's): `$XDG_CONFIG_HOME/rocm-fix/rocm-fix.conf` when that is an
+/// absolute path, else `$HOME/.config/rocm-fix/rocm-fix.conf`. `rocm-fix run
+/// --keep` writes here.
+pub fn user_config_path(env: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let abs = |k: &str| env(k).map(PathBuf::from).filter(|p| p.is_absolute());
+    abs("XDG_CONFIG_HOME")
+        .map(|d| d.join("rocm-fix/rocm-fix.conf"))
+        .or_else(|| abs("HOME").map(|h| h.join(".config/rocm-fix/rocm-fix.conf")))
+}
+
+/// The configuration of this process: [`SYSTEM_CONFIG`], the user's file
+/// (not when `secure`), then the environment (not when `secure`). Returns
+/// the configuration and every warning, once each.
+pub fn load(secure: bool, env: &dyn Fn(&str) -> Option<OsString>) -> (Config, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut paths = vec![PathBuf::from(SYSTEM_CONFIG)];
+    if !secure {
+        paths.extend(user_config_path(env));
+    }
+    for path in paths {
+        let (bytes, warning) = read_config_file(&path);
+        warnings.extend(warning);
+        if let Some(b) = bytes {
+            files.push((shown_bytes(path.as_os_str().as_bytes()), b));
+        }
+    }
+    let files: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let (cfg, w) = from_files(&files, env, secure);
+    warnings.extend(w);
+    (cfg, warnings)
+}
+
+/// The environment `rocm-fix run` gives the commands it starts, from a
+/// configuration file: `env.NAME = VALUE` lines set NAME (an empty VALUE
+/// sets it empty), `unset = NAME` lines remove it (what `run --keep` writes
+/// for settings that are not rocm-fix's own). The preload ignores these
+/// lines. A later line for the same NAME wins.
+pub fn run_environment(bytes: &[u8]) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for raw in bytes.split(|&b| b == b'\n') {
+        let Ok(text) = std::str::from_utf8(raw) else {
+            continue;
+        };
+        let line = strip_comment(text.trim_end_matches('\r')).trim();
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let item = if let Some(name) = key.strip_prefix("env.") {
+            (name.to_string(), Some(value.to_string()))
+        } else if key.eq_ignore_ascii_case("unset") {
+            (value.to_string(), None)
+        } else {
+            continue;
+        };
+        if !is_env_name(&item.0) {
+            continue;
+        }
+        out.retain(|(k, _)| *k != item.0);
+        out.push(item);
+    }
+    out
+}
+
+/// A variable name a shell would accept.
+pub fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
 
 /// Default padding after each allocation: 64 KiB (16 pages). It is VRAM
 /// spent per allocation, so it stays small; an over-read beyond it is named
@@ -148,10 +226,21 @@ pub fn from_raw_sources(
     env: &dyn Fn(&str) -> Option<OsString>,
     secure: bool,
 ) -> (Config, Vec<String>) {
+    let files: Vec<(&str, &[u8])> = file.map(|b| (SYSTEM_CONFIG, b)).into_iter().collect();
+    from_files(&files, env, secure)
+}
+
+/// [`from_raw_sources`] with several files, each `(name, bytes)`, applied in
+/// order (a later file's value wins), then the environment.
+pub fn from_files(
+    files: &[(&str, &[u8])],
+    env: &dyn Fn(&str) -> Option<OsString>,
+    secure: bool,
+) -> (Config, Vec<String>) {
     let mut cfg = Config::default();
     let mut warnings = Vec::new();
-    if let Some(bytes) = file {
-        apply_file(&mut cfg, bytes, &mut warnings);
+    for (name, bytes) in files {
+        apply_file(&mut cfg, name, bytes, &mut warnings);
     }
     if secure {
         cfg.journal = None;
@@ -230,7 +319,7 @@ pub fn read_config_file(path: &Path) -> (Option<Vec<u8>>, Option<String>) {
     (Some(bytes), None)
 }
 
-fn apply_file(cfg: &mut Config, bytes: &[u8], warnings: &mut Vec<String>) {
+fn apply_file(cfg: &mut Config, name: &str, bytes: &[u8], warnings: &mut Vec<String>) {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -245,12 +334,12 @@ fn apply_file(cfg: &mut Config, bytes: &[u8], warnings: &mut Vec<String>) {
         // ignored, said once (a Latin-1 letter in a comment is harmless).
         if std::str::from_utf8(raw).is_err() && line.contains('\u{fffd}') {
             warnings.push(format!(
-                "rocm-fix: {SYSTEM_CONFIG} line {line_no}: '{}' is not UTF-8 text; ignored",
+                "rocm-fix: {name} line {line_no}: '{}' is not UTF-8 text; ignored",
                 shown_bytes(raw)
             ));
             continue;
         }
-        let where_ = format!("rocm-fix: {SYSTEM_CONFIG} line {line_no}");
+        let where_ = format!("rocm-fix: {name} line {line_no}");
         let pair = line.split_once('=').filter(|(k, _)| !k.trim().is_empty());
         let Some((key, value)) = pair else {
             warnings.push(format!(
@@ -260,6 +349,11 @@ fn apply_file(cfg: &mut Config, bytes: &[u8], warnings: &mut Vec<String>) {
             continue;
         };
         let (key, value) = (key.trim(), value.trim());
+        // The environment of `rocm-fix run` (see run_environment).
+        if key.starts_with("env.") || key.eq_ignore_ascii_case("unset") {
+            continue;
+        }
+        let file = name;
         let Some(&(setting, name, _)) = SETTINGS
             .iter()
             .find(|(_, name, _)| key.eq_ignore_ascii_case(name))
@@ -270,7 +364,7 @@ fn apply_file(cfg: &mut Config, bytes: &[u8], warnings: &mut Vec<String>) {
             ));
             continue;
         };
-        let label = format!("{SYSTEM_CONFIG} line {line_no}: {name} = {}", shown(value));
+        let label = format!("{file} line {line_no}: {name} = {}", shown(value));
         apply(cfg, setting, value, &label, warnings);
     }
 }
@@ -973,6 +1067,52 @@ mod tests {
         let (_, w) = run(None, &[("ROCM_FIX_MODE", &long)], false);
         assert_eq!(w.len(), 1);
         assert!(w[0].len() < 400);
+    }
+
+    #[test]
+    fn the_user_file_comes_after_the_system_file_and_before_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        assert_eq!(
+            user_config_path(&env(&[("HOME", "/home/u")])),
+            Some(PathBuf::from("/home/u/.config/rocm-fix/rocm-fix.conf"))
+        );
+        assert_eq!(
+            user_config_path(&env(&[("HOME", "/home/u"), ("XDG_CONFIG_HOME", "/c")])),
+            Some(PathBuf::from("/c/rocm-fix/rocm-fix.conf"))
+        );
+        assert_eq!(
+            user_config_path(&env(&[("HOME", "rel"), ("XDG_CONFIG_HOME", "x")])),
+            None
+        );
+        let files: [(&str, &[u8]); 2] = [
+            ("/etc/rocm-fix.conf", b"mode = off\npadding = 4K\n"),
+            (
+                "/home/u/.config/rocm-fix/rocm-fix.conf",
+                b"padding = 2M\nenv.MIOPEN_DEBUG_CONV_GEMM = 0\nunset = HSA_OVERRIDE_GFX_VERSION\nbogus\n",
+            ),
+        ];
+        let (c, w) = from_files(&files, &env(&[("ROCM_FIX_MODE", "on")]), false);
+        assert_eq!((c.mode, c.pad_bytes), (Mode::On, 2 << 20));
+        assert_eq!(
+            w,
+            ["rocm-fix: /home/u/.config/rocm-fix/rocm-fix.conf line 4: 'bogus' is not 'key = value'; ignored"],
+            "run-only lines are no warning; the file is named"
+        );
+        assert_eq!(
+            run_environment(files[1].1),
+            [
+                ("MIOPEN_DEBUG_CONV_GEMM".to_string(), Some("0".to_string())),
+                ("HSA_OVERRIDE_GFX_VERSION".to_string(), None)
+            ]
+        );
+        assert!(run_environment(b"env.A B = 1\nunset = 9X\nenv. = 2\n").is_empty());
     }
 
     #[test]

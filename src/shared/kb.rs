@@ -130,6 +130,49 @@ pub struct Issue {
     pub severity: Severity,
     pub mitigations: Vec<Mitigation>,
     pub sources: Vec<String>,
+    /// `check-firmware: NAME=VALUE`: the issue is present when a GPU it
+    /// names reports this value in sysfs `device/fw_version/NAME`.
+    pub check_firmware: Vec<(String, u64)>,
+    /// `check-kernel: FROM..UNTIL`: the kernel releases it affects, FROM
+    /// included, UNTIL (may be empty: no end known) excluded.
+    pub check_kernel: Option<KernelRange>,
+}
+
+/// Kernel releases `from` (included) up to `until` (excluded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRange {
+    pub from: Vec<u32>,
+    pub until: Option<Vec<u32>>,
+}
+
+impl KernelRange {
+    /// "6.18.3-arch1-1" → [6, 18, 3]: the leading dotted numbers.
+    pub fn release(s: &str) -> Option<Vec<u32>> {
+        let head = s
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .next()?;
+        let v: Vec<u32> = head
+            .split('.')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().ok())
+            .collect::<Option<_>>()?;
+        (!v.is_empty()).then_some(v)
+    }
+
+    /// Whether a kernel release (`uname -r`) lies in the range.
+    pub fn contains(&self, release: &str) -> Option<bool> {
+        let r = Self::release(release)?;
+        Some(r >= self.from && self.until.as_ref().is_none_or(|u| r < *u))
+    }
+
+    /// "6.18 to before 7.1", "6.18 and later".
+    pub fn text(&self) -> String {
+        let j = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(".");
+        match &self.until {
+            Some(u) => format!("{} up to (not including) {}", j(&self.from), j(u)),
+            None => format!("{} and later", j(&self.from)),
+        }
+    }
 }
 
 /// One environment setting of a preset.
@@ -728,9 +771,43 @@ fn parse_issues(file: &str, text: &str) -> Result<Vec<Issue>, String> {
                 "requires",
                 "triage",
                 "severity",
+                "check-kernel",
             ],
-            &["symptom", "chip", "source", "mitigation"],
+            &["symptom", "chip", "source", "mitigation", "check-firmware"],
         )?;
+        let mut check_firmware = Vec::new();
+        for v in f.all("check-firmware") {
+            let parsed = v.value.split_once('=').and_then(|(k, val)| {
+                let val = val.trim();
+                let n = match val.strip_prefix("0x") {
+                    Some(h) => u64::from_str_radix(h, 16).ok()?,
+                    None => val.parse().ok()?,
+                };
+                Some((k.trim().to_string(), n))
+            });
+            check_firmware.push(parsed.ok_or_else(|| {
+                format!(
+                    "{file}:{}: check-firmware must be NAME=VALUE (a number)",
+                    v.line
+                )
+            })?);
+        }
+        let check_kernel = match f.one("check-kernel") {
+            None => None,
+            Some(v) => {
+                let bad = || {
+                    format!("{file}:{}: check-kernel must be FROM..UNTIL (like 6.18..7.1; UNTIL may be empty)", v.line)
+                };
+                let (from, until) = v.value.split_once("..").ok_or_else(bad)?;
+                Some(KernelRange {
+                    from: KernelRange::release(from.trim()).ok_or_else(bad)?,
+                    until: match until.trim() {
+                        "" => None,
+                        u => Some(KernelRange::release(u).ok_or_else(bad)?),
+                    },
+                })
+            }
+        };
         let sources = f.sources("source")?;
         if sources.is_empty() {
             return Err(format!(
@@ -791,6 +868,8 @@ fn parse_issues(file: &str, text: &str) -> Result<Vec<Issue>, String> {
             severity,
             mitigations,
             sources,
+            check_firmware,
+            check_kernel,
         });
     }
     Ok(out)
