@@ -29,6 +29,7 @@ pub mod preload;
 pub mod report;
 pub mod run;
 pub mod triage;
+pub mod validate;
 
 /// The version of rocm-fix.
 pub const VERSION: &str = rocm_fix_shared::VERSION;
