@@ -103,6 +103,9 @@ pub struct Mitigation {
     /// Kernel command-line parameters it sets.
     pub kernel_params: Vec<String>,
     pub sources: Vec<String>,
+    /// Shared `rocm-fix validate` reports (report.json of a real card) that
+    /// bear on it: https:// URLs (an issue comment, a gist).
+    pub validation_reports: Vec<String>,
     pub notes: Vec<String>,
 }
 
@@ -127,6 +130,8 @@ pub struct Issue {
     pub severity: Severity,
     pub mitigations: Vec<Mitigation>,
     pub sources: Vec<String>,
+    /// Shared `rocm-fix validate` reports that bear on it (https:// URLs).
+    pub validation_reports: Vec<String>,
 }
 
 /// One environment setting of a preset.
@@ -430,13 +435,14 @@ impl Mitigation {
     pub fn to_json(&self) -> String {
         format!(
             "{{\"text\": {}, \"evidence\": {}, \"env\": {}, \"kernel_params\": {}, \
-             \"sources\": {}, \"notes\": {}}}",
+             \"sources\": {}, \"notes\": {}, \"validation_reports\": {}}}",
             json_string(&self.text),
             json_string(self.evidence.as_str()),
             json_env(&self.env),
             json_strings(&self.kernel_params),
             json_strings(&self.sources),
-            json_strings(&self.notes)
+            json_strings(&self.notes),
+            json_strings(&self.validation_reports)
         )
     }
 }
@@ -449,7 +455,7 @@ impl Issue {
             "{{\"id\": {}, \"title\": {}, \"symptoms\": {}, \"chips\": {}, \"rocm\": {}, \
              \"kernel\": {}, \"firmware\": {}, \"cause\": {}, \"hypothesis\": {}, \
              \"requires_override\": {}, \"severity\": {}, \"mitigations\": [{}], \
-             \"sources\": {}}}",
+             \"sources\": {}, \"validation_reports\": {}}}",
             json_string(&self.id),
             json_string(&self.title),
             json_strings(&self.symptoms),
@@ -462,7 +468,8 @@ impl Issue {
             self.requires_override,
             json_string(self.severity.as_str()),
             mitigations.join(", "),
-            json_strings(&self.sources)
+            json_strings(&self.sources),
+            json_strings(&self.validation_reports)
         )
     }
 }
@@ -596,11 +603,17 @@ pub fn show_text(id: &str) -> Option<String> {
             for s in &m.sources {
                 let _ = writeln!(out, "      source: {s}");
             }
+            for s in &m.validation_reports {
+                let _ = writeln!(out, "      validation report: {s}");
+            }
         }
     }
     let _ = writeln!(out, "sources:");
     for s in &i.sources {
         let _ = writeln!(out, "  {s}");
+    }
+    for s in &i.validation_reports {
+        let _ = writeln!(out, "  validation report: {s}");
     }
     Some(out)
 }
@@ -885,10 +898,17 @@ fn parse_issues(file: &str, text: &str) -> Result<Vec<Issue>, String> {
                 "triage",
                 "severity",
             ],
-            &["symptom", "chip", "source", "mitigation"],
+            &[
+                "symptom",
+                "chip",
+                "source",
+                "validation-report",
+                "mitigation",
+            ],
         )?;
         let sources = f.sources("source")?;
-        if sources.is_empty() {
+        let validation_reports = f.sources("validation-report")?;
+        if sources.is_empty() && validation_reports.is_empty() {
             return Err(format!(
                 "{file}:{}: issue '{}' has no source URL",
                 b.line, b.id
@@ -922,13 +942,17 @@ fn parse_issues(file: &str, text: &str) -> Result<Vec<Issue>, String> {
                 owner_line: m.line,
                 fields: &m.children,
             };
-            mf.check_keys(&["evidence"], &["env", "kernel-param", "source", "note"])?;
+            mf.check_keys(
+                &["evidence"],
+                &["env", "kernel-param", "source", "validation-report", "note"],
+            )?;
             mitigations.push(Mitigation {
                 text: m.value.clone(),
                 evidence: mf.evidence()?,
                 env: mf.env("env")?,
                 kernel_params: mf.values("kernel-param"),
                 sources: mf.sources("source")?,
+                validation_reports: mf.sources("validation-report")?,
                 notes: mf.values("note"),
             });
         }
@@ -947,6 +971,7 @@ fn parse_issues(file: &str, text: &str) -> Result<Vec<Issue>, String> {
             severity,
             mitigations,
             sources,
+            validation_reports,
         });
     }
     Ok(out)
@@ -1321,6 +1346,31 @@ mod tests {
         assert!(!chip_matches("gfx1030", "gfx1031"));
         assert!(!chip_matches("gfx1030", "nonsense"));
         assert!(!chip_matches("nonsense", "nonsense2"));
+    }
+
+    #[test]
+    fn validation_reports_are_a_source_kind_of_issues_and_mitigations() {
+        let text = "[issue a]\ntitle: t\ncause: c\nchip: rdna1\n\
+                    validation-report: https://github.com/o/r/issues/1#report\n\
+                    mitigation: m\n  evidence: helped\n  validation-report: https://gist.github.com/x/1\n";
+        let issues = parse_issues("x.kb", text).unwrap();
+        assert_eq!(issues[0].sources, Vec::<String>::new());
+        assert_eq!(
+            issues[0].validation_reports,
+            ["https://github.com/o/r/issues/1#report"]
+        );
+        assert_eq!(
+            issues[0].mitigations[0].validation_reports,
+            ["https://gist.github.com/x/1"]
+        );
+        assert!(issues[0]
+            .to_json()
+            .contains("\"validation_reports\": [\"https://github.com/o/r/issues/1#report\"]"));
+        let bad = "[issue a]\ntitle: t\ncause: c\nchip: rdna1\nvalidation-report: report.json\n";
+        assert_eq!(
+            parse_issues("x.kb", bad).unwrap_err(),
+            "x.kb:5: a source must be one https:// URL"
+        );
     }
 
     #[test]
