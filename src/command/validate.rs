@@ -601,6 +601,7 @@ pub fn child(name: &str) -> i32 {
 #[derive(Debug, Clone)]
 struct Ran {
     outcome: Value,
+    pid: u32,
 }
 
 /// `LD_PRELOAD` without any librocm_fix.so entry.
@@ -618,7 +619,6 @@ fn run_child(
     with: Option<&Path>,
     gfx_override: Option<&str>,
     timeout: Duration,
-    kernel_text: &dyn Fn() -> Option<String>,
 ) -> Ran {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rocm-fix"));
     let mut cmd = Command::new(exe);
@@ -660,6 +660,7 @@ fn run_child(
         Err(e) => {
             return Ran {
                 outcome: json!({"outcome": "error", "detail": format!("cannot start the probe: {e}")}),
+                pid: 0,
             }
         }
     };
@@ -754,21 +755,7 @@ fn run_child(
     {
         v["rocm_fix_stats_line"] = json!(line);
     }
-    if v["outcome"] == "fault" {
-        match kernel_text() {
-            Some(text) => {
-                let faults: Vec<Value> = kernel_log::parse(&text)
-                    .faults
-                    .iter()
-                    .filter(|f| f.pid == Some(pid) || f.thread_pid == Some(pid))
-                    .filter_map(|f| serde_json::to_value(f).ok())
-                    .collect();
-                v["kernel_log"] = json!(faults);
-            }
-            None => v["kernel_log"] = json!("not readable"),
-        }
-    }
-    Ran { outcome: v }
+    Ran { outcome: v, pid }
 }
 
 /// The machine as doctor sees it.
@@ -916,20 +903,6 @@ pub fn validate(opts: &Options) -> i32 {
     if opts.with_overrides {
         overrides.extend(overrides_for(&real_gfx).into_iter().map(Some));
     }
-    let kernel_cache: std::cell::OnceCell<Option<String>> = std::cell::OnceCell::new();
-    let kernel_text = || {
-        kernel_cache
-            .get_or_init(|| {
-                let ro = report::Options {
-                    run: None,
-                    kernel_log: None,
-                    redact: true,
-                    out_dir: PathBuf::new(),
-                };
-                report::read_kernel_log(&ro, &mut Vec::new()).map(|(t, _)| t)
-            })
-            .clone()
-    };
     let total = PROBES.len() * overrides.len();
     let mut probes = Vec::new();
     let mut runtime = None;
@@ -937,24 +910,71 @@ pub fn validate(opts: &Options) -> i32 {
     for ov in &overrides {
         for p in PROBES {
             n += 1;
-            eprint!(
+            // Progress on stderr; a closed stderr is no reason to stop.
+            let _ = write!(
+                std::io::stderr(),
                 "rocm-fix: validate: [{n}/{total}] {}{} ",
                 p.name,
                 ov.map(|v| format!(" (HSA_OVERRIDE_GFX_VERSION={v})"))
                     .unwrap_or_default()
             );
-            let without = run_child(p, None, *ov, opts.timeout, &kernel_text).outcome;
-            let with = run_child(p, Some(&preload), *ov, opts.timeout, &kernel_text).outcome;
-            eprintln!("without: {}, with: {}", cell(&without), cell(&with));
+            let without = run_child(p, None, *ov, opts.timeout);
+            let with = run_child(p, Some(&preload), *ov, opts.timeout);
+            let pids = [without.pid, with.pid];
+            let (without, with) = (without.outcome, with.outcome);
+            let _ = writeln!(
+                std::io::stderr(),
+                "without: {}, with: {}",
+                cell(&without),
+                cell(&with)
+            );
             if runtime.is_none() && without.get("runtime").is_some() {
                 runtime = Some(without.clone());
             }
-            probes.push(json!({
-                "name": p.name, "group": p.group, "what": p.what, "override": ov,
-                "without": without, "with": with,
-            }));
+            probes.push((
+                pids,
+                json!({
+                    "name": p.name, "group": p.group, "what": p.what, "override": ov,
+                    "without": without, "with": with,
+                }),
+            ));
         }
     }
+    // The kernel's amdgpu fault reports, read once after every probe ran,
+    // matched to the faulting child by its pid.
+    let faulted = |v: &Value| v["outcome"] == "fault";
+    let kernel_text = probes
+        .iter()
+        .any(|(_, p)| faulted(&p["without"]) || faulted(&p["with"]))
+        .then(|| {
+            let ro = report::Options {
+                run: None,
+                kernel_log: None,
+                redact: true,
+                out_dir: PathBuf::new(),
+            };
+            report::read_kernel_log(&ro, &mut Vec::new()).map(|(t, _)| kernel_log::parse(&t))
+        });
+    let probes: Vec<Value> = probes
+        .into_iter()
+        .map(|(pids, mut p)| {
+            for (which, pid) in ["without", "with"].into_iter().zip(pids) {
+                if !faulted(&p[which]) {
+                    continue;
+                }
+                p[which]["kernel_log"] = match &kernel_text {
+                    Some(Some(log)) => json!(log
+                        .faults
+                        .iter()
+                        .filter(|f| f.pid == Some(pid) || f.thread_pid == Some(pid))
+                        .filter_map(|f| serde_json::to_value(f).ok())
+                        .collect::<Vec<_>>()),
+                    _ => json!("not readable (dmesg and journalctl -k)"),
+                };
+            }
+            p
+        })
+        .collect();
     let mut rep = json!({
         "identity": identity(&doc, runtime.as_ref()),
         "probes": probes,
