@@ -56,6 +56,9 @@ fn installs_where_the_tools_look_and_uninstalls_to_nothing() {
         "share/bash-completion/completions/rocm-fix",
         "share/zsh/site-functions/_rocm-fix",
         "share/fish/vendor_completions.d/rocm-fix.fish",
+        // The probe kernels of `rocm-fix validate`, where it looks from bin/.
+        "lib/rocm-fix/probes/probes.co",
+        "lib/rocm-fix/probes/TARGETS",
     ] {
         assert!(
             usr.join(f).exists(),

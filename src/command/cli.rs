@@ -74,6 +74,10 @@ pub enum Command {
     #[command(name = "kernel-params", help_template = SUB_TEMPLATE, long_about = KPARAMS_ABOUT,
               after_help = "Exit status: 0 done (or nothing to do), 1 written but the regeneration\ncommand failed (run it yourself), 2 bad usage, 3 refused or failed\n(nothing was changed).")]
     KernelParams(KernelParamsArgs),
+    /// Probe this GPU with and without rocm-fix; write a report to share
+    #[command(help_template = SUB_TEMPLATE, long_about = VALIDATE_ABOUT,
+              after_help = "Exit status: 0 report written (or nothing run when declined), 2 bad usage\n(or no --yes without a terminal), 3 cannot find librocm_fix.so or the probe\nkernels, or cannot write the report.")]
+    Validate(ValidateArgs),
     /// Write shell completions or man pages (scripts/install, scripts/package)
     #[command(hide = true, help_template = SUB_TEMPLATE)]
     Generate(GenerateArgs),
@@ -330,6 +334,55 @@ impl KernelParamsAction {
     }
 }
 
+const VALIDATE_ABOUT: &str = "\
+Evidence for rocm-fix's claims from your card. Runs a fixed set of probe kernels
+(built into probes/probes.co for gfx1010-1012, gfx1030-1036, gfx1100-1103 and
+loaded with hipModuleLoadData into the HIP runtime you have), each in its own
+child process with a timeout, once without and once with librocm_fix.so:
+reads past the end of buffers that end at a 2 MiB block end and inside a block;
+kernels on coherent host memory, fine-grained and uncached VRAM, managed
+memory; a host polling a flag a kernel sets. With --with-overrides, the same
+under the HSA_OVERRIDE_GFX_VERSION values users try on this card. Some probes
+are meant to fault: the GPU may reset and the screen flicker; it asks first
+unless --yes. Writes DIR/report.json and DIR/report.md (redacted as `rocm-fix
+report` redacts) and nothing else.";
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Do not ask before running the probes
+    #[arg(long)]
+    pub yes: bool,
+    /// The folder for report.json and report.md
+    #[arg(long, value_name = "DIR", default_value = "rocm-fix-validate")]
+    pub report: PathBuf,
+    /// Print report.json instead of the Markdown summary
+    #[arg(long)]
+    pub json: bool,
+    /// Also run the probes under the HSA_OVERRIDE_GFX_VERSION values users try
+    #[arg(long)]
+    pub with_overrides: bool,
+    /// Run one probe in this process (the child of validate)
+    #[arg(long, value_name = "NAME", hide = true)]
+    pub probe: Option<String>,
+}
+
+fn validate_command(a: ValidateArgs) -> i32 {
+    if let Some(p) = &a.probe {
+        return crate::validate::child(p);
+    }
+    let timeout = std::env::var("ROCM_FIX_VALIDATE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    crate::validate::validate(&crate::validate::Options {
+        yes: a.yes,
+        report_dir: a.report,
+        json: a.json,
+        with_overrides: a.with_overrides,
+        timeout: std::time::Duration::from_secs(timeout),
+    })
+}
+
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     #[arg(value_enum)]
@@ -431,6 +484,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         Command::Kb(a) => kb_command(a),
         Command::Preload(a) => preload_command(a),
         Command::KernelParams(a) => kparams_command(a),
+        Command::Validate(a) => validate_command(a),
         Command::Generate(a) => generate(a),
     }
 }

@@ -19,6 +19,7 @@ pub struct MitigationJson<'a> {
     kernel_params: &'a [String],
     sources: &'a [String],
     notes: &'a [String],
+    validation_reports: &'a [String],
 }
 
 impl<'a> From<&'a Mitigation> for MitigationJson<'a> {
@@ -30,6 +31,7 @@ impl<'a> From<&'a Mitigation> for MitigationJson<'a> {
             kernel_params: &m.kernel_params,
             sources: &m.sources,
             notes: &m.notes,
+            validation_reports: &m.validation_reports,
         }
     }
 }
@@ -50,6 +52,7 @@ pub struct IssueJson<'a> {
     severity: &'static str,
     mitigations: Vec<MitigationJson<'a>>,
     sources: &'a [String],
+    validation_reports: &'a [String],
 }
 
 impl<'a> From<&'a Issue> for IssueJson<'a> {
@@ -68,6 +71,7 @@ impl<'a> From<&'a Issue> for IssueJson<'a> {
             severity: i.severity.as_str(),
             mitigations: i.mitigations.iter().map(MitigationJson::from).collect(),
             sources: &i.sources,
+            validation_reports: &i.validation_reports,
         }
     }
 }
@@ -235,5 +239,17 @@ mod tests {
             .unwrap()
             .contains("kernel parameter amdgpu.cwsr_enable=0"));
         assert_eq!(show_text("no-such-issue"), None);
+    }
+
+    #[test]
+    fn validation_reports_appear_in_json() {
+        let text = "[issue a]\ntitle: t\ncause: c\nchip: rdna1\n\
+                    validation-report: https://github.com/o/r/issues/1#report\n";
+        let issues = rocm_fix_shared::kb::parse_issues("x.kb", text).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&issue_json(&issues[0])).unwrap();
+        assert_eq!(
+            v["validation_reports"][0],
+            "https://github.com/o/r/issues/1#report"
+        );
     }
 }

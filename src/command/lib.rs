@@ -12,6 +12,8 @@
 //! - [`triage`]: `rocm-fix triage`, the real chips behind a pasted rocminfo
 //! - [`preload`]: `rocm-fix preload enable|disable|status`, /etc/ld.so.preload
 //! - [`kernel_params`]: `rocm-fix kernel-params plan|apply|revert`
+//! - [`validate`]: `rocm-fix validate`, probe kernels with and without
+//!   rocm-fix on the user's GPU, and a report to share
 //! - [`report`]: `rocm-fix report`, the crash bundle; [`kernel_log`] decodes
 //!   the amdgpu page-fault reports it (and triage) read
 //! - [`kb`]: `rocm-fix kb list|show`, the knowledge base as text and JSON
@@ -32,6 +34,7 @@ pub mod preload;
 pub mod report;
 pub mod run;
 pub mod triage;
+pub mod validate;
 
 /// The version of rocm-fix.
 pub const VERSION: &str = rocm_fix_shared::VERSION;

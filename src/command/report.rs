@@ -60,7 +60,7 @@ fn relevant_env() -> Vec<(String, String)> {
 }
 
 /// The kernel log: the file given, or `dmesg`, or `journalctl -k`.
-fn read_kernel_log(opts: &Options, missing: &mut Vec<Missing>) -> Option<(String, String)> {
+pub fn read_kernel_log(opts: &Options, missing: &mut Vec<Missing>) -> Option<(String, String)> {
     use std::io::Read;
     if let Some(src) = &opts.kernel_log {
         let mut text = Vec::new();
@@ -124,7 +124,7 @@ fn read_kernel_log(opts: &Options, missing: &mut Vec<Missing>) -> Option<(String
 }
 
 /// The redactions to apply: (text, replacement), longest first.
-fn redactions() -> Vec<(String, String)> {
+pub fn redactions() -> Vec<(String, String)> {
     let mut r = Vec::new();
     if let Some(home) = std::env::var("HOME").ok().filter(|h| h.len() > 1) {
         r.push((home, "~".to_string()));
@@ -169,7 +169,7 @@ pub fn redact_text(s: &str, rules: &[(String, String)]) -> String {
     res
 }
 
-fn redact_value(v: &mut Value, rules: &[(String, String)]) {
+pub fn redact_value(v: &mut Value, rules: &[(String, String)]) {
     match v {
         Value::String(s) => *s = redact_text(s, rules),
         Value::Array(a) => a.iter_mut().for_each(|x| redact_value(x, rules)),

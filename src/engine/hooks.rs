@@ -175,9 +175,8 @@ fn padding_budget_allows(st: &State, node: Option<u32>, pad: u64) -> bool {
     let vram = node
         .and_then(crate::pools::gpu_vram)
         .map_or(0, |(_, pool)| crate::pools::pool_size(pool));
-    let budget = vram / 32;
     let before = PADDED_VRAM.fetch_add(pad, Ordering::Relaxed);
-    if vram > 0 && before + pad <= budget {
+    if policy::within_padding_budget(vram, before, pad) {
         return true;
     }
     PADDED_VRAM.fetch_sub(pad, Ordering::Relaxed);
@@ -187,8 +186,8 @@ fn padding_budget_allows(st: &State, node: Option<u32>, pad: u64) -> bool {
             "rocm-fix: padding stopped at {} MiB, 1/32 of this GPU's memory: ROCM_FIX_PAD={} asks \
              for more than it can spare; further buffers that end at their block's end are left \
              as they are.",
-            budget >> 20,
-            st.cfg.pad_bytes
+            (vram / 32) >> 20,
+            rocm_fix_shared::config::show_size(st.cfg.pad_bytes)
         );
     }
     false

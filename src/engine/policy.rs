@@ -377,6 +377,15 @@ pub fn fallback_pad(cover: usize) -> usize {
     cover
 }
 
+/// Whether `pad` more bytes of padding fit the budget: 1/32 of the GPU's
+/// `vram`, with `padded` bytes already in use. A GPU whose size is unknown
+/// (0: its pools were not found) has no budget to enforce: each padded
+/// allocation is still bounded by ROCM_FIX_PAD and falls back to the exact
+/// one when the runtime refuses it.
+pub fn within_padding_budget(vram: u64, padded: u64, pad: u64) -> bool {
+    vram == 0 || padded.saturating_add(pad) <= vram / 32
+}
+
 /// The size to allocate so that `pad` bytes of mapped memory follow the
 /// caller's `size` bytes: both rounded up to whole pages (facts §7: an
 /// over-read faults only when the next page is unmapped).
@@ -397,6 +406,16 @@ fn round_up_page(n: usize) -> Option<usize> {
 mod tests {
     use super::*;
     use rocm_fix_shared::topology::Family;
+
+    #[test]
+    fn padding_budget_is_a_32nd_of_known_vram() {
+        let vram = 8u64 << 30;
+        assert!(within_padding_budget(vram, 0, 256 << 20));
+        assert!(!within_padding_budget(vram, 1, 256 << 20));
+        assert!(!within_padding_budget(vram, 255 << 20, 2 << 20));
+        // Unknown size: nothing to enforce, so padding is not refused.
+        assert!(within_padding_budget(0, u64::MAX, 2 << 20));
+    }
 
     const ALL_FAMILIES: [Family; 7] = [
         Family::Rdna1,

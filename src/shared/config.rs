@@ -581,7 +581,8 @@ pub fn suggested_pad(distance: u64) -> String {
     show_size(want as usize)
 }
 
-fn show_size(n: usize) -> String {
+/// A size the way ROCM_FIX_PAD takes it: `2M`, `64K`, or bytes.
+pub fn show_size(n: usize) -> String {
     const UNITS: [(u32, &str); 3] = [(30, "G"), (20, "M"), (10, "K")];
     for (shift, unit) in UNITS {
         let unit_bytes = 1usize << shift;

@@ -106,6 +106,9 @@ pub struct Mitigation {
     /// Kernel command-line parameters it sets.
     pub kernel_params: Vec<String>,
     pub sources: Vec<String>,
+    /// Shared `rocm-fix validate` reports (report.json of a real card) that
+    /// bear on it: https:// URLs (an issue comment, a gist).
+    pub validation_reports: Vec<String>,
     pub notes: Vec<String>,
 }
 
@@ -136,6 +139,8 @@ pub struct Issue {
     /// `check-kernel: FROM..UNTIL`: the kernel releases it affects, FROM
     /// included, UNTIL (may be empty: no end known) excluded.
     pub check_kernel: Option<KernelRange>,
+    /// Shared `rocm-fix validate` reports that bear on it (https:// URLs).
+    pub validation_reports: Vec<String>,
 }
 
 /// Kernel releases `from` (included) up to `until` (excluded).
@@ -481,13 +486,14 @@ impl Mitigation {
     pub fn to_json(&self) -> String {
         format!(
             "{{\"text\": {}, \"evidence\": {}, \"env\": {}, \"kernel_params\": {}, \
-             \"sources\": {}, \"notes\": {}}}",
+             \"sources\": {}, \"notes\": {}, \"validation_reports\": {}}}",
             json_string(&self.text),
             json_string(self.evidence.as_str()),
             json_env(&self.env),
             json_strings(&self.kernel_params),
             json_strings(&self.sources),
-            json_strings(&self.notes)
+            json_strings(&self.notes),
+            json_strings(&self.validation_reports)
         )
     }
 }
@@ -750,7 +756,8 @@ fn parse_env(s: &str) -> Option<(String, String)> {
     ok.then(|| (k.to_string(), v.to_string()))
 }
 
-fn parse_issues(file: &str, text: &str) -> Result<Vec<Issue>, String> {
+/// Parses one issues file; errors name the file and line.
+pub fn parse_issues(file: &str, text: &str) -> Result<Vec<Issue>, String> {
     let blocks = parse_blocks(file, text, &["issue"], &["mitigation"])?;
     let mut out = Vec::new();
     for b in &blocks {
@@ -773,7 +780,14 @@ fn parse_issues(file: &str, text: &str) -> Result<Vec<Issue>, String> {
                 "severity",
                 "check-kernel",
             ],
-            &["symptom", "chip", "source", "mitigation", "check-firmware"],
+            &[
+                "symptom",
+                "chip",
+                "source",
+                "validation-report",
+                "mitigation",
+                "check-firmware",
+            ],
         )?;
         let mut check_firmware = Vec::new();
         for v in f.all("check-firmware") {
@@ -809,7 +823,8 @@ fn parse_issues(file: &str, text: &str) -> Result<Vec<Issue>, String> {
             }
         };
         let sources = f.sources("source")?;
-        if sources.is_empty() {
+        let validation_reports = f.sources("validation-report")?;
+        if sources.is_empty() && validation_reports.is_empty() {
             return Err(format!(
                 "{file}:{}: issue '{}' has no source URL",
                 b.line, b.id
@@ -843,13 +858,17 @@ fn parse_issues(file: &str, text: &str) -> Result<Vec<Issue>, String> {
                 owner_line: m.line,
                 fields: &m.children,
             };
-            mf.check_keys(&["evidence"], &["env", "kernel-param", "source", "note"])?;
+            mf.check_keys(
+                &["evidence"],
+                &["env", "kernel-param", "source", "validation-report", "note"],
+            )?;
             mitigations.push(Mitigation {
                 text: m.value.clone(),
                 evidence: mf.evidence()?,
                 env: mf.env("env")?,
                 kernel_params: mf.values("kernel-param"),
                 sources: mf.sources("source")?,
+                validation_reports: mf.sources("validation-report")?,
                 notes: mf.values("note"),
             });
         }
@@ -868,6 +887,7 @@ fn parse_issues(file: &str, text: &str) -> Result<Vec<Issue>, String> {
             severity,
             mitigations,
             sources,
+            validation_reports,
             check_firmware,
             check_kernel,
         });
@@ -1244,6 +1264,28 @@ mod tests {
         assert!(!chip_matches("gfx1030", "gfx1031"));
         assert!(!chip_matches("gfx1030", "nonsense"));
         assert!(!chip_matches("nonsense", "nonsense2"));
+    }
+
+    #[test]
+    fn validation_reports_are_a_source_kind_of_issues_and_mitigations() {
+        let text = "[issue a]\ntitle: t\ncause: c\nchip: rdna1\n\
+                    validation-report: https://github.com/o/r/issues/1#report\n\
+                    mitigation: m\n  evidence: helped\n  validation-report: https://gist.github.com/x/1\n";
+        let issues = parse_issues("x.kb", text).unwrap();
+        assert_eq!(issues[0].sources, Vec::<String>::new());
+        assert_eq!(
+            issues[0].validation_reports,
+            ["https://github.com/o/r/issues/1#report"]
+        );
+        assert_eq!(
+            issues[0].mitigations[0].validation_reports,
+            ["https://gist.github.com/x/1"]
+        );
+        let bad = "[issue a]\ntitle: t\ncause: c\nchip: rdna1\nvalidation-report: report.json\n";
+        assert_eq!(
+            parse_issues("x.kb", bad).unwrap_err(),
+            "x.kb:5: a source must be one https:// URL"
+        );
     }
 
     #[test]

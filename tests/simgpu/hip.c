@@ -935,23 +935,125 @@ EXPORT hipError_t hipLaunchKernel(const void *host, dim3 grid, dim3 block, void 
   return ret(e);
 }
 
-/* Module API: no image loads on the simulated device. An image that is an ELF
- * code object or a clang offload bundle has, by construction, no code object
- * for it: hipErrorNoBinaryForGpu, as the fat binary path; anything else is not
- * a code object: hipErrorInvalidImage (hipErrorInvalidImage is clr's answer
- * to an image comgr cannot read). hipModuleGetFunction on a module that never
- * loaded (NULL): hipErrorInvalidResourceHandle (hip_module.cpp), and so
- * hipModuleLaunchKernel of a NULL function. */
+/* Module API. The device executes no code object; an image loads only when
+ * it holds a code object for the device (bundle entry id or ELF e_flags
+ * target = the agent's name, i.e. after HSA_OVERRIDE_GFX_VERSION, as clr
+ * picks the code object of the ISA the agent reports) AND that code object
+ * holds the probe kernels of `rocm-fix validate` (src/command/probes/probes.hip),
+ * recognised by their names in its symbol string table. Launching one of
+ * them performs its declared reads and writes through the simulated kernel
+ * (FAULT-MODEL.md, "Probe kernels": a convenience of the simulator, not an
+ * execution of the code object). Any other ELF code object or clang offload
+ * bundle: hipErrorNoBinaryForGpu, as the fat binary path; anything else is
+ * not a code object: hipErrorInvalidImage (clr's answer to an image comgr
+ * cannot read). hipModuleGetFunction on a module that never loaded (NULL):
+ * hipErrorInvalidResourceHandle (hip_module.cpp), and so
+ * hipModuleLaunchKernel of a NULL function; a name the module lacks:
+ * hipErrorNotFound (hip_module.cpp, "Cannot find the function"). */
+
+#define MODULE_MAGIC 0x4d4f444cu
+#define FUNCTION_MAGIC 0x46554e43u
+enum { PROBE_READ, PROBE_WRITE, PROBE_SIGNAL, NPROBES };
+static const char *const probe_names[NPROBES] = {"rocm_fix_probe_read", "rocm_fix_probe_write",
+                                                 "rocm_fix_probe_signal"};
+struct simgpu_function { uint32_t magic; int probe; };
+struct simgpu_module { uint32_t magic; struct simgpu_function fn[NPROBES]; int has[NPROBES]; };
+
+/* EF_AMDGPU_MACH of the RDNA targets (LLVM AMDGPUUsage, "AMDGPU ELF Header"). */
+static const struct { unsigned mach; const char *name; } machs[] = {
+  {0x33, "gfx1010"}, {0x34, "gfx1011"}, {0x35, "gfx1012"}, {0x42, "gfx1013"}, {0x36, "gfx1030"},
+  {0x37, "gfx1031"}, {0x38, "gfx1032"}, {0x39, "gfx1033"}, {0x3e, "gfx1034"}, {0x3d, "gfx1035"},
+  {0x45, "gfx1036"}, {0x41, "gfx1100"}, {0x46, "gfx1101"}, {0x47, "gfx1102"}, {0x44, "gfx1103"},
+};
+
+static uint64_t le64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* The size of an ELF64 image from its section header table (it is last in
+ * what lld writes); 0 if it is not an ELF64 image. */
+static size_t elf_size(const unsigned char *p) {
+  if (memcmp(p, "\177ELF\2", 5)) return 0;
+  uint16_t shentsize, shnum;
+  memcpy(&shentsize, p + 0x3a, 2);
+  memcpy(&shnum, p + 0x3c, 2);
+  return (size_t)le64(p + 0x28) + (size_t)shentsize * shnum;
+}
+
+/* Does the ELF code object [p, p+n) target `gfx` and which probes does it name? */
+static int elf_probes(const unsigned char *p, size_t n, const char *gfx, int has[NPROBES]) {
+  if (n < 64 || memcmp(p, "\177ELF\2", 5)) return 0;
+  uint16_t machine;
+  uint32_t flags;
+  memcpy(&machine, p + 18, 2);
+  memcpy(&flags, p + 0x30, 4);
+  if (machine != 224) return 0; /* EM_AMDGPU */
+  const char *target = NULL;
+  for (size_t i = 0; i < sizeof machs / sizeof machs[0]; i++)
+    if (machs[i].mach == (flags & 0xffu)) target = machs[i].name;
+  if (!target || strcmp(target, gfx)) return 0;
+  int any = 0;
+  for (int k = 0; k < NPROBES; k++) {
+    size_t len = strlen(probe_names[k]) + 1; /* with its NUL: the string table's entry */
+    has[k] = memmem(p, n, probe_names[k], len) != NULL;
+    any |= has[k];
+  }
+  return any;
+}
+
+/* Which probes the image holds for `gfx`: a clang offload bundle's entry
+ * `…amdgcn-amd-amdhsa--<gfx>[:features]`, or a bare ELF code object. */
+static int image_probes(const unsigned char *p, const char *gfx, int has[NPROBES]) {
+  if (!memcmp(p, "__CLANG_OFFLOAD_BUNDLE__", 24)) {
+    uint64_t n = le64(p + 24);
+    const unsigned char *e = p + 32;
+    for (uint64_t i = 0; i < n && i < 1024; i++) {
+      uint64_t off = le64(e), size = le64(e + 8), idlen = le64(e + 16);
+      const char *id = (const char *)e + 24;
+      e += 24 + idlen;
+      const char *t = memmem(id, idlen, "amdgcn-amd-amdhsa--", 19);
+      if (!t) continue;
+      t += 19;
+      size_t tl = strlen(gfx), rest = idlen - (size_t)(t - id);
+      if (rest < tl || memcmp(t, gfx, tl) || (rest > tl && t[tl] != ':')) continue;
+      return elf_probes(p + off, size, gfx, has);
+    }
+    return 0;
+  }
+  return elf_probes(p, elf_size(p), gfx, has);
+}
+
 EXPORT hipError_t hipModuleLoadData(hipModule_t *module, const void *image) {
   char ps[32];
   hipError_t e = module && image ? ensure_init() : hipErrorInvalidValue;
   if (e == hipSuccess) {
     *module = NULL;
-    const char *p = image;
-    if (!memcmp(p, "\177ELF", 4) || !memcmp(p, "__CLANG_OFFLOAD_BUNDLE__", 24)) e = hipErrorNoBinaryForGpu;
-    else e = hipErrorInvalidImage;
+    const unsigned char *p = image;
+    int has[NPROBES] = {0};
+    if (memcmp(p, "\177ELF", 4) && memcmp(p, "__CLANG_OFFLOAD_BUNDLE__", 24)) e = hipErrorInvalidImage;
+    else if (!image_probes(p, devs[current_dev].name, has)) e = hipErrorNoBinaryForGpu;
+    else {
+      struct simgpu_module *m = calloc(1, sizeof *m);
+      if (!m) e = hipErrorOutOfMemory;
+      else {
+        m->magic = MODULE_MAGIC;
+        for (int k = 0; k < NPROBES; k++) {
+          m->has[k] = has[k];
+          m->fn[k].magic = FUNCTION_MAGIC;
+          m->fn[k].probe = k;
+        }
+        *module = m;
+      }
+    }
   }
   calllog("hip", "hipModuleLoadData", e, "\"image\":%s", PTRSTR(ps, image));
+  return ret(e);
+}
+
+EXPORT hipError_t hipModuleUnload(hipModule_t module) {
+  char ps[32];
+  hipError_t e = ensure_init();
+  if (e == hipSuccess && (!module || module->magic != MODULE_MAGIC)) e = hipErrorInvalidHandle;
+  if (e == hipSuccess) { module->magic = 0; free(module); }
+  calllog("hip", "hipModuleUnload", e, "\"module\":%s", PTRSTR(ps, module));
   return ret(e);
 }
 
@@ -959,18 +1061,77 @@ EXPORT hipError_t hipModuleGetFunction(hipFunction_t *fn, hipModule_t module, co
   char ps[32];
   hipError_t e = ensure_init();
   if (e == hipSuccess && (!fn || !name || !*name)) e = hipErrorInvalidValue;
-  else if (e == hipSuccess) e = hipErrorInvalidHandle; /* no module ever loads */
+  else if (e == hipSuccess && (!module || module->magic != MODULE_MAGIC)) e = hipErrorInvalidHandle;
+  else if (e == hipSuccess) {
+    e = hipErrorNotFound;
+    for (int k = 0; k < NPROBES; k++)
+      if (module->has[k] && !strcmp(name, probe_names[k])) {
+        *fn = (hipFunction_t)&module->fn[k];
+        e = hipSuccess;
+      }
+  }
   calllog("hip", "hipModuleGetFunction", e, "\"module\":%s,\"name\":\"%.64s\"", PTRSTR(ps, module), name ? name : "");
   return ret(e);
 }
 
+/* One declared access of a probe kernel, queued without waiting (a launch
+ * returns before its kernel runs; a fault surfaces at the next synchronize,
+ * or aborts the process from ROCr's event thread). 1 when it went through. */
+static int probe_access(const void *addr, size_t bytes, int write) {
+  return launch(addr, 0, bytes, write | SIMGPU_LAUNCH_NOWAIT) == hipSuccess;
+}
+
+static void probe_store(void *addr, uint32_t value) {
+  if (simgpu_hsa_range_state(addr, 4) == 1) __atomic_store_n((uint32_t *)addr, value, __ATOMIC_RELEASE);
+}
+
+/* The probe kernels' declared effects (their arguments are probes.hip's):
+ *   rocm_fix_probe_read(p, words, out): reads [p, p+4·words), then writes *out
+ *     (xors in 0: the simulator does not compute the sum);
+ *   rocm_fix_probe_write(p, words, value): writes value to [p, p+4·words);
+ *   rocm_fix_probe_signal(flag, answer, spins): writes *flag, reads *answer and
+ *     stores 2 in *flag ("signalled and answered": the handshake with the host
+ *     is not simulated, the device has no concurrency). */
 EXPORT hipError_t hipModuleLaunchKernel(hipFunction_t f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                         unsigned by, unsigned bz, unsigned shmem, hipStream_t stream, void **params,
                                         void **extra) {
-  (void)gx; (void)gy; (void)gz; (void)bx; (void)by; (void)bz; (void)stream; (void)params; (void)extra;
+  (void)gx; (void)gy; (void)gz; (void)bx; (void)by; (void)bz;
   char ps[32];
   hipError_t e = ensure_init();
-  if (e == hipSuccess) e = hipErrorInvalidHandle; /* there is no valid hipFunction_t */
-  calllog("hip", "hipModuleLaunchKernel", e, "\"f\":%s,\"shmem\":%u", PTRSTR(ps, f), shmem);
+  struct simgpu_function *fn = (struct simgpu_function *)f;
+  if (e == hipSuccess && (!fn || fn->magic != FUNCTION_MAGIC)) e = hipErrorInvalidHandle;
+  else if (e == hipSuccess && (!stream_ok(stream) || !params || extra)) e = hipErrorInvalidValue;
+  else if (e == hipSuccess && simgpu_hsa_queues_dead()) e = hipErrorLaunchFailure;
+  if (e == hipSuccess) {
+    void *p = *(void **)params[0];
+    switch (fn->probe) {
+    case PROBE_READ: {
+      unsigned long words = *(unsigned long *)params[1];
+      void *out = *(void **)params[2];
+      if (probe_access(p, words * 4, 0)) probe_access(out, 4, 1);
+      break;
+    }
+    case PROBE_WRITE: {
+      unsigned long words = *(unsigned long *)params[1];
+      uint32_t value = *(uint32_t *)params[2];
+      if (probe_access(p, words * 4, 1)) {
+        simgpu_hsa_wait_idle();
+        if (!simgpu_hsa_queues_dead() && simgpu_hsa_range_state(p, words * 4) == 1)
+          for (unsigned long i = 0; i < words; i++) ((uint32_t *)p)[i] = value;
+      }
+      break;
+    }
+    case PROBE_SIGNAL: {
+      void *answer = *(void **)params[1];
+      if (probe_access(p, 4, 1) && probe_access(answer, 4, 0)) {
+        simgpu_hsa_wait_idle();
+        if (!simgpu_hsa_queues_dead()) probe_store(p, 2);
+      }
+      break;
+    }
+    }
+  }
+  calllog("hip", "hipModuleLaunchKernel", e, "\"f\":%s,\"kernel\":\"%s\",\"shmem\":%u", PTRSTR(ps, f),
+          fn && fn->magic == FUNCTION_MAGIC ? probe_names[fn->probe] : "", shmem);
   return ret(e);
 }
