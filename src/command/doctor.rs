@@ -9,12 +9,16 @@
 //! is reported as such.
 
 use crate::hipbin;
+use crate::json;
+use crate::kb::MitigationJson;
 use rocm_fix_shared::config;
 use rocm_fix_shared::config::Mode;
-use rocm_fix_shared::kb::{self, json_opt, json_string, json_strings, Evidence, Severity};
+use rocm_fix_shared::kb::{self, Evidence, Severity};
 use rocm_fix_shared::pciids;
 use rocm_fix_shared::process;
 use rocm_fix_shared::topology::{self, Family};
+use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -1634,76 +1638,211 @@ fn entry_text(e: &PreloadEntry) -> String {
     format!("{} ({state})", shown(&e.path))
 }
 
-/// A tiny JSON tree, rendered with two-space indentation.
-enum J {
-    /// An encoded scalar or a one-line value (kb's own renderers).
-    Raw(String),
-    Obj(Vec<(String, J)>),
-    Arr(Vec<J>),
+// ---------------------------------------------------------------------------
+// JSON
+// ---------------------------------------------------------------------------
+//
+// `doctor --json` is `json::pretty` of these views: members in the order
+// below, lists of strings and the knowledge base's mitigations on one line
+// (`json::Inline`), and the ROCm installations, the Python runtime and the
+// binaries on one compact line with their keys sorted (`json::Compact`), as
+// they have been printed since they were added.
+
+/// [`Report`] as JSON.
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    rocm_fix_version: &'static str,
+    kfd_topology: String,
+    gpus: Vec<GpuJson<'a>>,
+    kernel: Option<&'a str>,
+    #[serde(serialize_with = "pairs_opt")]
+    amdgpu_parameters: Option<&'a [(String, String)]>,
+    rocm_version: Option<&'a RocmVersion>,
+    /// `null` when no card has firmware versions.
+    firmware: Option<Vec<FirmwareJson<'a>>>,
+    risky_environment: Vec<RiskyJson<'a>>,
+    rocm_fix: InstallationJson<'a>,
+    known_issues: Vec<KnownIssueJson<'a>>,
+    findings: Vec<FindingJson<'a>>,
+    rocm_installs: json::Compact<Vec<InstallJson<'a>>>,
+    python: json::Compact<Option<PythonJson<'a>>>,
+    binaries: json::Compact<Vec<BinaryJson<'a>>>,
 }
 
-impl J {
-    fn s(v: &str) -> J {
-        J::Raw(json_string(v))
+/// `null`, or the pairs as one object.
+fn pairs_opt<S: serde::Serializer>(
+    v: &Option<&[(String, String)]>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        None => s.serialize_none(),
+        Some(p) => json::pairs(p, s),
     }
+}
 
-    fn opt(v: Option<&str>) -> J {
-        J::Raw(json_opt(v))
+#[derive(Serialize)]
+struct GpuJson<'a> {
+    node: u32,
+    gfx: Option<&'a str>,
+    gfx_target_version: u32,
+    device_id: String,
+    codename: Option<&'a str>,
+    marketing_name: Option<&'a str>,
+    family: &'static str,
+    reported_gfx: Option<&'a str>,
+    #[serde(rename = "override")]
+    gfx_override: Option<OverrideJson<'a>>,
+    rocm_fix_applies: bool,
+    notes: json::Inline<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct OverrideJson<'a> {
+    variable: &'a str,
+    value: &'a str,
+    verdict: &'static str,
+    severity: &'static str,
+    evidence: Option<&'static str>,
+    issues: json::Inline<&'a [String]>,
+    why: &'a str,
+    sources: json::Inline<&'a [String]>,
+}
+
+impl Serialize for RocmVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct RocmVersionJson<'a> {
+            version: &'a str,
+            source: &'a str,
+        }
+        RocmVersionJson {
+            version: &self.version,
+            source: &self.source,
+        }
+        .serialize(s)
     }
+}
 
-    fn obj(fields: Vec<(&str, J)>) -> J {
-        J::Obj(
-            fields
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        )
-    }
+#[derive(Serialize)]
+struct FirmwareJson<'a> {
+    card: &'a str,
+    device_id: Option<&'a str>,
+    #[serde(serialize_with = "json::pairs")]
+    versions: &'a [(String, String)],
+}
 
-    fn map(pairs: &[(String, String)]) -> J {
-        J::Obj(pairs.iter().map(|(k, v)| (k.clone(), J::s(v))).collect())
-    }
+#[derive(Serialize)]
+struct RiskyJson<'a> {
+    name: &'a str,
+    value: &'a str,
+    severity: &'static str,
+    why: &'a str,
+    sources: json::Inline<&'a [String]>,
+}
 
-    fn render(&self, indent: usize, out: &mut String) {
-        let pad = " ".repeat(indent + 2);
-        match self {
-            J::Raw(r) => out.push_str(r),
-            J::Obj(f) if f.is_empty() => out.push_str("{}"),
-            J::Arr(a) if a.is_empty() => out.push_str("[]"),
-            J::Obj(fields) => {
-                out.push_str("{\n");
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(",\n");
-                    }
-                    let _ = write!(out, "{pad}{}: ", json_string(k));
-                    v.render(indent + 2, out);
-                }
-                let _ = write!(out, "\n{}}}", " ".repeat(indent));
-            }
-            J::Arr(items) => {
-                out.push_str("[\n");
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(",\n");
-                    }
-                    out.push_str(&pad);
-                    v.render(indent + 2, out);
-                }
-                let _ = write!(out, "\n{}]", " ".repeat(indent));
-            }
+#[derive(Serialize)]
+struct InstallationJson<'a> {
+    mode: &'static str,
+    config_file: ConfigFileJson<'a>,
+    ld_so_preload: LdSoPreloadJson<'a>,
+    ld_preload: Vec<EntryJson<'a>>,
+    #[serde(serialize_with = "json::pairs")]
+    settings: &'a [(String, String)],
+}
+
+#[derive(Serialize)]
+struct ConfigFileJson<'a> {
+    path: String,
+    exists: bool,
+    warnings: json::Inline<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct LdSoPreloadJson<'a> {
+    path: String,
+    exists: bool,
+    entries: Vec<EntryJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct EntryJson<'a> {
+    path: &'a str,
+    rocm_fix: bool,
+    exists: Option<bool>,
+    engine_exists: Option<bool>,
+}
+
+impl<'a> From<&'a PreloadEntry> for EntryJson<'a> {
+    fn from(e: &'a PreloadEntry) -> Self {
+        EntryJson {
+            path: &e.path,
+            rocm_fix: e.rocm_fix,
+            exists: e.exists,
+            engine_exists: e.engine_exists,
         }
     }
 }
 
-fn entry_json(e: &PreloadEntry) -> J {
-    let b = |v: Option<bool>| J::Raw(v.map_or("null".to_string(), |b| b.to_string()));
-    J::obj(vec![
-        ("path", J::s(&e.path)),
-        ("rocm_fix", J::Raw(e.rocm_fix.to_string())),
-        ("exists", b(e.exists)),
-        ("engine_exists", b(e.engine_exists)),
-    ])
+#[derive(Serialize)]
+struct KnownIssueJson<'a> {
+    id: &'a str,
+    severity: &'static str,
+    title: &'a str,
+    hypothesis: bool,
+    nodes: json::Inline<&'a [u32]>,
+    cause: &'a str,
+    mitigations: Vec<json::Inline<MitigationJson<'a>>>,
+    sources: json::Inline<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct FindingJson<'a> {
+    severity: &'static str,
+    topic: &'a str,
+    text: &'a str,
+    sources: json::Inline<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct InstallJson<'a> {
+    kind: &'a str,
+    source: &'a str,
+    version: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct PythonJson<'a> {
+    found_by: &'a str,
+    libamdhip64: Vec<RuntimeJson<'a>>,
+    python: String,
+    site_packages: Vec<String>,
+    torch_hip: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RuntimeJson<'a> {
+    from: &'a str,
+    path: String,
+}
+
+/// A binary that could be read, or why not.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BinaryJson<'a> {
+    Read {
+        bundles: usize,
+        compressed_bundles: usize,
+        /// Whether it has code for each real chip, by chip.
+        covers: BTreeMap<&'a str, Option<bool>>,
+        label: &'a str,
+        path: String,
+        targets: &'a [String],
+    },
+    Unreadable {
+        error: &'a str,
+        label: &'a str,
+        path: String,
+    },
 }
 
 impl Report {
@@ -1716,207 +1855,172 @@ impl Report {
 
     /// The report as JSON (see the module's tests for the shape).
     pub fn to_json(&self) -> String {
-        let gpus = self
-            .gpus
-            .iter()
-            .map(|g| {
-                let ov = match &g.gfx_override {
-                    None => J::Raw("null".to_string()),
-                    Some(o) => J::obj(vec![
-                        ("variable", J::s(&o.variable)),
-                        ("value", J::s(&o.value)),
-                        ("verdict", J::s(o.verdict.as_str())),
-                        ("severity", J::s(o.verdict.severity().as_str())),
-                        ("evidence", J::opt(o.evidence.map(|e| e.as_str()))),
-                        ("issues", J::Raw(json_strings(&o.issues))),
-                        ("why", J::s(&o.why)),
-                        ("sources", J::Raw(json_strings(&o.sources))),
-                    ]),
-                };
-                J::obj(vec![
-                    ("node", J::Raw(g.node.to_string())),
-                    ("gfx", J::opt(g.gfx.as_deref())),
-                    (
-                        "gfx_target_version",
-                        J::Raw(g.gfx_target_version.to_string()),
-                    ),
-                    ("device_id", J::s(&format!("0x{:04x}", g.device_id))),
-                    ("codename", J::opt(g.codename.as_deref())),
-                    ("marketing_name", J::opt(g.marketing_name.as_deref())),
-                    ("family", J::s(pciids::family_label(g.family))),
-                    ("reported_gfx", J::opt(g.reported_gfx.as_deref())),
-                    ("override", ov),
-                    ("rocm_fix_applies", J::Raw(g.rocm_fix_applies.to_string())),
-                    ("notes", J::Raw(json_strings(&g.notes))),
-                ])
-            })
-            .collect();
-        let firmware = if self.firmware.is_empty() {
-            J::Raw("null".to_string())
-        } else {
-            J::Arr(
-                self.firmware
-                    .iter()
-                    .map(|c| {
-                        J::obj(vec![
-                            ("card", J::s(&c.card)),
-                            ("device_id", J::opt(c.device_id.as_deref())),
-                            ("versions", J::map(&c.versions)),
-                        ])
-                    })
-                    .collect(),
-            )
-        };
-        let risky = self
-            .risky_environment
-            .iter()
-            .map(|v| {
-                J::obj(vec![
-                    ("name", J::s(&v.name)),
-                    ("value", J::s(&v.value)),
-                    ("severity", J::s(v.severity.as_str())),
-                    ("why", J::s(&v.why)),
-                    ("sources", J::Raw(json_strings(&v.sources))),
-                ])
-            })
-            .collect();
-        let inst = &self.rocm_fix;
-        let rocm_fix = J::obj(vec![
-            ("mode", J::s(inst.mode.as_str())),
-            (
-                "config_file",
-                J::obj(vec![
-                    ("path", J::s(&inst.config_file.display().to_string())),
-                    ("exists", J::Raw(inst.config_file_exists.to_string())),
-                    ("warnings", J::Raw(json_strings(&inst.config_warnings))),
-                ]),
-            ),
-            (
-                "ld_so_preload",
-                J::obj(vec![
-                    ("path", J::s(&inst.ld_so_preload.display().to_string())),
-                    ("exists", J::Raw(inst.ld_so_preload_exists.to_string())),
-                    (
-                        "entries",
-                        J::Arr(inst.ld_so_preload_entries.iter().map(entry_json).collect()),
-                    ),
-                ]),
-            ),
-            (
-                "ld_preload",
-                J::Arr(inst.ld_preload_entries.iter().map(entry_json).collect()),
-            ),
-            ("settings", J::map(&inst.settings)),
-        ]);
-        let known = self
-            .known_issues
-            .iter()
-            .map(|k| {
-                let i = &k.issue;
-                let nodes: Vec<String> = k.nodes.iter().map(u32::to_string).collect();
-                J::obj(vec![
-                    ("id", J::s(&i.id)),
-                    ("severity", J::s(i.severity.as_str())),
-                    ("title", J::s(&i.title)),
-                    ("hypothesis", J::Raw(i.hypothesis.to_string())),
-                    ("nodes", J::Raw(format!("[{}]", nodes.join(", ")))),
-                    ("cause", J::s(&i.cause)),
-                    (
-                        "mitigations",
-                        J::Arr(i.mitigations.iter().map(|m| J::Raw(m.to_json())).collect()),
-                    ),
-                    ("sources", J::Raw(json_strings(&i.sources))),
-                ])
-            })
-            .collect();
-        let findings = self
-            .findings
-            .iter()
-            .map(|f| {
-                J::obj(vec![
-                    ("severity", J::s(f.severity.as_str())),
-                    ("topic", J::s(&f.topic)),
-                    ("text", J::s(&f.text)),
-                    ("sources", J::Raw(json_strings(&f.sources))),
-                ])
-            })
-            .collect();
-        let top = J::obj(vec![
-            ("rocm_fix_version", J::s(env!("CARGO_PKG_VERSION"))),
-            (
-                "kfd_topology",
-                J::s(&self.kfd_topology.display().to_string()),
-            ),
-            ("gpus", J::Arr(gpus)),
-            ("kernel", J::opt(self.kernel.as_deref())),
-            (
-                "amdgpu_parameters",
-                self.amdgpu_parameters
-                    .as_ref()
-                    .map_or(J::Raw("null".to_string()), |p| J::map(p)),
-            ),
-            (
-                "rocm_version",
-                self.rocm_version
-                    .as_ref()
-                    .map_or(J::Raw("null".to_string()), |v| {
-                        J::obj(vec![
-                            ("version", J::s(&v.version)),
-                            ("source", J::s(&v.source)),
-                        ])
-                    }),
-            ),
-            ("firmware", firmware),
-            ("risky_environment", J::Arr(risky)),
-            ("rocm_fix", rocm_fix),
-            ("known_issues", J::Arr(known)),
-            ("findings", J::Arr(findings)),
-            ("rocm_installs", J::Raw(self.installs_json().to_string())),
-            ("python", J::Raw(self.python_json().to_string())),
-            ("binaries", J::Raw(self.binaries_json().to_string())),
-        ]);
-        let mut out = String::new();
-        top.render(0, &mut out);
+        let mut out = json::pretty(&self.json());
         out.push('\n');
         out
     }
 
-    fn installs_json(&self) -> serde_json::Value {
-        self.rocm_installs
-            .iter()
-            .map(|i| serde_json::json!({"kind": i.kind, "version": i.version, "source": i.source}))
-            .collect()
-    }
-
-    fn python_json(&self) -> serde_json::Value {
-        match &self.python_runtime {
-            None => serde_json::Value::Null,
-            Some(p) => serde_json::json!({
-                "python": p.python.display().to_string(),
-                "site_packages": p.site_packages.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
-                "found_by": p.how,
-                "libamdhip64": p.runtimes.iter().map(|(f, w)| serde_json::json!({"path": f.display().to_string(), "from": w})).collect::<Vec<_>>(),
-                "torch_hip": p.torch_hip.as_ref().map(|t| t.display().to_string()),
-            }),
-        }
-    }
-
-    fn binaries_json(&self) -> serde_json::Value {
+    fn json(&self) -> ReportJson<'_> {
+        let inst = &self.rocm_fix;
         let chips: Vec<&str> = self.gpus.iter().filter_map(|g| g.gfx.as_deref()).collect();
-        self.binaries
-            .iter()
-            .map(|(p, label, b)| match b {
-                Ok(b) => serde_json::json!({
-                    "path": p.display().to_string(),
-                    "label": label,
-                    "targets": b.targets,
-                    "bundles": b.bundles,
-                    "compressed_bundles": b.compressed,
-                    "covers": chips.iter().map(|c| (c.to_string(), serde_json::json!(hipbin::covers(b, c)))).collect::<serde_json::Map<_, _>>(),
-                }),
-                Err(e) => serde_json::json!({"path": p.display().to_string(), "label": label, "error": e}),
-            })
-            .collect()
+        ReportJson {
+            rocm_fix_version: env!("CARGO_PKG_VERSION"),
+            kfd_topology: self.kfd_topology.display().to_string(),
+            gpus: self
+                .gpus
+                .iter()
+                .map(|g| GpuJson {
+                    node: g.node,
+                    gfx: g.gfx.as_deref(),
+                    gfx_target_version: g.gfx_target_version,
+                    device_id: format!("0x{:04x}", g.device_id),
+                    codename: g.codename.as_deref(),
+                    marketing_name: g.marketing_name.as_deref(),
+                    family: pciids::family_label(g.family),
+                    reported_gfx: g.reported_gfx.as_deref(),
+                    gfx_override: g.gfx_override.as_ref().map(|o| OverrideJson {
+                        variable: &o.variable,
+                        value: &o.value,
+                        verdict: o.verdict.as_str(),
+                        severity: o.verdict.severity().as_str(),
+                        evidence: o.evidence.map(|e| e.as_str()),
+                        issues: json::Inline(&o.issues),
+                        why: &o.why,
+                        sources: json::Inline(&o.sources),
+                    }),
+                    rocm_fix_applies: g.rocm_fix_applies,
+                    notes: json::Inline(&g.notes),
+                })
+                .collect(),
+            kernel: self.kernel.as_deref(),
+            amdgpu_parameters: self.amdgpu_parameters.as_deref(),
+            rocm_version: self.rocm_version.as_ref(),
+            firmware: (!self.firmware.is_empty()).then(|| {
+                self.firmware
+                    .iter()
+                    .map(|c| FirmwareJson {
+                        card: &c.card,
+                        device_id: c.device_id.as_deref(),
+                        versions: &c.versions,
+                    })
+                    .collect()
+            }),
+            risky_environment: self
+                .risky_environment
+                .iter()
+                .map(|v| RiskyJson {
+                    name: &v.name,
+                    value: &v.value,
+                    severity: v.severity.as_str(),
+                    why: &v.why,
+                    sources: json::Inline(&v.sources),
+                })
+                .collect(),
+            rocm_fix: InstallationJson {
+                mode: inst.mode.as_str(),
+                config_file: ConfigFileJson {
+                    path: inst.config_file.display().to_string(),
+                    exists: inst.config_file_exists,
+                    warnings: json::Inline(&inst.config_warnings),
+                },
+                ld_so_preload: LdSoPreloadJson {
+                    path: inst.ld_so_preload.display().to_string(),
+                    exists: inst.ld_so_preload_exists,
+                    entries: inst
+                        .ld_so_preload_entries
+                        .iter()
+                        .map(EntryJson::from)
+                        .collect(),
+                },
+                ld_preload: inst
+                    .ld_preload_entries
+                    .iter()
+                    .map(EntryJson::from)
+                    .collect(),
+                settings: &inst.settings,
+            },
+            known_issues: self
+                .known_issues
+                .iter()
+                .map(|k| {
+                    let i = &k.issue;
+                    KnownIssueJson {
+                        id: &i.id,
+                        severity: i.severity.as_str(),
+                        title: &i.title,
+                        hypothesis: i.hypothesis,
+                        nodes: json::Inline(&k.nodes),
+                        cause: &i.cause,
+                        mitigations: i
+                            .mitigations
+                            .iter()
+                            .map(|m| json::Inline(MitigationJson::from(m)))
+                            .collect(),
+                        sources: json::Inline(&i.sources),
+                    }
+                })
+                .collect(),
+            findings: self
+                .findings
+                .iter()
+                .map(|f| FindingJson {
+                    severity: f.severity.as_str(),
+                    topic: &f.topic,
+                    text: &f.text,
+                    sources: json::Inline(&f.sources),
+                })
+                .collect(),
+            rocm_installs: json::Compact(
+                self.rocm_installs
+                    .iter()
+                    .map(|i| InstallJson {
+                        kind: &i.kind,
+                        source: &i.source,
+                        version: i.version.as_deref(),
+                    })
+                    .collect(),
+            ),
+            python: json::Compact(self.python_runtime.as_ref().map(|p| {
+                PythonJson {
+                    found_by: &p.how,
+                    libamdhip64: p
+                        .runtimes
+                        .iter()
+                        .map(|(f, w)| RuntimeJson {
+                            from: w,
+                            path: f.display().to_string(),
+                        })
+                        .collect(),
+                    python: p.python.display().to_string(),
+                    site_packages: p
+                        .site_packages
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect(),
+                    torch_hip: p.torch_hip.as_ref().map(|t| t.display().to_string()),
+                }
+            })),
+            binaries: json::Compact(
+                self.binaries
+                    .iter()
+                    .map(|(p, label, b)| match b {
+                        Ok(b) => BinaryJson::Read {
+                            bundles: b.bundles,
+                            compressed_bundles: b.compressed,
+                            covers: chips.iter().map(|&c| (c, hipbin::covers(b, c))).collect(),
+                            label,
+                            path: p.display().to_string(),
+                            targets: &b.targets,
+                        },
+                        Err(e) => BinaryJson::Unreadable {
+                            error: e,
+                            label,
+                            path: p.display().to_string(),
+                        },
+                    })
+                    .collect(),
+            ),
+        }
     }
 
     /// The readable report.

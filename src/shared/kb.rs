@@ -12,7 +12,6 @@
 //! src/command/kb.rs.
 
 use crate::pciids;
-use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 const ISSUES_KB: &str = include_str!("kb/issues.kb");
@@ -430,72 +429,6 @@ fn glob(pattern: &str, text: &str) -> bool {
     }
     p.get(pi..)
         .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
-}
-
-// ---------------------------------------------------------------------------
-// JSON for doctor
-// ---------------------------------------------------------------------------
-//
-// How the command presents the knowledge base is the command's
-// (src/command/kb.rs, with serde). These writers remain only because
-// doctor's JSON still uses them; they go when doctor's JSON is written with
-// serde (issue 14).
-
-/// A JSON string literal (quotes included) with proper escaping.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// `"s"` or `null`.
-pub fn json_opt(s: Option<&str>) -> String {
-    s.map_or_else(|| "null".to_string(), json_string)
-}
-
-/// A JSON array of strings.
-pub fn json_strings<S: AsRef<str>>(items: &[S]) -> String {
-    let parts: Vec<String> = items.iter().map(|s| json_string(s.as_ref())).collect();
-    format!("[{}]", parts.join(", "))
-}
-
-fn json_env(env: &[(String, String)]) -> String {
-    let parts: Vec<String> = env
-        .iter()
-        .map(|(k, v)| format!("{}: {}", json_string(k), json_string(v)))
-        .collect();
-    format!("{{{}}}", parts.join(", "))
-}
-
-impl Mitigation {
-    /// One JSON object.
-    pub fn to_json(&self) -> String {
-        format!(
-            "{{\"text\": {}, \"evidence\": {}, \"env\": {}, \"kernel_params\": {}, \
-             \"sources\": {}, \"notes\": {}, \"validation_reports\": {}}}",
-            json_string(&self.text),
-            json_string(self.evidence.as_str()),
-            json_env(&self.env),
-            json_strings(&self.kernel_params),
-            json_strings(&self.sources),
-            json_strings(&self.notes),
-            json_strings(&self.validation_reports)
-        )
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1343,15 +1276,6 @@ mod tests {
         for bad in ["=1", "lower=1", "1A=2", "A B=1", "NOEQUALS"] {
             assert_eq!(parse_env(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn json_is_escaped_and_well_formed() {
-        assert_eq!(
-            json_string("a\"b\\c\nd\u{1}é"),
-            "\"a\\\"b\\\\c\\nd\\u0001é\""
-        );
-        assert_eq!(json_opt(None), "null");
     }
 
     #[test]
