@@ -419,6 +419,8 @@ fn identify(raw: &RawAgent, source: Source) -> Agent {
     let ev = &mut agent.evidence;
     agent.reported_gfx = raw.name.as_deref().and_then(pciids::normalize_gfx_name);
     let mut real: Option<u32> = None;
+    // The table's generation: gfx803 alone cannot tell Polaris (GCN4) from Fiji.
+    let mut real_family: Option<Family> = None;
     match &raw.chip_id {
         Some(Ok(id)) if *id != 0 => {
             agent.chip_id = Some(*id);
@@ -429,6 +431,7 @@ fn identify(raw: &RawAgent, source: Source) -> Agent {
             match pciids::lookup(*id) {
                 Some(c) => {
                     real = Some(c.gfx_target_version);
+                    real_family = Some(c.family());
                     ev.push(format!(
                         "{what} 0x{id:04x} is {} ({}, {}) in the PCI id table; \
                          HSA_OVERRIDE_GFX_VERSION never changes it",
@@ -509,7 +512,7 @@ fn identify(raw: &RawAgent, source: Source) -> Agent {
     }
     if let Some(r) = real {
         agent.real_gfx = Some(topology::gfx_name(r));
-        agent.family = Some(topology::family(r));
+        agent.family = Some(real_family.unwrap_or_else(|| topology::family(r)));
     }
     agent.override_suspected = match (real, reported) {
         (Some(r), Some(p)) => r != p,
@@ -602,7 +605,8 @@ fn findings(agents: &[Agent], source: Source) -> Vec<Finding> {
                         topology::gfx_name(p),
                         pciids::family_label(topology::family(p))
                     );
-                    let (fr, fp) = (topology::family(r), topology::family(p));
+                    let fr = a.family.unwrap_or_else(|| topology::family(r));
+                    let fp = topology::family(p);
                     if fr == Family::Rdna1 && fp == Family::Rdna2 {
                         add("override-rdna1-as-rdna2", said.clone());
                     } else if r / 10000 != p / 10000 || fr != fp {
@@ -1092,8 +1096,43 @@ mod tests {
                     Device Type: GPU\n  Chip ID: 26591(0x67df)\n  SIMDs per CU: 4\n";
         let r = triage(text).unwrap();
         assert!(!r.agents[0].override_suspected, "{:?}", r.agents[0]);
+        assert_eq!(r.agents[0].real_gfx.as_deref(), Some("gfx803"));
+        assert_eq!(r.agents[0].family, Some(Family::Gcn4));
         assert!(
             !finding_ids(&r).iter().any(|i| i.starts_with("override-")),
+            "{:?}",
+            r.findings
+        );
+        // Every GCN and CDNA chip of the table, reporting its own name with
+        // its 4 SIMDs per CU, and every RDNA chip with 2: never an override.
+        for c in pciids::all() {
+            let simds = if c.gfx_target_version < 100000 { 4 } else { 2 };
+            let text = format!(
+                "Agent 2\n  Name: {}\n  Device Type: GPU\n  Chip ID: {}(0x{:04x})\n  \
+                 SIMDs per CU: {simds}\n",
+                c.gfx(),
+                c.device_id,
+                c.device_id
+            );
+            let r = triage(&text).unwrap();
+            let a = &r.agents[0];
+            assert!(!a.override_suspected, "{:#06x}: {a:?}", c.device_id);
+            assert_eq!(a.family, Some(c.family()), "{:#06x}", c.device_id);
+            assert!(
+                !finding_ids(&r).iter().any(|i| i.starts_with("override-")),
+                "{:#06x}: {:?}",
+                c.device_id,
+                r.findings
+            );
+        }
+        // A Polaris card made to report a Vega name is an override across
+        // generations (GCN4 hardware, GCN5 name).
+        let r = triage("Agent 2\n  Name: gfx900\n  Device Type: GPU\n  Chip ID: 26591(0x67df)\n")
+            .unwrap();
+        assert!(r.agents[0].override_suspected);
+        assert_eq!(finding_ids(&r)[0], "override-cross-family");
+        assert!(
+            r.findings[0].detail.contains("gfx803 (GCN4)"),
             "{:?}",
             r.findings
         );

@@ -417,11 +417,14 @@ mod tests {
         assert!(within_padding_budget(0, u64::MAX, 2 << 20));
     }
 
-    const ALL_FAMILIES: [Family; 7] = [
+    const ALL_FAMILIES: [Family; 10] = [
         Family::Rdna1,
         Family::Rdna2,
         Family::Rdna3,
         Family::Rdna4,
+        Family::Gcn2,
+        Family::Gcn3,
+        Family::Gcn4,
         Family::Gcn5,
         Family::Cdna,
         Family::Other,

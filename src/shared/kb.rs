@@ -310,8 +310,13 @@ pub fn chip_matches(entry: &str, query: &str) -> bool {
         pciids::family_from_label(entry),
         pciids::parse_gfx_name(entry),
     ) {
-        // A family entry covers its gfx names and itself.
-        (Some(f), _) => family_of(query) == Some(f),
+        // A family entry covers its gfx names and itself; gfx803 is both
+        // GCN3 (Fiji) and GCN4 (Polaris, Vega M).
+        (Some(f), _) => {
+            family_of(query) == Some(f)
+                || (f == crate::topology::Family::Gcn4
+                    && pciids::parse_gfx_name(query) == Some(80003))
+        }
         // A gfx entry covers the same target (":xnack-" and the like aside)
         // and the family it belongs to.
         (None, Some(v)) => {
@@ -668,7 +673,7 @@ impl<'a> Fields<'a> {
                 || pciids::parse_gfx_name(v).is_some();
             if !ok {
                 return Err(format!(
-                    "{}:{}: chip '{v}' is not a gfx name, a family (rdna1 rdna2 rdna3 rdna4 gcn5 cdna) or 'any'",
+                    "{}:{}: chip '{v}' is not a gfx name, a family (rdna1 rdna2 rdna3 rdna4 gcn2 gcn3 gcn4 gcn5 cdna) or 'any'",
                     self.file, f.line
                 ));
             }
@@ -1195,6 +1200,11 @@ mod tests {
         assert!(chip_matches("gfx1030", "gfx1030:xnack-"));
         assert!(chip_matches("gfx1030", "rdna2"));
         assert!(!chip_matches("gfx1030", "gfx1031"));
+        assert!(chip_matches("gcn4", "gfx803"));
+        assert!(chip_matches("gcn3", "gfx803"));
+        assert!(!chip_matches("gcn4", "gfx802"));
+        assert!(chip_matches("gcn2", "gfx701"));
+        assert!(!chip_matches("gcn5", "gfx803"));
         assert!(!chip_matches("gfx1030", "nonsense"));
         assert!(!chip_matches("nonsense", "nonsense2"));
     }

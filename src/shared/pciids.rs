@@ -18,6 +18,9 @@ pub struct Chip {
     pub device_id: u16,
     /// `major*10000 + minor*100 + stepping`, as KFD publishes it.
     pub gfx_target_version: u32,
+    /// The chip's generation, from the table (gfx803 is GCN3 on Fiji and
+    /// GCN4 on Polaris and Vega M, which the gfx version cannot tell apart).
+    pub family: Family,
     /// Codename, e.g. "Navi23".
     pub codename: &'static str,
     /// Marketing name from the PCI id database, if it gives one.
@@ -32,7 +35,7 @@ impl Chip {
 
     /// The chip's family.
     pub fn family(&self) -> Family {
-        topology::family(self.gfx_target_version)
+        self.family
     }
 }
 
@@ -85,6 +88,7 @@ fn parse_line(line: &'static str) -> Result<Chip, String> {
     };
     let id = next().ok_or("missing device id")?;
     let version = next().ok_or("missing gfx_target_version")?;
+    let family = next().ok_or("missing family")?;
     let codename = next().ok_or("missing codename")?;
     let name = rest.trim();
     let device_id = u16::from_str_radix(id, 16).map_err(|_| format!("bad device id {id:?}"))?;
@@ -94,9 +98,14 @@ fn parse_line(line: &'static str) -> Result<Chip, String> {
         .filter(|_| version.bytes().all(|b| b.is_ascii_digit()))
         .filter(|&v| v >= 10000 && (v / 100) % 100 < 10 && v % 100 < 16)
         .ok_or_else(|| format!("bad gfx_target_version {version:?}"))?;
+    // The upper-case label exactly ("GCN4"), as reports print it.
+    let family = family_from_label(family)
+        .filter(|&f| family_label(f) == family)
+        .ok_or_else(|| format!("bad family {family:?}"))?;
     Ok(Chip {
         device_id,
         gfx_target_version,
+        family,
         codename,
         marketing_name: (!name.is_empty() && name != "-").then_some(name),
     })
@@ -140,6 +149,9 @@ pub fn family_label(f: Family) -> &'static str {
         Family::Rdna2 => "RDNA2",
         Family::Rdna3 => "RDNA3",
         Family::Rdna4 => "RDNA4",
+        Family::Gcn2 => "GCN2",
+        Family::Gcn3 => "GCN3",
+        Family::Gcn4 => "GCN4",
         Family::Gcn5 => "GCN5",
         Family::Cdna => "CDNA",
         Family::Other => "other",
@@ -153,6 +165,9 @@ pub fn family_from_label(s: &str) -> Option<Family> {
         Family::Rdna2,
         Family::Rdna3,
         Family::Rdna4,
+        Family::Gcn2,
+        Family::Gcn3,
+        Family::Gcn4,
         Family::Gcn5,
         Family::Cdna,
     ]
@@ -211,6 +226,70 @@ mod tests {
     }
 
     #[test]
+    fn family_boundaries() {
+        // One id on each side of every generation the table spans, checked
+        // against amdgpu_drv.c's pciidlist and kgd2kfd_probe (or pci.ids and
+        // LLVM for IP-discovery parts).
+        for (id, gfx, codename, family) in [
+            (0x1304, "gfx700", "Kaveri", Family::Gcn2), // APU (AMD_IS_APU)
+            (0x67b1, "gfx701", "Hawaii", Family::Gcn2), // R9 290/390
+            (0x665c, "gfx704", "Bonaire", Family::Gcn2),
+            (0x9830, "gfx703", "Kabini", Family::Gcn2), // APU
+            (0x6900, "gfx802", "Topaz", Family::Gcn3),
+            (0x6939, "gfx802", "Tonga", Family::Gcn3), // R9 285/380
+            (0x9874, "gfx801", "Carrizo", Family::Gcn3), // APU
+            (0x98e4, "gfx810", "Stoney", Family::Gcn3), // APU
+            (0x7300, "gfx803", "Fiji", Family::Gcn3),  // R9 Fury/Nano
+            (0x67df, "gfx803", "Polaris10", Family::Gcn4), // RX 470-590
+            (0x67ef, "gfx803", "Polaris11", Family::Gcn4), // RX 460/560
+            (0x699f, "gfx803", "Polaris12", Family::Gcn4), // RX 550
+            (0x6fdf, "gfx803", "Polaris10", Family::Gcn4), // RX 580 2048SP
+            (0x694c, "gfx803", "VegaM", Family::Gcn4),
+            (0x6863, "gfx900", "Vega10", Family::Gcn5),
+            (0x15dd, "gfx902", "Raven", Family::Gcn5), // APU
+            (0x738c, "gfx908", "Arcturus", Family::Cdna),
+            (0x740f, "gfx90a", "Aldebaran", Family::Cdna),
+            (0x74a1, "gfx942", "AquaVanjaram", Family::Cdna),
+            (0x74b6, "gfx942", "AquaVanjaram", Family::Cdna), // from amdgpu.ids
+            (0x75a3, "gfx950", "AquaVanjaram", Family::Cdna),
+            (0x731f, "gfx1010", "Navi10", Family::Rdna1),
+            (0x13fe, "gfx1013", "CyanSkillfish", Family::Rdna1), // APU
+            (0x73bf, "gfx1030", "Navi21", Family::Rdna2),
+            (0x1506, "gfx1036", "Mendocino", Family::Rdna2), // APU
+            (0x744c, "gfx1100", "Navi31", Family::Rdna3),
+            (0x15bf, "gfx1103", "Phoenix", Family::Rdna3), // APU
+            (0x1586, "gfx1151", "StrixHalo", Family::Rdna3), // APU
+            (0x7550, "gfx1201", "Navi48", Family::Rdna4),
+        ] {
+            let c = lookup(id).unwrap_or_else(|| panic!("{id:#06x} missing"));
+            assert_eq!(
+                (c.gfx().as_str(), c.codename, c.family()),
+                (gfx, codename, family),
+                "{id:#06x}"
+            );
+        }
+    }
+
+    #[test]
+    fn table_families_agree_with_the_gfx_versions() {
+        // The FAMILY column may differ from the ISA's family only where the
+        // ISA is shared: Polaris and Vega M are gfx803 like Fiji.
+        for c in all() {
+            let by_isa = topology::family(c.gfx_target_version);
+            let ok = c.family == by_isa
+                || (c.family == Family::Gcn4
+                    && c.gfx_target_version == 80003
+                    && (c.codename.starts_with("Polaris") || c.codename == "VegaM"));
+            assert!(
+                ok,
+                "{:#06x} {} {:?} vs {:?}",
+                c.device_id, c.codename, c.family, by_isa
+            );
+            assert_ne!(c.family, Family::Other, "{:#06x}", c.device_id);
+        }
+    }
+
+    #[test]
     fn lookup_gives_names_and_none_for_unknown_ids() {
         let c = lookup(0x73ff).unwrap();
         assert_eq!(c.codename, "Navi23");
@@ -218,7 +297,14 @@ mod tests {
         assert_eq!(lookup(0x686a).unwrap().marketing_name, None);
         assert_eq!(lookup(0x0000), None);
         assert_eq!(lookup(0xffff), None);
-        assert_eq!(lookup(0x67df), None); // Polaris: out of scope, not in the table
+        let c = lookup(0x67df).unwrap();
+        assert_eq!(c.codename, "Polaris10");
+        assert_eq!(
+            c.marketing_name,
+            Some("Radeon RX 470/480/570/570X/580/580X/590")
+        );
+        // Southern Islands (GCN1) never had KFD support: not in the table.
+        assert_eq!(lookup(0x6798), None); // Tahiti, HD 7970
     }
 
     #[test]
@@ -260,17 +346,24 @@ mod tests {
         assert_eq!(family_label(Family::Rdna2), "RDNA2");
         assert_eq!(family_from_label("rdna1"), Some(Family::Rdna1));
         assert_eq!(family_from_label("CDNA"), Some(Family::Cdna));
+        assert_eq!(family_from_label("gcn4"), Some(Family::Gcn4));
+        assert_eq!(family_label(Family::Gcn2), "GCN2");
         assert_eq!(family_from_label("other"), None);
         assert_eq!(family_from_label("gfx1030"), None);
     }
 
     #[test]
     fn malformed_lines_are_reported_with_line_numbers() {
-        let (good, errs) = parse("# c\n73FF 100302 Navi23 x\nZZZZ 1 a b\n73BF 10030 Navi21 -\n")
-            .expect_err("should fail");
+        let (good, errs) = parse(
+            "# c\n73FF 100302 RDNA2 Navi23 x\nZZZZ 1 RDNA2 a b\n73BF 10030 RDNA2 Navi21 -\n\
+             67DF 80003 gcn4 Polaris10 -\n67DF 80003 Polaris10\n",
+        )
+        .expect_err("should fail");
         assert_eq!(good.len(), 1);
-        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs.len(), 4, "{errs:?}");
         assert!(errs[0].starts_with("pci_ids.txt:3:"), "{errs:?}");
         assert!(errs[1].starts_with("pci_ids.txt:4:"), "{errs:?}");
+        assert!(errs[2].contains("bad family"), "{errs:?}");
+        assert!(errs[3].starts_with("pci_ids.txt:6:"), "{errs:?}");
     }
 }

@@ -118,11 +118,19 @@ pub enum Family {
     Rdna3,
     /// gfx120x.
     Rdna4,
+    /// gfx700–gfx705 (Sea Islands: Kaveri, Bonaire, Hawaii, Kabini, Mullins).
+    Gcn2,
+    /// gfx801–gfx810 (Volcanic Islands: Carrizo, Topaz, Tonga, Fiji, Stoney).
+    /// Polaris and Vega M share Fiji's gfx803, so a bare gfx803 is GCN3 here;
+    /// the PCI id table tells them apart as [`Family::Gcn4`].
+    Gcn3,
+    /// Polaris and Vega M (gfx803): only a PCI device id tells them from Fiji.
+    Gcn4,
     /// gfx900–gfx90c other than gfx908/gfx90a (Vega, Raven, Renoir, MI50/60).
     Gcn5,
     /// gfx908, gfx90a, gfx94x, gfx95x (MI100 and later).
     Cdna,
-    /// Anything else (older GCN, gfx1000, gfx125x, unknown future chips, 0).
+    /// Anything else (GCN1/gfx6, gfx1000, gfx125x, unknown future chips, 0).
     Other,
 }
 
@@ -134,6 +142,9 @@ impl Family {
             Family::Rdna2 => "rdna2",
             Family::Rdna3 => "rdna3",
             Family::Rdna4 => "rdna4",
+            Family::Gcn2 => "gcn2",
+            Family::Gcn3 => "gcn3",
+            Family::Gcn4 => "gcn4",
             Family::Gcn5 => "gcn5",
             Family::Cdna => "cdna",
             Family::Other => "other",
@@ -157,6 +168,10 @@ pub fn family(gfx_target_version: u32) -> Family {
         (9, 0) if v <= 90012 => Family::Gcn5,
         // GFX9.4 (MI300: gfx940/941/942) and 9.5 (gfx950).
         (9, 4) | (9, 5) => Family::Cdna,
+        // GFX7 (gfx700–gfx705) and GFX8 (gfx801–gfx805, gfx810 Stoney).
+        (7, 0) if v <= 70005 => Family::Gcn2,
+        (8, 0) if (80001..=80005).contains(&v) => Family::Gcn3,
+        (8, 1) if v == 80100 => Family::Gcn3,
         _ => Family::Other,
     }
 }
@@ -367,7 +382,26 @@ mod tests {
         for v in [90008, 90010, 90400, 90401, 90402, 90500] {
             assert_eq!(family(v), Family::Cdna, "{v}");
         }
-        for v in [0, 80003, 90013, 100000, 100200, 120500, u32::MAX] {
+        for v in [70000, 70001, 70002, 70003, 70004, 70005] {
+            assert_eq!(family(v), Family::Gcn2, "{v}");
+        }
+        // gfx803 is Fiji (GCN3) and Polaris (GCN4): by ISA alone, GCN3.
+        for v in [80001, 80002, 80003, 80005, 80100] {
+            assert_eq!(family(v), Family::Gcn3, "{v}");
+        }
+        for v in [
+            0,
+            60000,
+            60001,
+            70006,
+            80000,
+            80101,
+            90013,
+            100000,
+            100200,
+            120500,
+            u32::MAX,
+        ] {
             assert_eq!(family(v), Family::Other, "{v}");
         }
     }
