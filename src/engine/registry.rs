@@ -275,38 +275,6 @@ impl Slots {
         // SAFETY: as above, owned mutably.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.cast::<u64>(), self.cap) }
     }
-
-    fn words(&self) -> &[u64] {
-        if self.cap == 0 {
-            return &[];
-        }
-        // SAFETY: cap u64 after the keys.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u64>().add(self.cap), self.cap) }
-    }
-
-    fn words_mut(&mut self) -> &mut [u64] {
-        if self.cap == 0 {
-            return &mut [];
-        }
-        // SAFETY: as above, owned mutably.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.cast::<u64>().add(self.cap), self.cap) }
-    }
-
-    fn tags(&self) -> &[u8] {
-        if self.cap == 0 {
-            return &[];
-        }
-        // SAFETY: cap bytes after the words.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(16 * self.cap), self.cap) }
-    }
-
-    fn tags_mut(&mut self) -> &mut [u8] {
-        if self.cap == 0 {
-            return &mut [];
-        }
-        // SAFETY: as above, owned mutably.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(16 * self.cap), self.cap) }
-    }
 }
 
 impl Drop for Slots {
@@ -330,6 +298,13 @@ impl Drop for Slots {
 /// Bytes the registries' tables hold now and at most (peak), for scripts/bench.
 pub fn held_bytes() -> (usize, usize) {
     (HELD.load(Ordering::Relaxed), PEAK.load(Ordering::Relaxed))
+}
+
+/// Where a key's probe run ends.
+enum Probe {
+    Found(usize),
+    Free(usize),
+    Full,
 }
 
 /// One shard: linear probing with backward-shift deletion (no tombstones).
@@ -362,36 +337,52 @@ impl Table {
     }
 
     fn meta(&self, i: usize) -> Option<Meta> {
-        Some(Meta {
-            word: *self.slots.words().get(i)?,
-            tag: *self.slots.tags().get(i)?,
+        // SAFETY: i < cap, and each array holds cap elements.
+        (i < self.cap()).then(|| unsafe {
+            Meta {
+                word: *self.slots.ptr.cast::<u64>().add(self.cap() + i),
+                tag: *self.slots.ptr.add(16 * self.cap() + i),
+            }
         })
     }
 
     fn set(&mut self, i: usize, key: u64, m: Meta) {
         if i < self.cap() {
-            self.slots.keys_mut()[i] = key;
-            self.slots.words_mut()[i] = m.word;
-            self.slots.tags_mut()[i] = m.tag;
+            // SAFETY: i < cap, and each array holds cap elements.
+            unsafe {
+                *self.slots.ptr.cast::<u64>().add(i) = key;
+                *self.slots.ptr.cast::<u64>().add(self.cap() + i) = m.word;
+                *self.slots.ptr.add(16 * self.cap() + i) = m.tag;
+            }
         }
     }
 
     fn find(&self, key: u64) -> Option<usize> {
-        let cap = self.cap();
-        if cap == 0 || key == EMPTY {
-            return None;
+        match self.probe(key) {
+            Probe::Found(i) => Some(i),
+            Probe::Free(_) | Probe::Full => None,
         }
+    }
+
+    /// One pass along `key`'s probe run: its slot, or the free slot that
+    /// ends the run. Bounded even if the table is completely full (growth
+    /// failed).
+    fn probe(&self, key: u64) -> Probe {
         let keys = self.slots.keys();
+        let cap = keys.len();
+        if cap == 0 || key == EMPTY {
+            return Probe::Full;
+        }
         let mut i = home(key, cap);
-        // Bounded even if the table is completely full (growth failed).
         for _ in 0..cap {
-            match *keys.get(i)? {
-                k if k == key => return Some(i),
-                EMPTY => return None,
-                _ => i = self.next(i),
+            match keys.get(i).copied() {
+                Some(k) if k == key => return Probe::Found(i),
+                Some(EMPTY) => return Probe::Free(i),
+                Some(_) => i = if i + 1 == cap { 0 } else { i + 1 },
+                None => break,
             }
         }
-        None
+        Probe::Full
     }
 
     fn get(&self, key: u64) -> Option<Alloc> {
@@ -421,17 +412,24 @@ impl Table {
     /// behind our back). Returns the replaced entry. On allocation failure the
     /// table keeps working at a higher load; a full table drops the entry.
     fn insert(&mut self, key: u64, meta: Meta) -> Option<Alloc> {
-        if let Some(i) = self.find(key) {
-            let old = self.meta(i).map(|m| to_alloc(key, &m));
-            self.set(i, key, meta);
-            return old;
+        match self.probe(key) {
+            Probe::Found(i) => {
+                let old = self.meta(i).map(|m| to_alloc(key, &m));
+                self.set(i, key, meta);
+                old
+            }
+            Probe::Free(i) if self.len.saturating_add(1).saturating_mul(5) <= self.cap() * 4 => {
+                self.set(i, key, meta);
+                self.len += 1;
+                None
+            }
+            _ => {
+                let want = self.cap().saturating_add(self.cap() / 2).max(MIN_CAP);
+                self.resize(want);
+                self.place(key, meta);
+                None
+            }
         }
-        if self.len.saturating_add(1).saturating_mul(5) > self.cap().saturating_mul(4) {
-            let want = self.cap().saturating_add(self.cap() / 2).max(MIN_CAP);
-            self.resize(want);
-        }
-        self.place(key, meta);
-        None
     }
 
     fn remove(&mut self, key: u64) -> Option<Alloc> {
