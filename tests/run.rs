@@ -515,6 +515,11 @@ fn report_bundles_the_last_run_and_matches_the_kernel_fault_to_the_journal() {
         ),
     )
     .unwrap();
+    // What `run --log-level` leaves: clr's log, one file per process.
+    let amd_log: String = (0..400)
+        .map(|i| format!(":3:rocvirtual.cpp :1 : line {i}\n"))
+        .collect();
+    std::fs::write(run_dir.join("amd-log-attempt-1_4242"), amd_log).unwrap();
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     let run = Run::from(
@@ -547,6 +552,15 @@ fn report_bundles_the_last_run_and_matches_the_kernel_fault_to_the_journal() {
     assert!(md.contains("matches rocm-fix's journal: fault at"), "{md}");
     assert!(md.contains("HSA_OVERRIDE_GFX_VERSION=10.3.0"), "{md}");
     assert!(md.contains("## System (rocm-fix doctor)"), "{md}");
+    assert!(
+        md.contains("amd-log-attempt-1_4242: 400 lines, the last 300:"),
+        "{md}"
+    );
+    assert!(
+        md.contains("line 399\n") && !md.contains("line 99\n"),
+        "{md}"
+    );
+    assert_eq!(json["amd_logs"][0]["lines"], 400, "{json:#}");
     assert!(
         json["run_report"]["attempts"][0]["gpu_fault"].is_object(),
         "{json:#}"

@@ -189,6 +189,7 @@ pub fn collect(opts: &Options) -> (String, Value) {
     let mut run_report = Value::Null;
     let mut journal_text = String::new();
     let mut journals = Vec::new();
+    let amd_logs = run_dir.as_deref().map(amd_logs).unwrap_or_default();
     match &run_dir {
         None => missing.push(Missing {
             what: "run folder".into(),
@@ -259,6 +260,9 @@ pub fn collect(opts: &Options) -> (String, Value) {
         "kernel_faults_suppressed": log.suppressed,
         "journal_matches": matches,
         "amdgpu_lines": lines,
+        "amd_logs": amd_logs.iter().map(|l| json!({
+            "file": l.file, "lines": l.lines, "tail": l.tail,
+        })).collect::<Vec<_>>(),
         "environment": env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
         "doctor": doctor_json,
         "not_read": missing.iter().map(|m| json!({"what": m.what, "why": m.why})).collect::<Vec<_>>(),
@@ -347,6 +351,26 @@ pub fn collect(opts: &Options) -> (String, Value) {
         }
         let _ = writeln!(md, "```");
     }
+    let _ = writeln!(md, "\n## Runtime log (AMD_LOG_LEVEL)\n");
+    if amd_logs.is_empty() {
+        let _ = writeln!(
+            md,
+            "None in the run folder: `rocm-fix run --log-level 4 …` captures it."
+        );
+    }
+    for l in &amd_logs {
+        let _ = writeln!(
+            md,
+            "{}: {} lines, the last {}:\n\n```",
+            l.file,
+            l.lines,
+            l.tail.len()
+        );
+        for t in &l.tail {
+            let _ = writeln!(md, "{t}");
+        }
+        let _ = writeln!(md, "```\n");
+    }
     let _ = writeln!(md, "\n## Not read\n");
     if missing.is_empty() {
         let _ = writeln!(md, "Everything was read.");
@@ -364,6 +388,47 @@ pub fn collect(opts: &Options) -> (String, Value) {
         );
     }
     (md, json)
+}
+
+/// One runtime log of the run (`rocm-fix run --log-level`): clr writes
+/// AMD_LOG_LEVEL_FILE + "_" + pid, one file per process.
+pub struct AmdLog {
+    pub file: String,
+    pub lines: usize,
+    /// The last lines, where the fault is: a level-4 log runs to millions.
+    pub tail: Vec<String>,
+}
+
+const AMD_LOG_TAIL: usize = 300;
+
+fn amd_logs(dir: &Path) -> Vec<AmdLog> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("amd-log-attempt-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    paths
+        .iter()
+        .filter_map(|p| {
+            let bytes = std::fs::read(p).ok()?;
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            Some(AmdLog {
+                file: p.file_name()?.to_string_lossy().into_owned(),
+                lines: all.len(),
+                tail: all[all.len().saturating_sub(AMD_LOG_TAIL)..]
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect(),
+            })
+        })
+        .collect()
 }
 
 /// Writes `rocm-fix-report.md` and `rocm-fix-report.json`; returns their

@@ -7,6 +7,7 @@ use crate::abi::*;
 use crate::policy;
 use crate::state::{real, State};
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 #[derive(Clone, Copy, Debug)]
@@ -101,8 +102,19 @@ fn pools() -> &'static [PoolInfo] {
     if let Some(p) = POOLS.get() {
         return p;
     }
+    // HIP is loaded and HSA's agent walk cannot be found: HSA is not in
+    // reach of the front (libamdhip64 needs libhsa-runtime64, so it would be
+    // loaded by now). Asking again would go through dlsym on every padded
+    // allocation, under the loader's lock.
+    static NO_HSA: AtomicBool = AtomicBool::new(false);
+    if NO_HSA.load(Ordering::Relaxed) {
+        return &[];
+    }
     let learnt = learn();
     if learnt.is_empty() {
+        if real(RealFn::HsaIterateAgents) == 0 && real(RealFn::HipMalloc) != 0 {
+            NO_HSA.store(true, Ordering::Relaxed);
+        }
         return &[];
     }
     POOLS.get_or_init(|| learnt)

@@ -220,7 +220,7 @@ impl Slots {
 
     /// `cap` empty slots, or None when memory cannot be had.
     fn zeroed(cap: usize) -> Option<Slots> {
-        let bytes = cap.checked_mul(SLOT_BYTES)?;
+        let bytes = Slots::block_bytes(cap)?;
         if bytes == 0 {
             return Some(Slots::empty());
         }
@@ -241,11 +241,15 @@ impl Slots {
             }
             p
         } else {
-            // SAFETY: calloc of a non-zero size; zeroed, aligned for u64.
-            let p = unsafe { libc::calloc(1, bytes) };
+            // Whole cache lines of its own: two threads' small tables must
+            // not share a line (the hot path would bounce it between cores).
+            // SAFETY: a non-zero multiple of the alignment, zeroed below.
+            let p = unsafe { libc::aligned_alloc(64, bytes) };
             if p.is_null() {
                 return None;
             }
+            // SAFETY: p holds `bytes` writable bytes.
+            unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
             p
         };
         let held = HELD.fetch_add(bytes, Ordering::Relaxed) + bytes;
@@ -257,7 +261,18 @@ impl Slots {
     }
 
     fn bytes(&self) -> usize {
-        self.cap * SLOT_BYTES
+        Slots::block_bytes(self.cap).unwrap_or(0)
+    }
+
+    /// The block for `cap` slots: mapped blocks in whole pages, others in
+    /// whole cache lines.
+    fn block_bytes(cap: usize) -> Option<usize> {
+        let bytes = cap.checked_mul(SLOT_BYTES)?;
+        if bytes >= MAP_BYTES {
+            Some(bytes)
+        } else {
+            bytes.checked_next_multiple_of(64)
+        }
     }
 
     fn keys(&self) -> &[u64] {
@@ -1017,7 +1032,10 @@ mod tests {
             assert!(r.remove((1 << 44) + (i << 12)).is_some());
         }
         // What is left: the smallest table of each shard used.
-        assert!(r.memory_bytes() <= size_of::<Registry>() + SHARDS * MIN_CAP * SLOT_BYTES);
+        assert!(
+            r.memory_bytes()
+                <= size_of::<Registry>() + SHARDS * (MIN_CAP * SLOT_BYTES).next_multiple_of(64)
+        );
     }
 
     #[test]
