@@ -80,6 +80,40 @@ fn an_over_read_past_the_padding_crashes_once_then_completes() {
 }
 
 #[test]
+fn a_fault_past_the_new_padding_pads_again_farther() {
+    let dir = tmpdir("run-regrow");
+    let report = dir.join("report.json");
+    let simwork = program("simwork");
+    // Reads 2 MiB + 1 byte past the end: the first fault is seen 64 KiB past it
+    // (the end of the default sink), the next 2 MiB past it (the 2M padding).
+    let mut c = sim_command(&bin("rocm-fix-run"), "gfx1010");
+    c.arg("--report")
+        .arg(&report)
+        .arg(&simwork)
+        .args(["malloc:0x200000", "read:0:0:0x400001"]);
+    let run = Run::from(c.output().unwrap());
+    assert_eq!(run.code, Some(0), "the third attempt completes: {run:#?}");
+    assert!(
+        run.stderr
+            .contains("Next: attempt 2 with ROCM_FIX_PAD=2M — Pad past buffer ends"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "(2097152 bytes past the end of a 2097152-byte device allocation). \
+             Next: attempt 3 with ROCM_FIX_PAD=4M"
+        ),
+        "{}",
+        run.stderr
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["attempts"][2]["rung"], "pad-2m", "{r:#}");
+    assert_eq!(r["attempts"][2]["exit"]["code"], 0, "{r:#}");
+}
+
+#[test]
 fn no_retry_means_the_fault_is_the_exit_status() {
     let simwork = program("simwork");
     let mut c = sim_command(&bin("rocm-fix-run"), "gfx1010");

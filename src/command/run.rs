@@ -402,6 +402,21 @@ pub fn read_fault(journal: &Path) -> Option<Fault> {
     })
 }
 
+/// After an attempt with padding `used`, whether this fault calls for more:
+/// it is past the end again, farther than that padding reaches (a GPU reports
+/// the first page it could not read, so the first fault only bounds the
+/// over-read from below), and twice its distance is more padding than was
+/// used. The padding rung is then climbed again, with the larger size.
+pub fn padding_grows(used: Option<&str>, fault: &Fault) -> bool {
+    let Some(past) = fault.past_end.filter(|&p| p >= 0) else {
+        return false;
+    };
+    let want =
+        rocm_fix_shared::config::pad_value(&rocm_fix_shared::config::suggested_pad(past as u64));
+    let had = used.and_then(rocm_fix_shared::config::pad_value);
+    matches!((want, had), (Some(w), Some(h)) if w > h)
+}
+
 /// The environment changes of a rung, adapted to the fault: the padding rung
 /// pads at least twice as far as the kernel over-read.
 pub fn rung_changes(rung: &Rung, fault: Option<&Fault>, plan: &Plan) -> EnvChanges {
@@ -756,6 +771,8 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus, RunError> {
     let mut env_now = plan.env.clone();
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut next: Option<(Rung, EnvChanges)> = None;
+    // The padding rung of the attempt that just ran, if it was one.
+    let mut padded_by: Option<Rung> = None;
     // Ordered once the first fault says what kind it is.
     let mut all_rungs = Some(rungs);
     let mut rungs_left = Vec::new().into_iter();
@@ -767,7 +784,10 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus, RunError> {
         let number = attempts.len() as u32 + 1;
         let journal = dir.join(format!("attempt-{number}.jsonl"));
         let (rung, changes) = match next.take() {
-            Some((r, c)) => (Some(r.id.clone()), c),
+            Some((r, c)) => {
+                padded_by = is_padding(&r).then(|| r.clone());
+                (Some(r.id.clone()), c)
+            }
             None => (None, plan.env.clone()),
         };
         if number > 1 {
@@ -881,8 +901,12 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus, RunError> {
             rungs_left = order_rungs(r, Some(&f), opts.retries).into_iter();
         }
         let retries_done = attempts.len() as u32 - 1;
+        let used_pad = env_now.get("ROCM_FIX_PAD").cloned().flatten();
         let upcoming = if retries_done < opts.retries && STOP.load(Ordering::Relaxed) == 0 {
-            rungs_left.next()
+            match padded_by.take() {
+                Some(r) if padding_grows(used_pad.as_deref(), &f) => Some(r),
+                _ => rungs_left.next(),
+            }
         } else {
             None
         };
@@ -1140,6 +1164,22 @@ mod tests {
             Some(&Some("on".to_string())),
             "padding needs an active mode"
         );
+    }
+
+    #[test]
+    fn padding_grows_when_the_fault_moved_past_it() {
+        let past = |p: i64| Fault {
+            past_end: Some(p),
+            ..Default::default()
+        };
+        // 2M of padding, then a fault 2 MiB past the end: 4M is next.
+        assert!(padding_grows(Some("2M"), &past(2 << 20)));
+        // Within what was used: padding is not the answer.
+        assert!(!padding_grows(Some("2M"), &past(4096)));
+        assert!(!padding_grows(Some("2M"), &past(-4096)));
+        assert!(!padding_grows(None, &past(2 << 20)));
+        // At the limit it cannot grow.
+        assert!(!padding_grows(Some("1G"), &past(1 << 30)));
     }
 
     #[test]

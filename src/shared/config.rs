@@ -531,6 +531,11 @@ enum SizeError {
     TooLarge,
 }
 
+/// A ROCM_FIX_PAD value in bytes, or None when it is not one.
+pub fn pad_value(s: &str) -> Option<usize> {
+    parse_size(s.trim()).ok()
+}
+
 /// Decimal bytes with an optional binary K, M or G suffix (either case).
 fn parse_size(s: &str) -> Result<usize, SizeError> {
     let (digits, shift) = match s.chars().last() {
