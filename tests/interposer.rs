@@ -809,4 +809,23 @@ fn a_huge_rocm_fix_pad_never_takes_the_room_a_fitting_workload_needs() {
         1,
         "{with:#?}"
     );
+    // Freed padding goes back to the budget: buffers made and freed one
+    // after another are padded every time (128M each, budget 256M).
+    let cycle = [
+        "malloc:0x200000",
+        "free:0",
+        "malloc:0x200000",
+        "free:1",
+        "malloc:0x200000",
+        "free:2",
+        "malloc:0x200000",
+    ];
+    let env = [
+        ("ROCM_FIX_PAD", "128M"),
+        ("HSA_RESERVE_SVM", "1"),
+        ("ROCM_FIX_STATS", "1"),
+    ];
+    let (_, with) = both(simwork_cmd("gfx1010", &cycle), &env);
+    assert!(!with.stderr.contains("padding stopped"), "{with:#?}");
+    assert!(with.stderr.contains("protected 4 "), "{with:#?}");
 }

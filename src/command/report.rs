@@ -412,23 +412,53 @@ fn amd_logs(dir: &Path) -> Vec<AmdLog> {
                 .collect()
         })
         .unwrap_or_default();
-    paths.sort();
-    paths
-        .iter()
-        .filter_map(|p| {
-            let bytes = std::fs::read(p).ok()?;
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            Some(AmdLog {
-                file: p.file_name()?.to_string_lossy().into_owned(),
-                lines: all.len(),
-                tail: all[all.len().saturating_sub(AMD_LOG_TAIL)..]
-                    .iter()
-                    .map(|l| l.to_string())
-                    .collect(),
-            })
-        })
-        .collect()
+    // Attempt 2 before attempt 10.
+    paths.sort_by_key(|p| {
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let n: String = name["amd-log-attempt-".len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        (n.parse::<u64>().unwrap_or(u64::MAX), name)
+    });
+    paths.iter().filter_map(|p| amd_log(p)).collect()
+}
+
+/// Streams the file: only the tail is kept, however long the log.
+fn amd_log(path: &Path) -> Option<AmdLog> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut reader = std::io::BufReader::new(file);
+    let mut tail = std::collections::VecDeque::with_capacity(AMD_LOG_TAIL);
+    let mut lines = 0;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        lines += 1;
+        if tail.len() == AMD_LOG_TAIL {
+            tail.pop_front();
+        }
+        // A line of a few KiB at most: a runaway one is cut.
+        buf.truncate(4096);
+        let line = String::from_utf8_lossy(&buf);
+        tail.push_back(line.trim_end_matches(['\n', '\r']).to_string());
+    }
+    Some(AmdLog {
+        file: path.file_name()?.to_string_lossy().into_owned(),
+        lines,
+        tail: tail.into(),
+    })
 }
 
 /// Writes `rocm-fix-report.md` and `rocm-fix-report.json`; returns their

@@ -183,10 +183,14 @@ fn padding_budget_allows(st: &State, node: Option<u32>, pad: u64) -> bool {
     static SAID: AtomicBool = AtomicBool::new(false);
     if !st.secure && !SAID.swap(true, Ordering::Relaxed) {
         eprintln!(
-            "rocm-fix: padding stopped at {} MiB, 1/32 of this GPU's memory: ROCM_FIX_PAD={} asks \
-             for more than it can spare; further buffers that end at their block's end are left \
-             as they are.",
-            (vram / 32) >> 20,
+            "rocm-fix: padding stopped at {} MiB, {}: ROCM_FIX_PAD={} asks for more than it can \
+             spare; further buffers that end at their block's end are left as they are.",
+            policy::padding_budget(vram) >> 20,
+            if vram == 0 {
+                "1/32 of a 4 GiB GPU (this GPU's memory size is unknown)"
+            } else {
+                "1/32 of this GPU's memory"
+            },
             rocm_fix_shared::config::show_size(st.cfg.pad_bytes)
         );
     }
@@ -302,7 +306,6 @@ fn device_alloc(
             free(exact);
             stats::add(Stat::Padded, 1);
             stats::add(Stat::PaddedBytes, (total - size) as u64);
-            PADDED_VRAM.fetch_add((total - size) as u64, Ordering::Relaxed);
             record(ptr, size, total - size, kind, device);
             return r2;
         }

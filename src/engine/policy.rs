@@ -377,13 +377,22 @@ pub fn fallback_pad(cover: usize) -> usize {
     cover
 }
 
-/// Whether `pad` more bytes of padding fit the budget: 1/32 of the GPU's
-/// `vram`, with `padded` bytes already in use. A GPU whose size is unknown
-/// (0: its pools were not found) has no budget to enforce: each padded
-/// allocation is still bounded by ROCM_FIX_PAD and falls back to the exact
-/// one when the runtime refuses it.
+/// The most VRAM padding may hold at once: 1/32 of the GPU's `vram`. A GPU
+/// whose size is unknown (0: its pools were not found) gets the budget of the
+/// smallest RDNA1/2 cards, 4 GiB (RX 5500 XT, RX 6500 XT): padding must never
+/// take the room a workload that fits without rocm-fix needs.
+pub fn padding_budget(vram: u64) -> u64 {
+    if vram == 0 {
+        (4u64 << 30) / 32
+    } else {
+        vram / 32
+    }
+}
+
+/// Whether `pad` more bytes of padding fit the budget, with `padded` bytes
+/// already in use.
 pub fn within_padding_budget(vram: u64, padded: u64, pad: u64) -> bool {
-    vram == 0 || padded.saturating_add(pad) <= vram / 32
+    padded.saturating_add(pad) <= padding_budget(vram)
 }
 
 /// The size to allocate so that `pad` bytes of mapped memory follow the
@@ -413,8 +422,9 @@ mod tests {
         assert!(within_padding_budget(vram, 0, 256 << 20));
         assert!(!within_padding_budget(vram, 1, 256 << 20));
         assert!(!within_padding_budget(vram, 255 << 20, 2 << 20));
-        // Unknown size: nothing to enforce, so padding is not refused.
-        assert!(within_padding_budget(0, u64::MAX, 2 << 20));
+        // Unknown size: the budget of a 4 GiB card.
+        assert!(within_padding_budget(0, 0, 128 << 20));
+        assert!(!within_padding_budget(0, 64 << 20, 65 << 20));
     }
 
     const ALL_FAMILIES: [Family; 10] = [
