@@ -622,6 +622,34 @@ fn report_bundles_the_last_run_and_matches_the_kernel_fault_to_the_journal() {
         "{}",
         run.stdout
     );
+    // A FIFO is refused at once, never waited on.
+    let fifo = dir.join("klog.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let run = Run::from(
+        rocm_fix(
+            None,
+            &[
+                "report",
+                "--kernel-log",
+                fifo.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .env("XDG_STATE_HOME", &state)
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stdout.contains("is not a regular file"),
+        "{}",
+        run.stdout
+    );
     let run = Run::from(
         rocm_fix(None, &["report", "--run", "/nonexistent"])
             .output()

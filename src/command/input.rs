@@ -16,13 +16,19 @@ pub const NOT_REGULAR: &str = "is not a regular file";
 /// device, socket or folder is never opened: it is `InvalidInput`, with
 /// [`NOT_REGULAR`] in the message; a larger file is `InvalidData`.
 pub fn read_regular(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
+    read_capped(&mut open_regular(path)?, cap)
+}
+
+/// The regular file `path`, opened for reading, for a caller that streams it;
+/// refused as [`read_regular`] refuses.
+pub fn open_regular(path: &Path) -> io::Result<std::fs::File> {
     let before = std::fs::metadata(path)?;
     if !before.is_file() {
         return Err(not_regular(&before));
     }
     // O_NONBLOCK: were the file swapped for a FIFO after the stat, the open
     // returns at once and the fstat below refuses it.
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
@@ -30,7 +36,7 @@ pub fn read_regular(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
     if !now.is_file() || now.dev() != before.dev() || now.ino() != before.ino() {
         return Err(not_regular(&now));
     }
-    read_capped(&mut f, cap)
+    Ok(f)
 }
 
 /// At most `cap` bytes of `r`; more is `InvalidData`.

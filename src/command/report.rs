@@ -61,16 +61,17 @@ fn relevant_env() -> Vec<(String, String)> {
 
 /// The kernel log: the file given, or `dmesg`, or `journalctl -k`.
 pub fn read_kernel_log(opts: &Options, missing: &mut Vec<Missing>) -> Option<(String, String)> {
-    use std::io::Read;
     if let Some(src) = &opts.kernel_log {
-        let mut text = Vec::new();
+        // A day of `journalctl -k` is a few MiB; the bound keeps /dev/zero or
+        // a runaway pipe from eating the machine's memory, as triage's does.
+        const MAX_LOG: u64 = 256 << 20;
         let r = if src == "-" {
-            std::io::stdin().read_to_end(&mut text).map(drop)
+            crate::input::read_capped(&mut std::io::stdin().lock(), MAX_LOG)
         } else {
-            std::fs::read(src).map(|t| text = t)
+            crate::input::read_regular(Path::new(src), MAX_LOG)
         };
         return match r {
-            Ok(()) => Some((String::from_utf8_lossy(&text).into_owned(), src.clone())),
+            Ok(text) => Some((String::from_utf8_lossy(&text).into_owned(), src.clone())),
             Err(e) => {
                 missing.push(Missing {
                     what: format!("kernel log {src}"),
@@ -431,10 +432,7 @@ fn amd_logs(dir: &Path) -> Vec<AmdLog> {
 /// Streams the file: only the tail is kept, however long the log.
 fn amd_log(path: &Path) -> Option<AmdLog> {
     use std::io::BufRead;
-    let file = std::fs::File::open(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
+    let file = crate::input::open_regular(path).ok()?;
     let mut reader = std::io::BufReader::new(file);
     let mut tail = std::collections::VecDeque::with_capacity(AMD_LOG_TAIL);
     let mut lines = 0;
