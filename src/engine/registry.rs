@@ -407,20 +407,12 @@ impl Table {
 
     /// Places a key known to be absent; false when no slot is free.
     fn place(&mut self, key: u64, meta: Meta) -> bool {
-        let cap = self.cap();
-        if cap == 0 {
+        let Probe::Free(i) = self.probe(key) else {
             return false;
-        }
-        let mut i = home(key, cap);
-        for _ in 0..cap {
-            if self.slots.keys().get(i) == Some(&EMPTY) {
-                self.set(i, key, meta);
-                self.len += 1;
-                return true;
-            }
-            i = self.next(i);
-        }
-        false
+        };
+        self.set(i, key, meta);
+        self.len += 1;
+        true
     }
 
     /// Inserts or replaces (a reused base means the old block was freed
