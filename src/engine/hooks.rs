@@ -10,6 +10,7 @@ use crate::policy::{self, AdviseAction, HostAlloc};
 use crate::registry::{Alloc, Kind};
 use crate::state::{books, real, real_fn, snapshot, state, State, SERVICES};
 use crate::stats::{self, Stat};
+use std::cell::Cell;
 use std::ffi::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,42 +23,49 @@ fn guarded<R>(f: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| fallback())
 }
 
-std::thread_local! {
-    /// The result of the last real call made by the hook running on this
-    /// thread (None: none yet).
-    static LAST_REAL: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
+/// One hook call's memory of its last real call, kept on the hook's own
+/// stack (a thread-local would cost a `__tls_get_addr` call per access, the
+/// engine being a dlopened library). Nested hooks (HIP's allocation calls
+/// the HSA hook) each have their own.
+pub(crate) struct Call {
+    last: Cell<Option<i64>>,
 }
 
-/// Makes a real call, remembering its result for [`intercept`]. (Panics
-/// inside hooks are bugs of ours; this keeps one from allocating twice.)
-fn real_call<R: Copy + Into<i64>>(call: impl FnOnce() -> R) -> R {
-    let r = call();
-    let _ = LAST_REAL.try_with(|c| c.set(Some(r.into())));
-    r
+impl Call {
+    pub(crate) const fn new() -> Call {
+        Call {
+            last: Cell::new(None),
+        }
+    }
+
+    /// Makes a real call, remembering its result for [`intercept`]. (Panics
+    /// inside hooks are bugs of ours; this keeps one from allocating twice.)
+    fn real<R: Copy + Into<i64>>(&self, call: impl FnOnce() -> R) -> R {
+        let r = call();
+        self.last.set(Some(r.into()));
+        r
+    }
 }
 
 /// Every hook's frame: count the call, decide with the state, and if
 /// anything of ours panics, forward the call unchanged, unless the real
-/// function already ran: then its result is the answer (calling it again
-/// would allocate twice).
+/// function already ran (through `cx`): then its result is the answer
+/// (calling it again would allocate twice).
 fn intercept<R: Copy + Into<i64> + TryFrom<i64>>(
+    cx: &Call,
     forward: &dyn Fn() -> R,
     body: impl FnOnce(&'static State) -> R,
 ) -> R {
-    // Hooks nest (HIP's allocation calls the HSA hook): keep the outer one's.
-    let outer = LAST_REAL.try_with(|c| c.take()).ok().flatten();
-    let r = guarded(
+    guarded(
         || {
             stats::add(Stat::Intercepted, 1);
             body(state())
         },
-        || match LAST_REAL.try_with(|c| c.get()).ok().flatten() {
+        || match cx.last.get() {
             Some(v) => R::try_from(v).unwrap_or_else(|_| forward()),
             None => forward(),
         },
-    );
-    let _ = LAST_REAL.try_with(|c| c.set(outer));
-    r
+    )
 }
 
 /// The HIP device the calling thread allocates on. Asks HIP only when it
@@ -120,7 +128,9 @@ impl LastError {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn padded_alloc(
+    cx: &Call,
     st: &State,
     ptr: *mut *mut c_void,
     size: usize,
@@ -133,7 +143,7 @@ fn padded_alloc(
     // HSA allocations (Kind::Hsa) return a status and keep no error state.
     let errors = LastError::before(kind != Kind::Hsa && (pad > 0 || rewritten));
     if let Some(total) = (pad > 0).then(|| policy::padded_size(size, pad)).flatten() {
-        let r = real_call(|| alloc(total, rewritten));
+        let r = cx.real(|| alloc(total, rewritten));
         if r == policy::HIP_SUCCESS {
             stats::add(Stat::Padded, 1);
             stats::add(Stat::PaddedBytes, (total - size) as u64);
@@ -145,7 +155,7 @@ fn padded_alloc(
         }
         stats::add(Stat::Retried, 1);
     } else if rewritten {
-        let r = real_call(|| alloc(size, true));
+        let r = cx.real(|| alloc(size, true));
         if r == policy::HIP_SUCCESS {
             stats::add(Stat::Rewritten, 1);
             record(ptr, size, 0, kind, device);
@@ -153,9 +163,9 @@ fn padded_alloc(
         }
         stats::add(Stat::Retried, 1);
     } else {
-        return finish(real_call(|| alloc(size, false)), ptr, size, kind, device);
+        return finish(cx.real(|| alloc(size, false)), ptr, size, kind, device);
     }
-    let r = finish(real_call(|| alloc(size, false)), ptr, size, kind, device);
+    let r = finish(cx.real(|| alloc(size, false)), ptr, size, kind, device);
     if r == policy::HIP_SUCCESS {
         errors.retried_ok();
     }
@@ -237,6 +247,7 @@ fn hsa_free_ours(p: *mut c_void) {
 /// to the caller's.
 #[allow(clippy::too_many_arguments)]
 fn device_alloc(
+    cx: &Call,
     st: &State,
     ptr: *mut *mut c_void,
     size: usize,
@@ -249,14 +260,14 @@ fn device_alloc(
     free: impl Fn(*mut c_void),
 ) -> c_int {
     let mut rw = rewritten;
-    let mut r = real_call(|| alloc(size, rw));
+    let mut r = cx.real(|| alloc(size, rw));
     if r != policy::HIP_SUCCESS && rewritten {
         // HIP's last error is sticky up to 6.x: our failed rewritten attempt
         // must not be left for the application (see LastError).
         let errors = LastError::before(kind != Kind::Hsa);
         stats::add(Stat::Retried, 1);
         rw = false;
-        r = real_call(|| alloc(size, false));
+        r = cx.real(|| alloc(size, false));
         if r == policy::HIP_SUCCESS {
             errors.retried_ok();
         }
@@ -301,7 +312,7 @@ fn device_alloc(
         .flatten()
         .filter(|&total| padding_budget_allows(st, node, (total - size) as u64))
     {
-        let r2 = real_call(|| alloc(total, rw));
+        let r2 = cx.real(|| alloc(total, rw));
         if r2 == policy::HIP_SUCCESS {
             free(exact);
             stats::add(Stat::Padded, 1);
@@ -316,7 +327,7 @@ fn device_alloc(
         errors.retried_ok();
     }
     record(ptr, size, tail, kind, device);
-    let _ = LAST_REAL.try_with(|c| c.set(Some(r.into())));
+    cx.last.set(Some(r.into()));
     r
 }
 
@@ -333,9 +344,10 @@ unsafe extern "C" fn hip_malloc(ptr: *mut *mut c_void, size: usize) -> c_int {
     let Some(f) = real_fn!(RealFn::HipMalloc, HipAlloc) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
+    let cx = Call::new();
     // SAFETY (all calls of f below): the caller's arguments, or a larger size.
-    let forward = || real_call(|| unsafe { f(ptr, size) });
-    intercept(&forward, |st| {
+    let forward = || cx.real(|| unsafe { f(ptr, size) });
+    intercept(&cx, &forward, |st| {
         if !st.tracking || ptr.is_null() || size == 0 {
             return forward();
         }
@@ -344,6 +356,7 @@ unsafe extern "C" fn hip_malloc(ptr: *mut *mut c_void, size: usize) -> c_int {
             return finish(forward(), ptr, size, Kind::Device, dev);
         }
         device_alloc(
+            &cx,
             st,
             ptr,
             size,
@@ -384,11 +397,12 @@ fn protect_in_place(st: &State, ptr: *mut c_void, size: usize, device: i32) {
 /// The frame of every hook in this family: forward, then, on an active
 /// device, protect what came back (`size` reads it from the call's outputs).
 fn shaped_alloc(
+    cx: &Call,
     forward: &dyn Fn() -> c_int,
     ptr: impl Fn() -> *mut c_void,
     size: impl Fn() -> usize,
 ) -> c_int {
-    intercept(forward, |st| {
+    intercept(cx, forward, |st| {
         if !st.tracking {
             return forward();
         }
@@ -417,12 +431,14 @@ unsafe extern "C" fn hip_malloc_pitch(
     let Some(f) = real_fn!(RealFn::HipMallocPitch, HipMallocPitchFn) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
+    let cx = Call::new();
     // SAFETY: the caller's arguments; outputs read only after success.
-    let forward = || real_call(|| unsafe { f(ptr, pitch, width, height) });
+    let forward = || cx.real(|| unsafe { f(ptr, pitch, width, height) });
     if ptr.is_null() || pitch.is_null() {
         return forward();
     }
     shaped_alloc(
+        &cx,
         &forward,
         || unsafe { *ptr },
         || unsafe { *pitch }.saturating_mul(height),
@@ -439,12 +455,14 @@ unsafe extern "C" fn hip_mem_alloc_pitch(
     let Some(f) = real_fn!(RealFn::HipMemAllocPitch, HipMemAllocPitchFn) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
+    let cx = Call::new();
     // SAFETY: the caller's arguments; outputs read only after success.
-    let forward = || real_call(|| unsafe { f(ptr, pitch, width, height, elem) });
+    let forward = || cx.real(|| unsafe { f(ptr, pitch, width, height, elem) });
     if ptr.is_null() || pitch.is_null() {
         return forward();
     }
     shaped_alloc(
+        &cx,
         &forward,
         || unsafe { *ptr },
         || unsafe { *pitch }.saturating_mul(height),
@@ -455,12 +473,14 @@ unsafe extern "C" fn hip_malloc_3d(p: *mut HipPitchedPtr, extent: HipExtent) -> 
     let Some(f) = real_fn!(RealFn::HipMalloc3D, HipMalloc3DFn) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
+    let cx = Call::new();
     // SAFETY: the caller's arguments; outputs read only after success.
-    let forward = || real_call(|| unsafe { f(p, extent) });
+    let forward = || cx.real(|| unsafe { f(p, extent) });
     if p.is_null() {
         return forward();
     }
     shaped_alloc(
+        &cx,
         &forward,
         || unsafe { (*p).ptr },
         || {
@@ -479,12 +499,13 @@ unsafe extern "C" fn hip_malloc_async(
     let Some(f) = real_fn!(RealFn::HipMallocAsync, HipMallocAsyncFn) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
+    let cx = Call::new();
     // SAFETY: the caller's arguments.
-    let forward = || real_call(|| unsafe { f(ptr, size, stream) });
+    let forward = || cx.real(|| unsafe { f(ptr, size, stream) });
     if ptr.is_null() || size == 0 {
         return forward();
     }
-    shaped_alloc(&forward, || unsafe { *ptr }, || size)
+    shaped_alloc(&cx, &forward, || unsafe { *ptr }, || size)
 }
 
 unsafe extern "C" fn hip_malloc_from_pool_async(
@@ -496,12 +517,13 @@ unsafe extern "C" fn hip_malloc_from_pool_async(
     let Some(f) = real_fn!(RealFn::HipMallocFromPoolAsync, HipMallocFromPoolFn) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
+    let cx = Call::new();
     // SAFETY: the caller's arguments.
-    let forward = || real_call(|| unsafe { f(ptr, size, pool, stream) });
+    let forward = || cx.real(|| unsafe { f(ptr, size, pool, stream) });
     if ptr.is_null() || size == 0 {
         return forward();
     }
-    shaped_alloc(&forward, || unsafe { *ptr }, || size)
+    shaped_alloc(&cx, &forward, || unsafe { *ptr }, || size)
 }
 
 unsafe extern "C" fn hip_free_async(ptr: *mut c_void, stream: *mut c_void) -> c_int {
@@ -559,6 +581,7 @@ unsafe extern "C" fn hip_free_host(ptr: *mut c_void) -> c_int {
 /// hipHostMalloc(ptr, size, flags) with `new` flags, falling back to the
 /// caller's flags when the rewritten call fails.
 fn host_malloc_as(
+    cx: &Call,
     f: HipAllocFlags,
     ptr: *mut *mut c_void,
     size: usize,
@@ -567,7 +590,7 @@ fn host_malloc_as(
     st: &State,
 ) -> c_int {
     // SAFETY: the caller's arguments with other flags.
-    let call = |fl: u32| real_call(|| unsafe { f(ptr, size, fl) });
+    let call = |fl: u32| cx.real(|| unsafe { f(ptr, size, fl) });
     let mut errors = None;
     if new != flags {
         errors = Some(LastError::before(true));
@@ -598,9 +621,10 @@ unsafe extern "C" fn hip_host_malloc(
     let Some(f) = real_fn!(RealFn::HipHostMalloc, HipAllocFlags) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
+    let cx = Call::new();
     // SAFETY: the caller's arguments.
-    let forward = || real_call(|| unsafe { f(ptr, size, flags) });
-    intercept(&forward, |st| {
+    let forward = || cx.real(|| unsafe { f(ptr, size, flags) });
+    intercept(&cx, &forward, |st| {
         if !st.tracking || ptr.is_null() || size == 0 {
             return forward();
         }
@@ -613,7 +637,7 @@ unsafe extern "C" fn hip_host_malloc(
         } else {
             flags
         };
-        host_malloc_as(f, ptr, size, flags, new, st)
+        host_malloc_as(&cx, f, ptr, size, flags, new, st)
     })
 }
 
@@ -637,9 +661,10 @@ unsafe extern "C" fn hip_host_alloc(
     let Some(f) = real_fn!(RealFn::HipHostAlloc, HipAllocFlags) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
+    let cx = Call::new();
     // SAFETY: the caller's arguments.
-    let forward = || real_call(|| unsafe { f(ptr, size, flags) });
-    intercept(&forward, |st| {
+    let forward = || cx.real(|| unsafe { f(ptr, size, flags) });
+    intercept(&cx, &forward, |st| {
         if !st.tracking || ptr.is_null() || size == 0 {
             return forward();
         }
@@ -653,6 +678,7 @@ unsafe extern "C" fn hip_host_alloc(
         // rewrite, but it is device memory like hipMalloc's, so it is padded.
         if runtime_version().is_none_or(|v| v < 60_300_000) {
             return device_alloc(
+                &cx,
                 st,
                 ptr,
                 size,
@@ -676,7 +702,7 @@ unsafe extern "C" fn hip_host_alloc(
             (HostAlloc::UseHostMalloc(new), Some(hm)) => {
                 let errors = LastError::before(true);
                 // SAFETY: hipHostMalloc with the caller's pointer and size.
-                let r = real_call(|| unsafe { hm(ptr, size, new) });
+                let r = cx.real(|| unsafe { hm(ptr, size, new) });
                 if r == policy::HIP_SUCCESS {
                     stats::add(Stat::Rewritten, 1);
                     record(ptr, size, 0, Kind::Host, -1);
@@ -703,9 +729,10 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
     let Some(f) = real_fn!(RealFn::HipExtMallocWithFlags, HipAllocFlags) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
+    let cx = Call::new();
     // SAFETY: the caller's arguments.
-    let forward = || real_call(|| unsafe { f(ptr, size, flags) });
-    intercept(&forward, |st| {
+    let forward = || cx.real(|| unsafe { f(ptr, size, flags) });
+    intercept(&cx, &forward, |st| {
         if !st.tracking || ptr.is_null() || size == 0 || flags == policy::HIP_MALLOC_SIGNAL_MEMORY {
             return forward();
         }
@@ -728,6 +755,7 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
             flags
         };
         device_alloc(
+            &cx,
             st,
             ptr,
             size,
@@ -752,9 +780,10 @@ unsafe extern "C" fn hip_malloc_managed(
     let Some(f) = real_fn!(RealFn::HipMallocManaged, HipAllocFlags) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
+    let cx = Call::new();
     // SAFETY: the caller's arguments.
-    let forward = || real_call(|| unsafe { f(ptr, size, flags) });
-    intercept(&forward, |st| {
+    let forward = || cx.real(|| unsafe { f(ptr, size, flags) });
+    intercept(&cx, &forward, |st| {
         if !st.tracking || ptr.is_null() || size == 0 {
             return forward();
         }
@@ -763,9 +792,16 @@ unsafe extern "C" fn hip_malloc_managed(
             return finish(forward(), ptr, size, Kind::Managed, dev);
         }
         // SAFETY: the caller's pointer and flags, a padded size.
-        let r = padded_alloc(st, ptr, size, Kind::Managed, dev, false, |n, _| unsafe {
-            f(ptr, n, flags)
-        });
+        let r = padded_alloc(
+            &cx,
+            st,
+            ptr,
+            size,
+            Kind::Managed,
+            dev,
+            false,
+            |n, _| unsafe { f(ptr, n, flags) },
+        );
         if r == policy::HIP_SUCCESS && crate::callers::may_rewrite(caller) {
             make_coarse(ptr, size, dev);
         }
@@ -809,9 +845,10 @@ unsafe extern "C" fn hip_mem_advise(
     let Some(f) = real_fn!(RealFn::HipMemAdvise, HipMemAdviseFn) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
+    let cx = Call::new();
     // SAFETY: the caller's arguments.
-    let forward = || real_call(|| unsafe { f(ptr, count, advice, device) });
-    intercept(&forward, |st| {
+    let forward = || cx.real(|| unsafe { f(ptr, count, advice, device) });
+    intercept(&cx, &forward, |st| {
         match policy::mem_advise(advice) {
             AdviseAction::Replace(new)
                 if st.active_for(device) && crate::callers::may_rewrite(caller) =>
@@ -819,7 +856,7 @@ unsafe extern "C" fn hip_mem_advise(
                 stats::add(Stat::Rewritten, 1);
                 log::debug!("hipMemAdvise {advice} on {ptr:p} replaced by {new}");
                 // SAFETY: the caller's arguments with another advice.
-                real_call(|| unsafe { f(ptr, count, new, device) })
+                cx.real(|| unsafe { f(ptr, count, new, device) })
             }
             _ => forward(),
         }
@@ -832,11 +869,12 @@ unsafe extern "C" fn hsa_init() -> u32 {
     let Some(f) = real_fn!(RealFn::HsaInit, HsaInitFn) else {
         return policy::HSA_STATUS_ERROR_NOT_INITIALIZED;
     };
+    let cx = Call::new();
     // SAFETY: no arguments.
-    let forward = || real_call(|| unsafe { f() });
+    let forward = || cx.real(|| unsafe { f() });
     // The real hsa_init runs first: on a panic of ours afterwards, its result
     // is the answer (intercept does not call it again).
-    intercept(&forward, |st| {
+    intercept(&cx, &forward, |st| {
         let r = forward();
         if r == policy::HSA_STATUS_SUCCESS
             && st.tracking
@@ -865,9 +903,10 @@ unsafe extern "C" fn hsa_pool_allocate(
         // SAFETY: the caller's arguments.
         return unsafe { f(pool, size, flags, ptr) };
     }
+    let cx = Call::new();
     // SAFETY: the caller's arguments.
-    let forward = || real_call(|| unsafe { f(pool, size, flags, ptr) });
-    intercept(&forward, |st| {
+    let forward = || cx.real(|| unsafe { f(pool, size, flags, ptr) });
+    intercept(&cx, &forward, |st| {
         if !st.tracking || ptr.is_null() || size == 0 {
             return forward();
         }
@@ -887,6 +926,7 @@ unsafe extern "C" fn hsa_pool_allocate(
                 policy::PAGE64
             };
             return device_alloc(
+                &cx,
                 st,
                 ptr,
                 size,
@@ -908,6 +948,7 @@ unsafe extern "C" fn hsa_pool_allocate(
             ) as u32;
         }
         let r = padded_alloc(
+            &cx,
             st,
             ptr,
             size,
@@ -968,9 +1009,10 @@ unsafe extern "C" fn hsa_svm_attributes_set(
     let Some(f) = real_fn!(RealFn::HsaSvmAttributesSet, HsaSvmSetFn) else {
         return policy::HSA_STATUS_ERROR_NOT_INITIALIZED;
     };
+    let cx = Call::new();
     // SAFETY: the caller's arguments.
-    let forward = || real_call(|| unsafe { f(ptr, size, list, count) });
-    intercept(&forward, |st| {
+    let forward = || cx.real(|| unsafe { f(ptr, size, list, count) });
+    intercept(&cx, &forward, |st| {
         // The runtime validates what it is given: a list longer than any real
         // one (there are fewer than 16 attributes) is passed through as is.
         if !st.any_active
@@ -995,7 +1037,7 @@ unsafe extern "C" fn hsa_svm_attributes_set(
             return forward();
         }
         // SAFETY: the same call with our copy of the list.
-        let r = real_call(|| unsafe { f(ptr, size, copy.as_mut_ptr(), count) });
+        let r = cx.real(|| unsafe { f(ptr, size, copy.as_mut_ptr(), count) });
         if r == policy::HSA_STATUS_SUCCESS {
             stats::add(Stat::Rewritten, 1);
             return r;
@@ -1094,21 +1136,24 @@ mod tests {
     /// second time (that would allocate twice).
     #[test]
     fn a_panic_after_the_real_call_returns_its_result() {
-        use std::cell::Cell;
         let forwarded = Cell::new(0);
+        let cx = Call::new();
         let forward = || {
             forwarded.set(forwarded.get() + 1);
-            real_call(|| 7i32)
+            cx.real(|| 7i32)
         };
-        let r = intercept(&forward, |_| {
-            let r = real_call(|| 5i32);
+        let r = intercept(&cx, &forward, |_| {
+            let r = cx.real(|| 5i32);
             if r == 5 {
                 panic!("a bug of ours after the allocation");
             }
             r
         });
         assert_eq!((r, forwarded.get()), (5, 0));
-        let r = intercept(&forward, |_| -> i32 { panic!("a bug of ours before it") });
+        let cx = Call::new();
+        let r = intercept(&cx, &forward, |_| -> i32 {
+            panic!("a bug of ours before it")
+        });
         assert_eq!((r, forwarded.get()), (7, 1));
     }
 }

@@ -3,39 +3,33 @@
 //!
 //! Inserts and removes happen on every allocation and free, from any thread:
 //! the table is split into 64 shards, each behind its own mutex. A thread
-//! inserts into its own home shard (threads get homes round-robin), so two
+//! inserts into its own home shard, so two
 //! threads allocating at once touch different locks and cache lines: a
 //! shard chosen by address hash would make every lock line bounce between
-//! cores. Removal looks in the home shard first (memory is usually freed by
-//! the thread that allocated it), then in the others. Each shard is an
+//! cores (the home is a hash of the thread's descriptor, [`home_shard`]).
+//! Removal looks in the home shard first (memory is usually freed by the
+//! thread that allocated it), then in the others. Each shard is an
 //! open-addressing (linear probing) table with separate key and value arrays,
 //! 32 bytes per slot, grown by 1.5× at 80 % load (so about 53 % just after
 //! growing) and shrunk to 50 % below 20 %: a live entry costs at most 64
 //! bytes once a shard holds more than a handful. `locate` runs once per process
 //! (on the first fault, facts §1) and simply scans every shard.
 
-use std::cell::Cell;
+use parking_lot::{Mutex, MutexGuard};
 use std::mem::size_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
-std::thread_local! {
-    static HOME: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
-
-/// This thread's home shard, assigned on first use.
+/// This thread's home shard: a hash of its thread descriptor's address.
+/// `pthread_self` is one load of the thread pointer; a Rust thread-local
+/// costs a `__tls_get_addr` call in a dlopened library (the engine is one),
+/// twice per allocation. glibc places each descriptor at the top of its
+/// thread's stack, so descriptors lie a stack size (8 MiB and a guard page by
+/// default) apart: a Fibonacci hash of the page number takes the shard from
+/// all of the address's bits, not only the low ones that spacing makes equal.
 pub fn home_shard() -> usize {
-    HOME.try_with(|h| {
-        let v = h.get();
-        if v != usize::MAX {
-            return v;
-        }
-        let n = NEXT_HOME.fetch_add(1, Ordering::Relaxed) % SHARDS;
-        h.set(n);
-        n
-    })
-    .unwrap_or(0)
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() } as u64;
+    ((me >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SHARD_BITS)) as usize
 }
 
 /// What made an allocation.
@@ -372,6 +366,7 @@ impl Table {
         }
     }
 
+    #[inline]
     fn find(&self, key: u64) -> Option<usize> {
         match self.probe(key) {
             Probe::Found(i) => Some(i),
@@ -382,6 +377,7 @@ impl Table {
     /// One pass along `key`'s probe run: its slot, or the free slot that
     /// ends the run. Bounded even if the table is completely full (growth
     /// failed).
+    #[inline]
     fn probe(&self, key: u64) -> Probe {
         let keys = self.slots.keys();
         let cap = keys.len();
@@ -418,6 +414,7 @@ impl Table {
     /// Inserts or replaces (a reused base means the old block was freed
     /// behind our back). Returns the replaced entry. On allocation failure the
     /// table keeps working at a higher load; a full table drops the entry.
+    #[inline]
     fn insert(&mut self, key: u64, meta: Meta) -> Option<Alloc> {
         match self.probe(key) {
             Probe::Found(i) => {
@@ -439,9 +436,10 @@ impl Table {
         }
     }
 
-    fn remove(&mut self, key: u64) -> Option<Alloc> {
+    #[inline(always)]
+    fn remove(&mut self, key: u64) -> Option<Meta> {
         let i = self.find(key)?;
-        let removed = to_alloc(key, &self.meta(i)?);
+        let removed = self.meta(i)?;
         self.delete_at(i);
         // Give memory back after mass frees; hysteresis (grow at 80 %,
         // shrink below 20 % to 50 %) keeps this from thrashing. The smallest
@@ -456,6 +454,7 @@ impl Table {
 
     /// Backward-shift deletion: pull later entries of the probe run into the
     /// hole unless that would move them before their home slot.
+    #[inline]
     fn delete_at(&mut self, i: usize) {
         let cap = self.cap();
         let mut hole = i;
@@ -554,50 +553,67 @@ impl Registry {
         }
     }
 
-    /// A poisoned lock only means another thread panicked while holding it;
-    /// the table is still consistent, so keep going rather than panic.
-    fn lock(&self, index: usize) -> Option<MutexGuard<'_, Table>> {
-        self.shards
-            .get(index)
-            .map(|s| s.0.lock().unwrap_or_else(|e| e.into_inner()))
+    /// The shard at `index` (always below SHARDS), locked. parking_lot's
+    /// lock has no poisoning: a thread that panicked inside a shard left its
+    /// table consistent (no table operation panics between its writes), so
+    /// the others go on using it.
+    #[inline]
+    fn lock(&self, index: usize) -> MutexGuard<'_, Table> {
+        self.shards[index % SHARDS].0.lock()
     }
 
     /// `f` on the home shard, then on every other one, until it finds something.
+    #[inline]
     fn find<R>(&self, mut f: impl FnMut(&mut Table) -> Option<R>) -> Option<R> {
         let home = home_shard();
-        if let Some(r) = self.lock(home).and_then(|mut t| f(&mut t)) {
+        if let Some(r) = f(&mut self.lock(home)) {
             return Some(r);
         }
+        self.find_elsewhere(home, f)
+    }
+
+    /// Memory freed by another thread than the one that made it.
+    #[cold]
+    fn find_elsewhere<R>(
+        &self,
+        home: usize,
+        mut f: impl FnMut(&mut Table) -> Option<R>,
+    ) -> Option<R> {
         (0..SHARDS)
             .filter(|&i| i != home)
-            .find_map(|i| self.lock(i).and_then(|mut t| f(&mut t)))
+            .find_map(|i| f(&mut self.lock(i)))
     }
 
     fn each_shard(&self) -> impl Iterator<Item = MutexGuard<'_, Table>> {
-        self.shards
-            .iter()
-            .map(|s| s.0.lock().unwrap_or_else(|e| e.into_inner()))
+        self.shards.iter().map(|s| s.0.lock())
     }
 
     /// Records a live allocation in this thread's home shard, replacing an
     /// entry with the same base there. A null base is ignored (nothing can
     /// be live there).
+    #[inline]
     pub fn insert(&self, alloc: Alloc) {
         if alloc.base == EMPTY {
             return;
         }
         let meta = Meta::pack(alloc.size, alloc.padding, alloc.kind, alloc.device);
-        if let Some(mut t) = self.lock(home_shard()) {
-            t.insert(alloc.base, meta);
-        }
+        self.lock(home_shard()).insert(alloc.base, meta);
     }
 
     /// Forgets the allocation at `base`, returning it if it was recorded.
+    /// (Inline and without closures: it runs on every free.)
+    #[inline(always)]
     pub fn remove(&self, base: u64) -> Option<Alloc> {
         if base == EMPTY {
             return None;
         }
-        self.find(|t| t.remove(base))
+        let home = home_shard();
+        let found = self.lock(home).remove(base);
+        let meta = match found {
+            Some(m) => m,
+            None => self.find_elsewhere(home, |t| t.remove(base))?,
+        };
+        Some(to_alloc(base, &meta))
     }
 
     /// The allocation recorded at exactly `base`.
@@ -887,7 +903,7 @@ mod tests {
     }
 
     #[test]
-    fn survives_a_poisoned_shard() {
+    fn survives_a_thread_that_panicked_holding_a_shard() {
         let r = Registry::new();
         let base = 0x5000_0000u64;
         r.insert(a(base, 8, 0));
@@ -895,11 +911,12 @@ mod tests {
         let _ = std::thread::scope(|s| {
             s.spawn(|| {
                 let _g = shard.lock();
-                panic!("poison the shard");
+                panic!("a panic while holding the shard");
             })
             .join()
         });
-        assert!(shard.is_poisoned());
+        // The guard was dropped while unwinding: the shard is free again.
+        assert!(!shard.is_locked());
         assert_eq!(r.get(base).map(|x| x.size), Some(8));
         r.insert(a(base + 0x1000, 9, 0));
         assert_eq!(r.len(), 2);

@@ -205,6 +205,8 @@ static ENGINE: AtomicPtr<EngineHooks> = AtomicPtr::new(core::ptr::null_mut());
 /// Passthrough: once the engine has decided it has nothing to do in this
 /// process (or cannot be loaded), each hook jumps straight to the real
 /// function (a load, a test and a jump), instead of going through the table.
+/// With a working engine, the hooks of the same signature jump straight to
+/// the engine's (arm_engine).
 static D_HIP_MALLOC: AtomicUsize = AtomicUsize::new(0);
 static D_HIP_FREE: AtomicUsize = AtomicUsize::new(0);
 static D_HIP_HOST_MALLOC: AtomicUsize = AtomicUsize::new(0);
@@ -272,11 +274,8 @@ fn engine() -> &'static EngineHooks {
             &FALLBACK
         }
     };
-    if core::ptr::eq(table, &FALLBACK) {
-        arm_direct();
-    }
     // Two threads may race here; both tables are valid, the first one wins.
-    match ENGINE.compare_exchange(
+    let table = match ENGINE.compare_exchange(
         core::ptr::null_mut(),
         table as *const EngineHooks as *mut EngineHooks,
         Ordering::AcqRel,
@@ -285,6 +284,37 @@ fn engine() -> &'static EngineHooks {
         Ok(_) => table,
         // SAFETY: as above.
         Err(winner) => unsafe { &*winner },
+    };
+    if core::ptr::eq(table, &FALLBACK) {
+        arm_direct();
+    } else {
+        arm_engine(table);
+    }
+    table
+}
+
+/// An engine that works in this process: the hooks whose engine function
+/// has the real function's signature (no caller address to pass) jump to it
+/// straight, as passthrough jumps to the real one, without asking for the
+/// table on every call (the hot path: hipMalloc and hipFree, scripts/bench).
+fn arm_engine(t: &'static EngineHooks) {
+    let slots: [(&AtomicUsize, usize); 10] = [
+        (&D_HIP_MALLOC, t.hip_malloc as usize),
+        (&D_HIP_FREE, t.hip_free as usize),
+        (&D_HIP_HOST_FREE, t.hip_host_free as usize),
+        (&D_HIP_FREE_HOST, t.hip_free_host as usize),
+        (&D_HIP_MALLOC_PITCH, t.hip_malloc_pitch as usize),
+        (&D_HIP_MALLOC_3D, t.hip_malloc_3d as usize),
+        (&D_HIP_MEM_ALLOC_PITCH, t.hip_mem_alloc_pitch as usize),
+        (&D_HIP_MALLOC_ASYNC, t.hip_malloc_async as usize),
+        (
+            &D_HIP_MALLOC_FROM_POOL,
+            t.hip_malloc_from_pool_async as usize,
+        ),
+        (&D_HIP_FREE_ASYNC, t.hip_free_async as usize),
+    ];
+    for (slot, f) in slots {
+        slot.store(f, Ordering::Release);
     }
 }
 
@@ -596,8 +626,10 @@ static FALLBACK: EngineHooks = EngineHooks {
 #[no_mangle]
 pub unsafe extern "C" fn hipMalloc(ptr: *mut *mut c_void, size: usize) -> c_int {
     match D_HIP_MALLOC.load(Ordering::Relaxed) {
-        // SAFETY: the real function of this exact signature (arm_direct).
+        // SAFETY: the engine's hook of this exact signature.
         0 => unsafe { (engine().hip_malloc)(ptr, size) },
+        // SAFETY: the real function or the engine's hook, of this exact
+        // signature (arm_direct, arm_engine).
         f => unsafe { core::mem::transmute::<usize, HipAlloc>(f)(ptr, size) },
     }
 }
@@ -609,7 +641,8 @@ macro_rules! hook {
             match $d.load(Ordering::Relaxed) {
                 // SAFETY: the engine's hook of this exact signature.
                 0 => unsafe { (engine().$field)($($a),*) },
-                // SAFETY: the real function of this exact signature (arm_direct).
+                // SAFETY: the real function or the engine's hook, of this
+                // exact signature (arm_direct, arm_engine).
                 f => unsafe { core::mem::transmute::<usize, $ty>(f)($($a),*) },
             }
         }
@@ -661,8 +694,10 @@ hook!(
 #[no_mangle]
 pub unsafe extern "C" fn hipFree(ptr: *mut c_void) -> c_int {
     match D_HIP_FREE.load(Ordering::Relaxed) {
-        // SAFETY: the real function of this exact signature (arm_direct).
+        // SAFETY: the engine's hook of this exact signature.
         0 => unsafe { (engine().hip_free)(ptr) },
+        // SAFETY: the real function or the engine's hook, of this exact
+        // signature (arm_direct, arm_engine).
         f => unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) },
     }
 }
@@ -719,16 +754,20 @@ unsafe extern "C" fn host_alloc_impl(
 #[no_mangle]
 pub unsafe extern "C" fn hipHostFree(ptr: *mut c_void) -> c_int {
     match D_HIP_HOST_FREE.load(Ordering::Relaxed) {
-        // SAFETY: the real function of this exact signature (arm_direct).
+        // SAFETY: the engine's hook of this exact signature.
         0 => unsafe { (engine().hip_host_free)(ptr) },
+        // SAFETY: the real function or the engine's hook, of this exact
+        // signature (arm_direct, arm_engine).
         f => unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) },
     }
 }
 #[no_mangle]
 pub unsafe extern "C" fn hipFreeHost(ptr: *mut c_void) -> c_int {
     match D_HIP_FREE_HOST.load(Ordering::Relaxed) {
-        // SAFETY: the real function of this exact signature (arm_direct).
+        // SAFETY: the engine's hook of this exact signature.
         0 => unsafe { (engine().hip_free_host)(ptr) },
+        // SAFETY: the real function or the engine's hook, of this exact
+        // signature (arm_direct, arm_engine).
         f => unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) },
     }
 }
@@ -815,7 +854,7 @@ unsafe extern "C" fn mem_advise_impl(
 #[no_mangle]
 pub unsafe extern "C" fn hsa_init() -> u32 {
     match D_HSA_INIT.load(Ordering::Relaxed) {
-        // SAFETY: the real function of this exact signature (arm_direct).
+        // SAFETY: the engine's hook of this exact signature.
         0 => unsafe { (engine().hsa_init)() },
         f => unsafe { core::mem::transmute::<usize, HsaInitFn>(f)() },
     }
