@@ -1,5 +1,5 @@
 //! The simulated device, in real processes: every pool mapping, every fault
-//! rule and the ROCr fault behaviour of rocm-facts §1, on gfx1010, gfx1030,
+//! rule and ROCr's fault behaviour (FAULT-MODEL.md, "The fault path"), on gfx1010, gfx1030,
 //! an overridden gfx1032/gfx1100/gfx1010, gfx1100 and a two-GPU topology.
 
 mod common;

@@ -119,7 +119,7 @@ fn each_build_exports_exactly_its_release_plus_the_private_nodes() {
             private.iter().all(|l| l.starts_with("simgpu_")) && !private.is_empty(),
             "{private:?}"
         );
-        // libamdhip64 reaches the HSA allocator through its PLT at ROCR_1 (facts §2).
+        // libamdhip64 reaches the HSA allocator through its PLT at ROCR_1, as Debian's does.
         let relocs = Command::new("readelf")
             .arg("-rW")
             .arg(lib.join(format!("libamdhip64.so.{}", major(v))))
@@ -344,7 +344,7 @@ fn simgpu_env_selects_the_release() {
 
 #[test]
 fn uncached_device_memory_is_refused_before_5_6() {
-    // hipExtMallocWithFlags(Uncached) on the 5.2 build (facts §3: Uncached is 5.6+).
+    // hipExtMallocWithFlags(Uncached) on the 5.2 build (clr handles Uncached from rocm-5.6.0).
     let prog = program_with("simwork52", &["--simgpu=5.2"]);
     let mut cmd = clean_command(&prog);
     for (k, val) in simgpu_env_for("gfx1100", "5.2") {

@@ -3,7 +3,7 @@
 //! Every input comes through [`Options`] (a sysfs root, the environment, an
 //! etc folder, a proc root, the ROCm and library folders), so a captured tree
 //! gives the report of the machine it came from. The real chip of each GPU
-//! is read from the KFD topology (facts §5): `HSA_OVERRIDE_GFX_VERSION` only
+//! is read from the KFD topology (amdkfd kfd_topology.c): `HSA_OVERRIDE_GFX_VERSION` only
 //! changes the name the runtime reports, and the verdict on an override comes
 //! from the knowledge base. Nothing here writes or fails: what cannot be read
 //! is reported as such.
@@ -768,7 +768,9 @@ enum When {
 }
 
 /// Risky variables (a trailing `*` matches any suffix): when, how loud,
-/// why (facts §1, §3, §6 and the field reports), and a source if public.
+/// why (ROCR-Runtime runtime.cpp and flag.h, libhsakmt fmm.c, clr hip_memory.cpp, amdkfd
+/// kfd_process.c, the amdgpu driver's gmc_v10_0.c and the field reports), and a source if
+/// public.
 const RISKS: [(&str, When, Severity, &str, &str); 11] = [
     (
         "HSA_XNACK",

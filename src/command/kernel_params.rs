@@ -201,7 +201,7 @@ pub struct Change {
 
 /// Parameters the knowledge base has no mitigation for, but that users try
 /// against these faults; listed so the plan shows them considered, with the
-/// reason (rocm-facts §6). Never applied.
+/// reason and the sources each names. Never applied.
 struct Known {
     name: &'static str,
     value: &'static str,

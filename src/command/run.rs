@@ -343,7 +343,7 @@ pub fn order_rungs(rungs: Vec<Rung>, fault: Option<&Fault>, retries: u32) -> Vec
 }
 
 /// An HSA_OVERRIDE_GFX_VERSION that names another major generation than a
-/// real chip (rocm-facts §5; ROCm#1880, #5238, rocm-systems PR #5686).
+/// real chip (libhsakmt topology.c; ROCm#1880, #5238, rocm-systems PR #5686).
 fn harmful_override(plan: &Plan, env: &dyn Fn(&str) -> Option<String>) -> bool {
     let value = match plan.env.get("HSA_OVERRIDE_GFX_VERSION") {
         Some(v) => v.clone(),

@@ -3,7 +3,8 @@
 //! one JSON record to the fault journal and prints a short hint.
 //!
 //! It returns a failure status on purpose: ROCr then prints its own message
-//! and aborts (rocm-facts §1). The queues are already dead; hiding the fault
+//! and aborts (ROCR-Runtime src/core/runtime/runtime.cpp `VMFaultHandler`,
+//! rocm-6.2.4). The queues are already dead; hiding the fault
 //! would leave the program hanging instead of letting it (or rocm-fix-run)
 //! start over.
 
@@ -16,7 +17,7 @@ use std::ffi::c_void;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// hsa_amd_event_t (rocm-facts §1): type @0, then the fault info @8:
+/// hsa_amd_event_t (hsa_ext_amd.h, ROCR-Runtime rocm-6.2.4): type @0, then the fault info @8:
 /// agent @8, virtual_address @16, fault_reason_mask @24.
 #[repr(C)]
 struct Event {

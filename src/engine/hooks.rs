@@ -674,7 +674,7 @@ unsafe extern "C" fn hip_host_alloc(
             // (no call of our own on a GPU we do not work for).
             return finish(forward(), ptr, size, Kind::Other, dev);
         }
-        // Up to 6.2 hipHostAlloc returns coarse VRAM (facts §3): nothing to
+        // Up to 6.2 hipHostAlloc returns coarse VRAM (clr hip_memory.cpp): nothing to
         // rewrite, but it is device memory like hipMalloc's, so it is padded.
         if runtime_version().is_none_or(|v| v < 60_300_000) {
             return device_alloc(
@@ -809,7 +809,7 @@ unsafe extern "C" fn hip_malloc_managed(
     })
 }
 
-/// Managed memory is coherent by KFD's default (facts §3): ask for
+/// Managed memory is coherent by KFD's default (amdkfd kfd_svm.c): ask for
 /// coarse-grained coherence over the whole range, padding included.
 fn make_coarse(ptr: *mut *mut c_void, size: usize, dev: i32) {
     let Some(advise) = real_fn!(RealFn::HipMemAdvise, HipMemAdviseFn) else {
@@ -996,7 +996,7 @@ unsafe extern "C" fn hsa_pool_free(ptr: *mut c_void, caller: usize) -> u32 {
 }
 
 /// An application's own SVM attributes: a fine-grained (coherent) GLOBAL_FLAG
-/// is set coarse-grained instead, as managed memory is (facts §3, §6). The
+/// is set coarse-grained instead, as managed memory is (amdkfd kfd_svm.c). The
 /// runtime's own calls (hipMemAdvise, hipMallocManaged) pass untouched: the
 /// HIP hooks already decided those.
 unsafe extern "C" fn hsa_svm_attributes_set(

@@ -1,10 +1,12 @@
 //! Pure decisions: which allocations rocm-fix rewrites and how. No I/O.
 //!
-//! The values are declared here from facts §2–§4 (ROCm headers), not copied.
+//! The values are declared here from the ROCm headers (hsa.h, hsa_ext_amd.h of
+//! ROCR-Runtime rocm-6.2.4; hip_runtime_api.h of HIP rocm-6.2.2), not copied.
 //! The rewrites move allocations that land in fine-grained (coherent) memory,
-//! which GFX10/10.3 maps MTYPE_UC (facts §6), to the coarse-grained equivalent.
+//! which GFX10/10.3 maps MTYPE_UC (the amdgpu driver's gmc_v10_0.c), to the
+//! coarse-grained equivalent.
 
-// ---- hipHostMalloc flags (facts §4) ----
+// ---- hipHostMalloc flags (hip_runtime_api.h) ----
 
 /// `hipHostMallocDefault`.
 pub const HIP_HOST_MALLOC_DEFAULT: u32 = 0;
@@ -23,7 +25,7 @@ pub const HIP_HOST_MALLOC_COHERENT: u32 = 0x4000_0000;
 /// `hipHostMallocNonCoherent`.
 pub const HIP_HOST_MALLOC_NON_COHERENT: u32 = 0x8000_0000;
 
-/// The flags `hipHostAlloc` accepts from 6.3 (facts §3); 7.x also Uncached.
+/// The flags `hipHostAlloc` accepts from 6.3 (clr hip_memory.cpp); 7.x also Uncached.
 pub const HIP_HOST_ALLOC_VALID: u32 =
     HIP_HOST_MALLOC_PORTABLE | HIP_HOST_MALLOC_MAPPED | HIP_HOST_MALLOC_WRITE_COMBINED;
 
@@ -36,7 +38,7 @@ const HIP_HOST_MALLOC_KNOWN: u32 = HIP_HOST_MALLOC_PORTABLE
     | HIP_HOST_MALLOC_COHERENT
     | HIP_HOST_MALLOC_NON_COHERENT;
 
-// ---- hipExtMallocWithFlags values (facts §4; compared with ==, facts §3) ----
+// ---- hipExtMallocWithFlags values (hip_runtime_api.h; compared with ==, clr hip_memory.cpp) ----
 
 /// `hipDeviceMallocDefault`: coarse VRAM.
 pub const HIP_DEVICE_MALLOC_DEFAULT: u32 = 0;
@@ -49,7 +51,7 @@ pub const HIP_DEVICE_MALLOC_UNCACHED: u32 = 3;
 /// `hipDeviceMallocContiguous` (6.2+).
 pub const HIP_DEVICE_MALLOC_CONTIGUOUS: u32 = 4;
 
-// ---- hipMallocManaged attach flags (facts §4) ----
+// ---- hipMallocManaged attach flags (hip_runtime_api.h) ----
 
 /// `hipMemAttachGlobal`.
 pub const HIP_MEM_ATTACH_GLOBAL: u32 = 1;
@@ -58,7 +60,7 @@ pub const HIP_MEM_ATTACH_HOST: u32 = 2;
 /// `hipMemAttachSingle`.
 pub const HIP_MEM_ATTACH_SINGLE: u32 = 4;
 
-// ---- hipMemoryAdvise (facts §4) ----
+// ---- hipMemoryAdvise (hip_runtime_api.h) ----
 
 /// `hipMemAdviseSetReadMostly`.
 pub const HIP_MEM_ADVISE_SET_READ_MOSTLY: i32 = 1;
@@ -77,7 +79,7 @@ pub const HIP_MEM_ADVISE_SET_COARSE_GRAIN: i32 = 100;
 /// `hipMemAdviseUnsetCoarseGrain`: makes an SVM range fine-grained (coherent).
 pub const HIP_MEM_ADVISE_UNSET_COARSE_GRAIN: i32 = 101;
 
-// ---- hipError_t (facts §4) ----
+// ---- hipError_t (hip_runtime_api.h) ----
 
 /// `hipSuccess`.
 pub const HIP_SUCCESS: i32 = 0;
@@ -102,7 +104,7 @@ pub const HIP_ERROR_NOT_SUPPORTED: i32 = 801;
 /// `hipErrorUnknown`.
 pub const HIP_ERROR_UNKNOWN: i32 = 999;
 
-// ---- hsa_status_t (facts §1, §2) ----
+// ---- hsa_status_t (hsa.h) ----
 
 /// `HSA_STATUS_SUCCESS`.
 pub const HSA_STATUS_SUCCESS: u32 = 0;
@@ -121,7 +123,7 @@ pub const HSA_STATUS_ERROR_OUT_OF_RESOURCES: u32 = 0x1008;
 /// `HSA_STATUS_ERROR_NOT_INITIALIZED`.
 pub const HSA_STATUS_ERROR_NOT_INITIALIZED: u32 = 0x100B;
 
-// ---- HSA memory pools (facts §2) ----
+// ---- HSA memory pools (hsa_ext_amd.h) ----
 
 /// `HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_KERNARG_INIT`.
 pub const HSA_POOL_FLAG_KERNARG_INIT: u32 = 1;
@@ -186,11 +188,11 @@ pub use rocm_fix_shared::config::{active, Mode};
 ///
 /// Default, Coherent, Mapped and NumaUser allocations (and any without
 /// NonCoherent when `HIP_HOST_COHERENT=1`) come from the CPU fine-grained pool;
-/// NonCoherent selects the coarse-grained pool (facts §3). So Coherent is
+/// NonCoherent selects the coarse-grained pool (clr hip_memory.cpp). So Coherent is
 /// dropped and NonCoherent added; Portable, Mapped, WriteCombined and NumaUser
 /// are kept. Left unchanged, so the runtime behaves (and errs) as it would:
 /// flags that already ask for NonCoherent (alone or with Coherent), Uncached
-/// (rejected with NonCoherent, facts §4), and any bit rocm-fix does not know.
+/// (rejected with NonCoherent, clr hip_memory.cpp 7.x), and any bit rocm-fix does not know.
 pub fn host_malloc_flags(flags: u32) -> u32 {
     if flags & (HIP_HOST_MALLOC_NON_COHERENT | HIP_HOST_MALLOC_UNCACHED) != 0
         || flags & !HIP_HOST_MALLOC_KNOWN != 0
@@ -201,7 +203,7 @@ pub fn host_malloc_flags(flags: u32) -> u32 {
 }
 
 /// Whether `hipHostMalloc(flags)` allocates coherent (fine-grained) host
-/// memory (facts §3): default (0), Coherent, Mapped or NumaUser, or any flags
+/// memory (clr hip_memory.cpp): default (0), Coherent, Mapped or NumaUser, or any flags
 /// without NonCoherent when `HIP_HOST_COHERENT=1`. Portable or WriteCombined
 /// alone already come from the coarse pool: nothing to rewrite.
 pub fn host_malloc_is_coherent(flags: u32, host_coherent_env: bool) -> bool {
@@ -215,7 +217,7 @@ pub fn host_malloc_is_coherent(flags: u32, host_coherent_env: bool) -> bool {
 
 /// Whether `hipExtMallocWithFlags(flags)` would succeed natively where
 /// rocm-fix rewrites it, so that a failure is never turned into a success
-/// (facts §3): Finegrained without a visible fine-grained VRAM pool fails up
+/// (clr hip_memory.cpp): Finegrained without a visible fine-grained VRAM pool fails up
 /// to 6.2 (from 6.3 it silently gives coarse VRAM), and Uncached fails
 /// before 5.7 (no extended-scope pool). `version` is HIP_VERSION
 /// (major*10000000 + minor*100000 + patch); `fine_pool_visible` stands for
@@ -243,11 +245,11 @@ pub enum HostAlloc {
 ///
 /// From 6.3 `hipHostAlloc` allocates host memory like `hipHostMalloc` but
 /// rejects any flag outside Portable|Mapped|WriteCombined (7.x: also
-/// Uncached) with hipErrorInvalidValue (facts §3), so NonCoherent cannot be
+/// Uncached) with hipErrorInvalidValue (clr hip_memory.cpp), so NonCoherent cannot be
 /// passed to it: valid flags are redirected to `hipHostMalloc` with
 /// [`host_malloc_flags`]. Invalid flags, and Uncached, are forwarded so the
 /// runtime reports its own result. Up to 6.2 `hipHostAlloc` returns coarse
-/// VRAM (facts §3): callers must only apply this on 6.3 and later.
+/// VRAM (clr hip_memory.cpp, rocm-6.2.2): callers must only apply this on 6.3 and later.
 pub fn host_alloc_flags(flags: u32) -> HostAlloc {
     if flags & !HIP_HOST_ALLOC_VALID != 0 {
         return HostAlloc::Forward;
@@ -259,7 +261,7 @@ pub fn host_alloc_flags(flags: u32) -> HostAlloc {
 ///
 /// Finegrained (fine VRAM) and Uncached (extended-scope fine VRAM) become
 /// Default (coarse VRAM); the call compares flags with ==, so every other
-/// value — Contiguous, SignalMemory, unknown — is passed through (facts §3, §4).
+/// value — Contiguous, SignalMemory, unknown — is passed through (clr hip_memory.cpp).
 pub fn ext_malloc_flags(flags: u32) -> u32 {
     match flags {
         HIP_DEVICE_MALLOC_FINEGRAINED | HIP_DEVICE_MALLOC_UNCACHED => HIP_DEVICE_MALLOC_DEFAULT,
@@ -279,8 +281,8 @@ pub enum AdviseAction {
 /// Whether to apply a `hipMemAdvise` advice.
 ///
 /// UnsetCoarseGrain makes an SVM range fine-grained (coherent) through
-/// `hsa_amd_svm_attributes_set` (facts §3), which GFX10 maps MTYPE_UC
-/// (facts §6): it is not applied. It is replaced by SetCoarseGrain rather
+/// `hsa_amd_svm_attributes_set` (clr rocdevice.cpp), which GFX10 maps MTYPE_UC
+/// (amdkfd kfd_svm.c): it is not applied. It is replaced by SetCoarseGrain rather
 /// than skipped, so that HIP still validates the pointer and device and the
 /// caller gets the runtime's own answer (an error for a bad range stays an
 /// error); the range stays coarse-grained.
@@ -295,8 +297,8 @@ pub fn mem_advise(advice: i32) -> AdviseAction {
 /// Whether an application allocation from a pool with these global flags
 /// should instead come from the coarse-grained pool of the same agent.
 ///
-/// True for FINE_GRAINED and EXTENDED_SCOPE_FINE_GRAINED pools (facts §2,
-/// UC on GFX10, facts §6), except the kernarg pool (KERNARG_INIT), which
+/// True for FINE_GRAINED and EXTENDED_SCOPE_FINE_GRAINED pools (hsa_ext_amd.h;
+/// UC on GFX10, the amdgpu driver's gmc_v10_0.c), except the kernarg pool (KERNARG_INIT), which
 /// kernel arguments need coherent. The runtime's own fine-grained buffers
 /// (signals, hostcall) must stay where they are: callers apply this only to
 /// allocations made on the application's behalf.
@@ -313,7 +315,7 @@ pub const HSA_SVM_GLOBAL_FLAG_COARSE_GRAINED: u64 = 1;
 
 /// The value to set instead, for one SVM attribute pair an application
 /// passes to `hsa_amd_svm_attributes_set`: GLOBAL_FLAG fine-grained
-/// (coherent, MTYPE_UC on GFX10, facts §6) becomes coarse-grained. None:
+/// (coherent, MTYPE_UC on GFX10, amdkfd kfd_svm.c) becomes coarse-grained. None:
 /// leave the pair as it is.
 pub fn svm_global_flag(attribute: u64, value: u64) -> Option<u64> {
     (attribute == HSA_SVM_ATTRIB_GLOBAL_FLAG && value == HSA_SVM_GLOBAL_FLAG_FINE_GRAINED)
@@ -396,8 +398,8 @@ pub fn within_padding_budget(vram: u64, padded: u64, pad: u64) -> bool {
 }
 
 /// The size to allocate so that `pad` bytes of mapped memory follow the
-/// caller's `size` bytes: both rounded up to whole pages (facts §7: an
-/// over-read faults only when the next page is unmapped).
+/// caller's `size` bytes: both rounded up to whole pages (an over-read faults
+/// only when the next page is unmapped: ROCm/rocm-libraries PR #8909, #8902).
 ///
 /// None when `size` is 0 (nothing to pad: forward as is) or on overflow.
 pub fn padded_size(size: usize, pad: usize) -> Option<usize> {

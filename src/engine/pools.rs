@@ -1,6 +1,7 @@
 //! The HSA memory pools of this process, for an application's own
 //! `hsa_amd_memory_pool_allocate` calls: which agent a pool belongs to, and
-//! that agent's coarse-grained pool (rocm-facts §2, §3). Learnt once, from
+//! that agent's coarse-grained pool (hsa_ext_amd.h; ROCR-Runtime amd_gpu_agent.cpp,
+//! rocm-6.2.4). Learnt once, from
 //! the runtime, the first time an application allocates through HSA.
 
 use crate::abi::*;

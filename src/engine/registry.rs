@@ -13,7 +13,7 @@
 //! 32 bytes per slot, grown by 1.5× at 80 % load (so about 53 % just after
 //! growing) and shrunk to 50 % below 20 %: a live entry costs at most 64
 //! bytes once a shard holds more than a handful. `locate` runs once per process
-//! (on the first fault, facts §1) and simply scans every shard.
+//! (on the first fault: ROCr's VMFaultHandler is not re-armed) and simply scans every shard.
 
 use parking_lot::{Mutex, MutexGuard};
 use std::mem::size_of;
@@ -651,7 +651,7 @@ impl Registry {
     /// Returns the allocation whose mapped range `[base, base+size+padding)`
     /// contains `addr` or, failing that, the one whose end lies closest below
     /// `addr` and less than [`LOCATE_WINDOW`] (2 MiB) before it: the buffer a
-    /// kernel ran past. GPU faults name the faulting page (facts §1), so
+    /// kernel ran past. GPU faults name the faulting page (amdkfd kfd_events.c), so
     /// `addr` is often page-aligned and past an end that is not.
     ///
     /// The `i64` is `addr - (base + size)`: negative inside the caller's

@@ -28,7 +28,7 @@ pub struct State {
     /// Every GPU of the topology, by KFD node (HSA agents name their node).
     pub gpus: Vec<topology::Gpu>,
     /// The runtime's HIP_HOST_COHERENT=1 (hipHostMalloc then allocates
-    /// coherent memory for more flags; facts §3).
+    /// coherent memory for more flags; clr hipamd/src/hip_memory.cpp, rocm-6.2.2).
     pub host_coherent: bool,
     /// The runtime's HSA_FORCE_FINE_GRAIN_PCIE=1 (the fine VRAM pool is visible).
     pub fine_pool_visible: bool,

@@ -47,8 +47,9 @@ impl Mode {
 
 /// Whether allocation rewrites apply to a GPU of `family` under `mode`.
 ///
-/// Auto: only RDNA1/RDNA2, whose real chip (facts §5) maps coherent memory
-/// MTYPE_UC (facts §6). On: every family. Observe and Off never rewrite.
+/// Auto: only RDNA1/RDNA2, whose real chip (from the KFD topology) maps coherent
+/// memory MTYPE_UC (the amdgpu driver's gmc_v10_0.c, amdkfd kfd_svm.c). On: every
+/// family. Observe and Off never rewrite.
 pub fn active(mode: Mode, family: Family) -> bool {
     match mode {
         Mode::Auto => matches!(family, Family::Rdna1 | Family::Rdna2),

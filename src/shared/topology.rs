@@ -1,4 +1,4 @@
-//! The real GPU chips, read from the KFD topology (facts §5).
+//! The real GPU chips, read from the KFD topology (amdkfd kfd_topology.c).
 //!
 //! `HSA_OVERRIDE_GFX_VERSION` changes the name HSA and HIP report but never the
 //! sysfs `gfx_target_version`, so the chip family is decided from sysfs only.
@@ -152,7 +152,7 @@ impl Family {
     }
 }
 
-/// The family of a `gfx_target_version` (facts §5 encoding).
+/// The family of a `gfx_target_version` (encoded as amdkfd kfd_device.c sets it).
 pub fn family(gfx_target_version: u32) -> Family {
     let v = gfx_target_version;
     let major = v / 10000;

@@ -235,7 +235,7 @@ pub fn simwork(spec: &str, env: &[(&str, &str)], steps: &[&str]) -> Run {
     Run::from(cmd.output().expect("run simwork"))
 }
 
-/// The exact ROCr message shape (rocm-facts §1), with the node number.
+/// The exact ROCr message shape (ROCR-Runtime runtime.cpp `VMFaultHandler`), with the node number.
 pub fn assert_rocr_page_fault(run: &Run, node: u32) {
     let line = run
         .rocr_message()

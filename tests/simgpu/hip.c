@@ -1,8 +1,9 @@
 /*
  * simgpu's libamdhip64.so.6: a stand-in for clr's HIP runtime. Every
  * allocation goes through hsa_amd_memory_pool_allocate@ROCR_1 by a PLT call
- * (as real libamdhip64 does, facts §2), choosing the pool as clr does for a
- * discrete GPU without XNACK (facts §3). HIP calls initialise HSA implicitly.
+ * (as Debian's libamdhip64.so.5 does: readelf -r), choosing the pool as clr
+ * (hip_memory.cpp, rocdevice.cpp) does for a discrete GPU without XNACK. HIP
+ * calls initialise HSA implicitly.
  * Like clr, the runtime also allocates a buffer of its own (hostcall/signals)
  * from the CPU fine-grained pool through the same PLT call.
  *
@@ -32,7 +33,7 @@
 
 _Static_assert(sizeof(hipDeviceProp_tR0600) == 1472, "R0600 layout");
 _Static_assert(offsetof(hipDeviceProp_tR0600, gcnArchName) == 1160, "R0600 gcnArchName");
-_Static_assert(sizeof(hsa_amd_event_t) == 32, "event layout (facts §1)");
+_Static_assert(sizeof(hsa_amd_event_t) == 32, "event layout (hsa_ext_amd.h)");
 
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -155,7 +156,7 @@ HIDDEN hipError_t ret(hipError_t e) {
 }
 
 HIDDEN hipError_t pool_alloc(hsa_amd_memory_pool_t pool, size_t size, void **ptr) {
-  if (!pool.handle) return hipErrorOutOfMemory; /* an invisible pool's handle is 0 (facts §3) */
+  if (!pool.handle) return hipErrorOutOfMemory; /* an invisible pool's handle is 0 (clr rocdevice.cpp, up to 6.2) */
   void *p = NULL;
   if (hsa_amd_memory_pool_allocate(pool, size, 0, &p) != HSA_STATUS_SUCCESS) return hipErrorOutOfMemory;
   /* Host memory: clr's hostAlloc makes it reachable by every GPU
@@ -202,7 +203,7 @@ EXPORT hipError_t hipGetDevice(int *device) {
 }
 
 static void arch_name(const struct device *d, char *out, size_t n) {
-  /* RDNA1 names carry the xnack feature as clr prints it (facts §6). */
+  /* RDNA1 names carry the xnack feature as clr prints it (ROCR-Runtime isa.cpp). */
   int rdna1 = !strncmp(d->name, "gfx101", 6);
   snprintf(out, n, "%s%s", d->name, rdna1 ? ":xnack-" : "");
 }
@@ -251,7 +252,7 @@ EXPORT hipError_t hipMalloc(void **ptr, size_t size) {
   hipError_t e = ptr ? ensure_init() : hipErrorInvalidValue;
   if (e == hipSuccess) {
     *ptr = NULL;
-    if (size) e = pool_alloc(devs[current_dev].coarse, size, ptr); /* coarse VRAM (facts §3) */
+    if (size) e = pool_alloc(devs[current_dev].coarse, size, ptr); /* coarse VRAM (clr hip_memory.cpp) */
   }
   calllog("hip", "hipMalloc", e, "\"size\":%zu,\"ptr\":%s", size, PTRSTR(ps, e == hipSuccess ? *ptr : NULL));
   return ret(e);
@@ -280,10 +281,10 @@ EXPORT hipError_t hipFree(void *ptr) {
 
 static int host_coherent_env(void) {
   const char *v = getenv("HIP_HOST_COHERENT");
-  return v && atoi(v) == 1; /* defaults to 0 (facts §3) */
+  return v && atoi(v) == 1; /* defaults to 0 (clr rocclr/utils/flags.hpp) */
 }
 
-/* hipHostMalloc's pool choice (facts §3). */
+/* hipHostMalloc's pool choice (clr hip_memory.cpp ihipHostMalloc). */
 static hipError_t host_malloc(void **ptr, size_t size, unsigned flags) {
   if ((flags & hipHostMallocCoherent) && (flags & hipHostMallocNonCoherent)) return hipErrorInvalidValue;
   int coherent = !(flags & hipHostMallocNonCoherent) &&
@@ -307,7 +308,7 @@ EXPORT hipError_t hipHostAlloc(void **ptr, size_t size, unsigned int flags) {
   char ps[32];
   hipError_t e = ptr ? ensure_init() : hipErrorInvalidValue;
   if (e == hipSuccess) {
-    if (rocm_version() < 603) { /* up to 6.2: the device allocator with the raw flags (facts §3) */
+    if (rocm_version() < 603) { /* up to 6.2: the device allocator with the raw flags (clr rocm-6.2.2) */
       *ptr = NULL;
       if (size) e = pool_alloc(devs[current_dev].coarse, size, ptr);
     } else if (flags & ~(hipHostMallocPortable | hipHostMallocMapped | hipHostMallocWriteCombined)) {
@@ -370,7 +371,7 @@ EXPORT hipError_t hipMallocManaged(void **ptr, size_t size, unsigned int flags) 
   return ret(e);
 }
 
-/* hipExtMallocWithFlags compares flags with == (facts §3). */
+/* hipExtMallocWithFlags compares flags with == (clr hip_memory.cpp). */
 EXPORT hipError_t hipExtMallocWithFlags(void **ptr, size_t size, unsigned int flags) {
   char ps[32];
   hipError_t e = ptr ? ensure_init() : hipErrorInvalidValue;
@@ -412,7 +413,7 @@ EXPORT hipError_t hipMemAdvise(const void *ptr, size_t count, int advice, int de
   if (e == hipSuccess && (advice == hipMemAdviseSetCoarseGrain || advice == hipMemAdviseUnsetCoarseGrain)) {
     bool hmm = false;
     hsa_system_get_info(HSA_AMD_SYSTEM_INFO_SVM_SUPPORTED, &hmm);
-    if (hmm) { /* without HMM: a logged no-op returning success (facts §3) */
+    if (hmm) { /* without HMM: a logged no-op returning success (clr rocdevice.cpp) */
       hsa_amd_svm_attribute_pair_t a = {HSA_AMD_SVM_ATTRIB_GLOBAL_FLAG,
                                         advice == hipMemAdviseSetCoarseGrain ? HSA_AMD_SVM_GLOBAL_FLAG_COARSE_GRAINED
                                                                              : HSA_AMD_SVM_GLOBAL_FLAG_FINE_GRAINED};
@@ -450,7 +451,7 @@ EXPORT hipError_t hipDeviceSynchronize(void) {
   hipError_t e = ensure_init();
   if (e == hipSuccess) simgpu_hsa_wait_idle(); /* a kernel that faulted completes only once the event is handled */
   if (e == hipSuccess) mempool_release_freed(); /* clr-mempool: Device::ReleaseFreedMemory */
-  if (e == hipSuccess && simgpu_hsa_queues_dead()) e = hipErrorLaunchFailure; /* the queues are gone (facts §1) */
+  if (e == hipSuccess && simgpu_hsa_queues_dead()) e = hipErrorLaunchFailure; /* the queues are gone (KFD evicted them) */
   calllog("hip", "hipDeviceSynchronize", e, " ");
   return ret(e);
 }

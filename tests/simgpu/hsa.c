@@ -1,7 +1,7 @@
 /*
  * simgpu's libhsa-runtime64.so.1: a stand-in for ROCr that models the pools,
- * the agent identity and the GPU-fault behaviour of ../shared/rocm-facts.md
- * ("facts §N" below). Where ROCm releases differ it follows the release of
+ * the agent identity and the GPU-fault behaviour of ROCr, libhsakmt and KFD as
+ * the sources cited below show. Where ROCm releases differ it follows the release of
  * its build (SIMGPU_ROCM_VERSION_DEFAULT: 5.2, 6.4 or 7.2); SIMGPU_ROCM_VERSION
  * may select an older minor of the same major (6.2 on the 6.4 build). The fault
  * rules are documented, with their sources, in FAULT-MODEL.md.
@@ -101,7 +101,7 @@ struct agent {
   int is_gpu;
   uint32_t node;          /* KFD topology node */
   uint32_t real_version;  /* gfx_target_version from sysfs: never overridden */
-  uint32_t report_version;/* after HSA_OVERRIDE_GFX_VERSION (facts §5) */
+  uint32_t report_version;/* after HSA_OVERRIDE_GFX_VERSION (libhsakmt topology.c) */
   uint32_t device_id;
   uint32_t simd_count, simd_per_cu, wave_front_size;
   uint64_t mem_size;
@@ -130,7 +130,7 @@ struct alloc {
 struct svm {
   uintptr_t base;
   size_t size;
-  int coarse;             /* GLOBAL_FLAG: KFD default is coherent (facts §3) */
+  int coarse;             /* GLOBAL_FLAG: KFD default is coherent (amdkfd kfd_svm.c) */
   uint32_t accessible;    /* bit per agent */
 };
 
@@ -146,8 +146,8 @@ static struct svm *svms;
 static size_t nsvms, cap_svms;
 static struct { hsa_amd_system_event_callback_t cb; void *data; } handlers[MAX_HANDLERS];
 static int nhandlers;
-static int fault_taken;   /* the fault signal is not re-armed (facts §1) */
-static int queues_dead;   /* KFD evicted the queues (facts §1) */
+static int fault_taken;   /* the fault signal is not re-armed (runtime.cpp VMFaultHandler) */
+static int queues_dead;   /* KFD evicted the queues (amdkfd kfd_int_process_v9.c) */
 static int launched;      /* first-launch rules (override-family) */
 
 static const char *topology_root(void) {
@@ -180,11 +180,12 @@ static int read_props(const char *root, int node, struct agent *a) {
 }
 
 static void version_name(uint32_t v, char *out, size_t n) {
-  /* gfx_target_version = major*10000 + minor*100 + stepping; stepping is hex in the name (facts §5). */
+  /* gfx_target_version = major*10000 + minor*100 + stepping (libhsakmt.h HSA_GET_GFX_VERSION_*);
+   * stepping is hex in the name (ROCR-Runtime isa.cpp: gfx90a is 9.0.10). */
   snprintf(out, n, "gfx%u%u%x", v / 10000, (v / 100) % 100, v % 100);
 }
 
-/* HSA_OVERRIDE_GFX_VERSION=major.minor.stepping, decimal; 6.3+ also _<node> (facts §5). */
+/* HSA_OVERRIDE_GFX_VERSION=major.minor.stepping, decimal; 6.3+ also _<node> (libhsakmt topology.c). */
 static uint32_t override_for(uint32_t node, uint32_t real) {
   char var[64];
   snprintf(var, sizeof var, "HSA_OVERRIDE_GFX_VERSION_%u", node);
@@ -222,7 +223,7 @@ static void add_pool(struct agent *a, int agent_idx, uint32_t flags, int locatio
   a->pools[a->npools++] = npools++;
 }
 
-/* The pools each agent exposes (facts §3). */
+/* The pools each agent exposes (ROCR-Runtime amd_gpu_agent.cpp, amd_cpu_agent.cpp, rocm-6.2.4). */
 static void build_pools(void) {
   int ver = rocm_version();
   for (int i = 0; i < nagents; i++) {
@@ -325,7 +326,7 @@ EXPORT hsa_status_t hsa_system_get_info(uint32_t attribute, void *value) {
   else if (attribute == HSA_AMD_SYSTEM_INFO_VIRTUAL_MEM_API_SUPPORTED && rocm_version() >= 600)
     *(bool *)value = true; /* a KFD with the VMM ioctls (6.0+) */
   else if (attribute == HSA_AMD_SYSTEM_INFO_SVM_ACCESSIBLE_BY_DEFAULT)
-    *(bool *)value = false; /* true only with XNACK, which RDNA never enables (facts §6) */
+    *(bool *)value = false; /* true only with XNACK (runtime.cpp), which KFD never enables on RDNA (kfd_process.c) */
   else st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
   calllog("hsa", "hsa_system_get_info", st, "\"attribute\":%u", attribute);
   return st;
@@ -485,7 +486,7 @@ EXPORT hsa_status_t hsa_amd_memory_pool_allocate(hsa_amd_memory_pool_t pool, siz
   int i = init_count > 0 ? pool_index(pool) : -2;
   if (i == -2) st = HSA_STATUS_ERROR_NOT_INITIALIZED;
   else if (i < 0 || !ptr || size == 0) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
-  else if (flags & ~7u) st = HSA_STATUS_ERROR_INVALID_ARGUMENT; /* STANDARD|PCIE|CONTIGUOUS|EXECUTABLE (facts §2) */
+  else if (flags & ~7u) st = HSA_STATUS_ERROR_INVALID_ARGUMENT; /* STANDARD|PCIE|CONTIGUOUS|EXECUTABLE (hsa_ext_amd.h) */
   else if (size > agents[pools[i].agent].mem_size) st = HSA_STATUS_ERROR_INVALID_ALLOCATION;
   else if (nallocs == cap_allocs &&
            !(allocs = realloc(allocs, (cap_allocs = cap_allocs ? cap_allocs * 2 : 64) * sizeof *allocs)))
@@ -705,17 +706,17 @@ EXPORT hsa_status_t hsa_amd_register_system_event_handler(hsa_amd_system_event_c
   hsa_status_t st = HSA_STATUS_SUCCESS;
   char cs[32];
   pthread_mutex_lock(&lock);
-  if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED; /* facts §1 */
+  if (init_count == 0) st = HSA_STATUS_ERROR_NOT_INITIALIZED; /* IS_OPEN (hsa_ext_amd.cpp) */
   else if (!cb) st = HSA_STATUS_ERROR_INVALID_ARGUMENT;
   else if (nhandlers == MAX_HANDLERS) st = HSA_STATUS_ERROR_OUT_OF_RESOURCES;
-  else { handlers[nhandlers].cb = cb; handlers[nhandlers].data = data; nhandlers++; } /* appends (facts §1) */
+  else { handlers[nhandlers].cb = cb; handlers[nhandlers].data = data; nhandlers++; } /* appends (runtime.cpp SetCustomSystemEventHandler) */
   pthread_mutex_unlock(&lock);
   calllog("hsa", "hsa_amd_register_system_event_handler", st, "\"callback\":%s", PTRSTR(cs, (void *)cb));
   return st;
 }
 
 /* svm_attributes_set on host VA that is not a pool allocation registers an SVM
- * range; KFD's default range flags are HOST_ACCESS|COHERENT (facts §3). */
+ * range; KFD's default range flags are HOST_ACCESS|COHERENT (amdkfd kfd_svm.c). */
 EXPORT hsa_status_t hsa_amd_svm_attributes_set(void *ptr, size_t size, hsa_amd_svm_attribute_pair_t *list,
                                                size_t count) {
   hsa_status_t st = HSA_STATUS_SUCCESS;
@@ -786,7 +787,7 @@ EXPORT hsa_status_t hsa_amd_svm_attributes_get(void *ptr, size_t size, hsa_amd_s
   return st;
 }
 
-/* ---- the fault path (facts §1) ---- */
+/* ---- the fault path (ROCR-Runtime src/core/runtime/runtime.cpp, rocm-6.2.4) ---- */
 
 static const char *reason_text(uint32_t mask) {
   if (mask & HSA_AMD_MEMORY_FAULT_PAGE_NOT_PRESENT) return "Page not present or supervisor privilege";
@@ -833,7 +834,7 @@ static void *event_loop(void *arg) {
   hsa_amd_event_t ev = fault_event;
   pthread_mutex_unlock(&lock);
   /* VMFaultHandler: every registered handler, in registration order; any
-   * SUCCESS skips the message and the abort (facts §1). */
+   * SUCCESS skips the message and the abort. */
   int handled = 0;
   for (int k = 0; k < n; k++)
     if (copy[k].cb(&ev, copy[k].data) == HSA_STATUS_SUCCESS) handled = 1;

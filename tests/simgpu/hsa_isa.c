@@ -2,7 +2,7 @@
  * simgpu's ISA queries (libhsa-runtime64.so.1): what rocminfo asks of each
  * agent. A GPU agent has one ISA, named as ROCr names it:
  * "amdgcn-amd-amdhsa--<gfx name>" plus ":xnack-" where the target lists the
- * xnack feature (gfx1010–gfx1013, facts §6); a CPU agent has none.
+ * xnack feature (gfx1010–gfx1013, ROCR-Runtime isa.cpp); a CPU agent has none.
  * hsa_isa_t handles are 1 + the agent's index in hsa_iterate_agents order.
  */
 #include <stdint.h>

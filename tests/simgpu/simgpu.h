@@ -4,9 +4,12 @@
  * AMD GPU.
  *
  * These are the project's own declarations of the ROCm ABI subset the
- * simulation implements, written from ../shared/rocm-facts.md (cited as
- * "facts §N"). The values and layouts are checked against the real Debian
- * ROCm 5.2 headers by tests/abi.rs; nothing here is copied from ROCm.
+ * simulation implements, written from the primary sources each section cites
+ * (ROCR-Runtime's hsa.h and hsa_ext_amd.h, HIP's hip_runtime_api.h). The
+ * simulation follows the primary sources it cites, by repository, path and
+ * tag; FAULT-MODEL.md lists them per rule. The values and layouts are checked
+ * against the real Debian ROCm 5.2 headers by tests/abi.rs; nothing here is
+ * copied from ROCm.
  *
  * Test programs include this header and link with -lamdhip64 -lhsa-runtime64
  * from the folder scripts/simgpu-env puts first on LD_LIBRARY_PATH.
@@ -22,7 +25,7 @@
 extern "C" {
 #endif
 
-/* ---- HSA (facts §1, §2) ------------------------------------------------ */
+/* ---- HSA (hsa.h, hsa_ext_amd.h; ROCR-Runtime rocm-6.2.4) --------------- */
 typedef uint32_t hsa_status_t;
 #define HSA_STATUS_SUCCESS 0x0
 #define HSA_STATUS_INFO_BREAK 0x1
@@ -72,7 +75,7 @@ typedef struct hsa_amd_memory_pool_s { uint64_t handle; } hsa_amd_memory_pool_t;
 #define HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_COARSE_GRAINED 4
 #define HSA_AMD_MEMORY_POOL_GLOBAL_FLAG_EXTENDED_SCOPE_FINE_GRAINED 8
 
-/* Fault event (facts §1). */
+/* Fault event (hsa_ext_amd.h). */
 #define HSA_AMD_GPU_MEMORY_FAULT_EVENT 0
 #define HSA_AMD_MEMORY_FAULT_PAGE_NOT_PRESENT (1u << 0)
 #define HSA_AMD_MEMORY_FAULT_READ_ONLY (1u << 1)
@@ -155,7 +158,7 @@ hsa_status_t hsa_amd_vmem_set_access(void *va, size_t size, const hsa_amd_memory
 hsa_status_t hsa_amd_svm_attributes_get(void *ptr, size_t size, hsa_amd_svm_attribute_pair_t *attribute_list,
                                         size_t attribute_count);
 
-/* ---- HIP (facts §3, §4) ------------------------------------------------ */
+/* ---- HIP (hip_runtime_api.h, HIP rocm-6.2.2) -------------------------- */
 typedef int hipError_t;
 #define hipSuccess 0
 #define hipErrorInvalidValue 1

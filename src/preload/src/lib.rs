@@ -116,7 +116,7 @@ unsafe fn real_dlopen(name: *const c_char, mode: c_int) -> *mut c_void {
 
 /// The real function `id`: the next definition after this library, at its
 /// version node or unversioned; failing that, the runtime opened with
-/// dlopen(RTLD_LOCAL), through an RTLD_NOLOAD handle (rocm-facts §8).
+/// dlopen(RTLD_LOCAL), through an RTLD_NOLOAD handle (checked on Debian 12, glibc 2.36).
 /// Only successes are cached: the runtime may be loaded later.
 unsafe extern "C" fn resolve(id: u32) -> usize {
     let (Some(&(name, ver, lib)), Some(cache)) =
@@ -1098,7 +1098,8 @@ unsafe extern "C" fn dlsym_impl(handle: *mut c_void, name: *const c_char) -> *mu
 }
 
 /// hipGetProcAddress (ROCm 6.2+) looks symbols up on its own dlopen handle,
-/// past any preload (rocm-facts §4): hand back our hook for the names we hook.
+/// past any preload (clr hipamd/src/hip_platform.cpp): hand back our hook for the names we
+/// hook.
 #[no_mangle]
 pub unsafe extern "C" fn hipGetProcAddress(
     symbol: *const c_char,
