@@ -48,24 +48,115 @@ fn hip_python() -> PathBuf {
     py
 }
 
+/// The ROCM_FIX_STATS=1 line's "intercepted N".
+fn intercepted(run: &Run) -> u64 {
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("rocm-fix: intercepted "))
+        .unwrap_or_else(|| panic!("no ROCM_FIX_STATS line: {run:#?}"));
+    line["rocm-fix: intercepted ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A real client against Debian's 5.2 with no GPU: without the preload, then
+/// with it in `auto` and in `observe` mode; stdout and status must be the
+/// same. Returns (without, auto, observe).
+fn without_auto_observe(make: impl Fn() -> std::process::Command) -> (Run, Run, Run) {
+    let without = Run::from(make().output().unwrap());
+    let with = |mode: &str| {
+        let mut c = make();
+        c.env("LD_PRELOAD", preload())
+            .env("ROCM_FIX_STATS", "1")
+            .env("ROCM_FIX_MODE", mode);
+        Run::from(c.output().unwrap())
+    };
+    let (auto, observe) = (with("auto"), with("observe"));
+    for run in [&auto, &observe] {
+        assert_eq!(without.stdout, run.stdout, "{run:#?}");
+        assert_eq!(without.code, run.code, "{run:#?}");
+    }
+    // No GPU it applies to: passthrough, said at exit instead of counters.
+    assert!(
+        auto.stderr
+            .contains("rocm-fix: passthrough (mode auto, no GPU it applies to)"),
+        "{auto:#?}"
+    );
+    (without, auto, observe)
+}
+
+/// hip-python 10.0.0.0.1.2 (rocm-bindings-hip) and its CUDA names bind to
+/// Debian's 5.2: every call answers the runtime's own no-device errors,
+/// identical with the preload. In observe mode rocm-fix counts the client's
+/// hooked calls, and more: without a device, Debian's 5.2 calls hsa_init
+/// again on each HIP call (one more interception per call, seen one call at
+/// a time), which the preload sees through the runtime's PLT.
 #[test]
-fn hip_python_on_debians_rocm_sees_identical_results() {
+fn hip_python_10_on_debians_rocm_5_2_sees_identical_results_and_is_counted() {
+    let py = root().join("target/clients/hip10/bin/python");
+    assert!(
+        py.exists(),
+        "scripts/install-clients installs target/clients/hip10"
+    );
+    let script = root().join("tests/programs/hip_python10_client.py");
+    let (without, _, observe) = without_auto_observe(|| {
+        let mut c = clean_command(&py);
+        c.arg(&script).arg("real");
+        c
+    });
+    assert_eq!(without.code, Some(0), "{without:#?}");
+    for line in [
+        "hipGetDeviceCount -> 100",
+        "cudaMalloc -> 101",
+        "cuMemAlloc -> 101",
+    ] {
+        assert!(
+            without.stdout.lines().any(|l| l == line),
+            "{line}: {without:#?}"
+        );
+    }
+    let hooked: u64 = without
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("client: hooked calls "))
+        .expect("the client's count")
+        .parse()
+        .unwrap();
+    let n = intercepted(&observe);
+    assert!(
+        n > hooked,
+        "{hooked} hooked calls, {n} intercepted: {observe:#?}"
+    );
+    // The C API, from ctypes, says the same as the exit line.
+    assert!(
+        observe.stderr.contains(&format!(
+            "client: rocm_fix_get_stats intercepted {n} rewritten 0 padded 0"
+        )),
+        "{observe:#?}"
+    );
+}
+
+/// hip-python 6.2.0.499.16 on Debian's 5.2, in auto and observe mode.
+#[test]
+fn hip_python_6_2_on_debians_rocm_5_2_is_identical_in_auto_and_observe_mode() {
     let py = hip_python();
     let script = root().join("tests/programs/hip_python_client.py");
-    let (without, with) = both(
-        || {
-            let mut c = clean_command(&py);
-            c.arg(&script).arg("matrix");
-            c
-        },
-        &[],
-    );
+    let (without, _, observe) = without_auto_observe(|| {
+        let mut c = clean_command(&py);
+        c.arg(&script).arg("matrix");
+        c
+    });
     assert_eq!(without.code, Some(0), "{without:#?}");
     assert!(
         without.stdout.contains("hipGetDeviceCount -> 100"),
         "{without:#?}"
     );
-    assert_eq!(without.stdout, with.stdout);
+    // Its 6 calls to hooked functions, each seen.
+    assert!(intercepted(&observe) > 6, "{observe:#?}");
 }
 
 #[test]

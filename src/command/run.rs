@@ -567,6 +567,16 @@ pub fn report_json(opts: &RunOptions, plan: &Plan, attempts: &[Attempt]) -> Stri
     })
 }
 
+/// How an attempt with a fault record ended: killed (ROCr's abort), or
+/// exiting on its own after the runtime returned the fault as an error
+/// (clr 7.x: hipErrorIllegalAddress, which PyTorch raises as an exception).
+fn ended_by(status: &ExitStatus) -> String {
+    match status.code() {
+        Some(code) => format!("exited with status {code} after"),
+        None => "died of".to_string(),
+    }
+}
+
 fn describe(f: &Fault) -> String {
     match (f.past_end, f.size, f.kind.as_deref()) {
         (Some(p), Some(s), Some(k)) if p >= 0 => {
@@ -911,7 +921,8 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus, RunError> {
             None
         };
         let what = format!(
-            "attempt {number} died of a GPU memory fault at {} on {} ({})",
+            "attempt {number} {} a GPU memory fault at {} on {} ({})",
+            ended_by(&status),
             f.address.as_deref().unwrap_or("an unknown address"),
             f.gfx.as_deref().unwrap_or("the GPU"),
             describe(&f)

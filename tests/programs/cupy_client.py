@@ -12,6 +12,12 @@ same library.
       (rocm_fix_get_stats through ctypes) when the preload is there.
       --lazy: load CuPy's modules with RTLD_LAZY (cupy-rocm-5-0 13.3.0 does not
       import against ROCm 5.2 otherwise: see README).
+
+  cupy_client.py real
+      Against a REAL runtime with no GPU (Debian's 7.2.4): the pool's and
+      CuPy's own runtime calls, each outcome on stdout (to be compared between
+      runs with and without the preload); on stderr, how many of them went to
+      functions rocm-fix hooks and what rocm-fix counted.
 """
 import ctypes
 import os
@@ -41,6 +47,37 @@ def stats():
     return f"rocm-fix: intercepted {s.intercepted} padded {s.padded} live {s.live_allocations}"
 
 
+def real():
+    import cupy
+    from cupy.cuda import runtime
+
+    hooked = 0
+
+    def call(name, fn, hooks=False):
+        nonlocal hooked
+        hooked += hooks
+        try:
+            print(f"{name} -> {fn()!r}", flush=True)
+        except Exception as e:  # CuPy raises the runtime's error
+            print(f"{name} -> {type(e).__name__}: {e}", flush=True)
+
+    print(f"cupy {cupy.__version__} runtime {runtime.runtimeGetVersion()}", flush=True)
+    call("getDeviceCount", runtime.getDeviceCount)
+    call("pool: cupy.empty(2 MiB)", lambda: cupy.empty(0x200000, dtype=cupy.uint8).data.ptr)
+    call("pool: total bytes", lambda: cupy.get_default_memory_pool().total_bytes())
+    call("pool: MemoryPool().malloc(2 MiB)", lambda: cupy.cuda.MemoryPool().malloc(0x200000).ptr)
+    call("runtime.malloc(2 MiB)", lambda: runtime.malloc(0x200000), True)
+    call("runtime.hostAlloc(4096)", lambda: runtime.hostAlloc(4096, 0), True)
+    call("runtime.mallocManaged(4096)", lambda: runtime.mallocManaged(4096, 1), True)
+    call("runtime.free(0)", lambda: runtime.free(0), True)
+    call("runtime.freeHost(0)", lambda: runtime.freeHost(0), True)
+    print(f"client: hooked calls {hooked}", file=sys.stderr)
+    print(f"client: {stats()}", file=sys.stderr)
+
+
+if sys.argv[1] == "real":
+    real()
+    sys.exit(0)
 over = int(sys.argv[1], 0)
 if "--lazy" in sys.argv:
     sys.setdlopenflags(os.RTLD_LAZY)

@@ -12,6 +12,15 @@ is called through ctypes on the same library.
       memory, then a 2 MiB device buffer (it ends at a block end), read over
       its end by OVER bytes; then rocm-fix's counters (rocm_fix_get_stats
       through ctypes) when the preload is there.
+      --raise (last): a failed call raises, as PyTorch on ROCm 7 raises a GPU
+      fault (hipErrorIllegalAddress, ROCm/pytorch#3336): uncaught, Python
+      prints the traceback and exits 1.
+
+  hip_python10_client.py real
+      Against a REAL runtime with no GPU (Debian's 5.2, 6.4.3, 7.2.4): a
+      matrix of calls through all three APIs, every result on stdout (to be
+      compared between runs with and without the preload); on stderr, how
+      many of them went to functions rocm-fix hooks and what rocm-fix counted.
 """
 import ctypes
 import sys
@@ -33,6 +42,10 @@ class Stats(ctypes.Structure):
 def show(name, result):
     err = result[0] if isinstance(result, tuple) else result
     print(f"{name} -> {int(err)}", flush=True)
+    if int(err) != 0 and sys.argv[-1] == "--raise":
+        lib = ctypes.CDLL("libamdhip64.so")
+        lib.hipGetErrorString.restype = ctypes.c_char_p
+        raise RuntimeError(f"HIP error: {lib.hipGetErrorString(int(err)).decode()}")
     return result
 
 
@@ -46,6 +59,55 @@ def rocm_fix_stats():
     get(ctypes.byref(s), ctypes.sizeof(s))
     return s
 
+
+def real_matrix():
+    from hip import hip
+    from cuda.bindings import driver as cudrv
+    from cuda.bindings import runtime as cudart
+
+    hooked = 0
+
+    def call(name, fn, hooks=False):
+        nonlocal hooked
+        hooked += hooks
+        r = fn()
+        err = r[0] if isinstance(r, tuple) else r
+        print(f"{name} -> {int(err)}", flush=True)
+        return r
+
+    call("hipInit(0)", lambda: hip.hipInit(0))
+    _, n = call("hipGetDeviceCount", hip.hipGetDeviceCount)
+    print("count", n)
+    call("hipSetDevice(0)", lambda: hip.hipSetDevice(0))
+    call("hipMalloc(1 MiB)", lambda: hip.hipMalloc(1 << 20), True)
+    call("hipMalloc(0)", lambda: hip.hipMalloc(0), True)
+    call("hipHostMalloc(coherent)", lambda: hip.hipHostMalloc(4096, 0), True)
+    call("hipHostMalloc(non-coherent)", lambda: hip.hipHostMalloc(4096, 0x80000000), True)
+    call("hipMallocManaged", lambda: hip.hipMallocManaged(4096, 1), True)
+    call("hipExtMallocWithFlags", lambda: hip.hipExtMallocWithFlags(4096, 1), True)
+    call("hipFree(None)", lambda: hip.hipFree(None), True)
+    call("hipHostFree(None)", lambda: hip.hipHostFree(None), True)
+    call("hipDeviceSynchronize", hip.hipDeviceSynchronize)
+    call("hipGetLastError", hip.hipGetLastError)
+    call("cudaGetDeviceCount", cudart.cudaGetDeviceCount)
+    call("cudaMalloc", lambda: cudart.cudaMalloc(4096), True)
+    call("cudaHostAlloc", lambda: cudart.cudaHostAlloc(4096, 0), True)
+    call("cudaFree(None)", lambda: cudart.cudaFree(None), True)
+    call("cudaFreeHost(None)", lambda: cudart.cudaFreeHost(None), True)
+    call("cuInit(0)", lambda: cudrv.cuInit(0))
+    call("cuMemAlloc", lambda: cudrv.cuMemAlloc(4096), True)
+    call("cuMemHostAlloc", lambda: cudrv.cuMemHostAlloc(4096, 0), True)
+    call("cuMemFree(0)", lambda: cudrv.cuMemFree(0), True)
+    print(f"client: hooked calls {hooked}", file=sys.stderr)
+    s = rocm_fix_stats()
+    if s is not None:
+        print(f"client: rocm_fix_get_stats intercepted {s.intercepted} "
+              f"rewritten {s.rewritten} padded {s.padded}", file=sys.stderr)
+
+
+if sys.argv[1] == "real":
+    real_matrix()
+    sys.exit(0)
 
 api, over = sys.argv[2], int(sys.argv[3], 0)
 if api == "hip":
