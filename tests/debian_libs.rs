@@ -1,0 +1,309 @@
+//! Debian's own ROCm libraries as clients (issue 11): Debian 12's hipSPARSE /
+//! rocSPARSE and hipRAND / rocRAND, the real binaries (downloaded, never
+//! installed, by scripts/fetch-rocm-libs into target/debs/libs-5.2), linked
+//! into tests/programs/debian_libs.c. They link libamdhip64.so.5, so they run
+//! on the simulated 5.2 build, and on Debian's real 5.2 runtime of this
+//! machine (no GPU: "no device").
+//!
+//! What they show: the device memory a library allocates for itself (a
+//! rocSPARSE handle's 1 MiB buffer and four constants, a rocRAND generator's
+//! 3 MiB of engine states) reaches rocm-fix as an application's allocation
+//! does and gets exactly what the same allocations made by the program get;
+//! on a GPU rocm-fix leaves alone, nothing changes. Their fat binaries carry
+//! code objects for gfx803, gfx900, gfx906, gfx908, gfx90a and gfx1030, none
+//! for gfx1010: on an RX 5700 XT ROCm 5.2 aborts at the first HIP call, with
+//! or without rocm-fix.
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+const MODES: [&str; 4] = ["hipsparse", "rocsparse", "hiprand", "rocrand"];
+const MISSING: &str = "hipErrorNoBinaryForGpu: Unable to find code object for all current devices!";
+
+/// target/debs/libs-5.2/root, fetched once.
+fn libs() -> PathBuf {
+    let out = Command::new(root().join("scripts/fetch-rocm-libs"))
+        .args(["--quiet", "5.2"])
+        .output()
+        .expect("scripts/fetch-rocm-libs");
+    assert!(
+        out.status.success(),
+        "fetch-rocm-libs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("root")
+}
+
+fn lib_dir() -> PathBuf {
+    libs().join("usr/lib/x86_64-linux-gnu")
+}
+
+/// The client, built with the libraries' real headers (C++: rocRAND's headers
+/// need `__half`) and linked against them and Debian's libamdhip64.so.5.
+fn client() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let inc = libs().join("usr/include");
+            let lib = lib_dir();
+            let dir = root().join("target/test-programs");
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = dir.join("debian_libs-5.2");
+            let tmp = dir.join(format!("debian_libs.{}.tmp", std::process::id()));
+            let st = Command::new("g++")
+                .env_remove("LD_LIBRARY_PATH")
+                .args([
+                    "-x",
+                    "c++",
+                    "-std=gnu++17",
+                    "-O1",
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                ])
+                .arg("-D__HIP_PLATFORM_AMD__")
+                .arg(format!("-I{}", root().join("include").display()))
+                .arg(format!("-I{}", inc.display()))
+                .arg("-o")
+                .arg(&tmp)
+                .arg(root().join("tests/programs/debian_libs.c"))
+                .arg(format!("-L{}", lib.display()))
+                .args(["-lhipsparse", "-lrocsparse", "-lhiprand", "-lrocrand"])
+                .args(["-lamdhip64", "-ldl"])
+                .arg(format!("-Wl,-rpath-link,{}", lib.display()))
+                .output()
+                .expect("g++");
+            assert!(
+                st.status.success(),
+                "g++: {}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+            std::fs::rename(&tmp, &out).unwrap();
+            out
+        })
+        .clone()
+}
+
+/// The client on the simulated `gpu` of the 5.2 build, Debian's libraries
+/// after the simulated runtime on the library path.
+fn on_sim(gpu: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = clean_command(&client());
+    for (k, v) in simgpu_env_for(gpu, "5.2") {
+        let v = if k == "LD_LIBRARY_PATH" {
+            format!("{v}:{}", lib_dir().display())
+        } else {
+            v
+        };
+        c.env(k, v);
+    }
+    c.args(args).envs(env.iter().copied());
+    c
+}
+
+/// The sizes of the successful hipMalloc calls of a run, in order (from the
+/// simulated runtime's call log).
+fn malloc_sizes(mut c: Command, tag: &str) -> Vec<String> {
+    let log = std::env::temp_dir().join(format!("debian-libs-{}-{tag}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let run = Run::from(c.env("SIMGPU_CALL_LOG", &log).output().unwrap());
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    text.lines()
+        .filter(|l| l.contains("\"fn\":\"hipMalloc\"") && l.ends_with("\"result\":0}"))
+        .map(|l| {
+            let at = l.find("\"size\":").expect("size") + 7;
+            l[at..].split([',', '}']).next().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// The client's own line of rocm-fix's counters while the library's handle
+/// (or the program's allocations) are alive: "padded P padded_bytes B live L".
+fn alive(run: &Run) -> String {
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("debian_libs: ") && l.contains(" alive: "))
+        .unwrap_or_else(|| panic!("no counters: {run:#?}"));
+    line.split(" alive: ").nth(1).unwrap().to_string()
+}
+
+fn expected_stdout(mode: &str) -> &'static str {
+    match mode {
+        "hipsparse" => {
+            "hipsparseCreate -> 0\nhipsparseGetVersion -> 0 version 200302\nhipsparseDestroy -> 0\n"
+        }
+        "rocsparse" => {
+            "rocsparse_create_handle -> 0\nrocsparse_get_pointer_mode -> 0 mode 0\n\
+             rocsparse_destroy_handle -> 0\n"
+        }
+        // The generator is created; generating launches rocRAND's kernels,
+        // which the simulated device cannot run (hipErrorNoBinaryForGpu):
+        // HIPRAND_STATUS_LAUNCH_FAILURE 201, ROCRAND_STATUS_LAUNCH_FAILURE 107.
+        "hiprand" => {
+            "hipMalloc -> 0\nhiprandCreateGenerator -> 0\nhiprandGenerate -> 201\n\
+             hiprandDestroyGenerator -> 0\nhipFree -> 0\n"
+        }
+        "rocrand" => {
+            "hipMalloc -> 0\nrocrand_create_generator -> 0\nrocrand_generate -> 107\n\
+             rocrand_destroy_generator -> 0\nhipFree -> 0\n"
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// On `gpu` (+ `env`), each library's own allocations get from rocm-fix what
+/// the same allocations made by the program get, and with ROCM_FIX_PAD=2M
+/// that is padding for every one of them.
+fn treated_as_the_applications(gpu: &str, env: &[(&str, &str)]) {
+    let pad: Vec<(&str, &str)> = env
+        .iter()
+        .copied()
+        .chain([("ROCM_FIX_PAD", "2M"), ("ROCM_FIX_STATS", "1")])
+        .collect();
+    for mode in MODES {
+        let sizes = malloc_sizes(on_sim(gpu, &[mode], env), mode);
+        // The library's own: a rocSPARSE handle's buffer and constants, a
+        // rocRAND XORWOW generator's engine states (after the program's 16 KiB).
+        let own: &[&str] = if mode.ends_with("sparse") {
+            &["1048576", "4", "8", "8", "16"]
+        } else {
+            &["16384", "3145728"]
+        };
+        assert_eq!(sizes, own, "{gpu} {mode}");
+        let (without, with) = both(|| on_sim(gpu, &[mode], &pad), &[]);
+        assert_eq!(without.code, Some(0), "{gpu} {mode}: {without:#?}");
+        assert_eq!(without.stdout, expected_stdout(mode), "{gpu} {mode}");
+        assert_eq!(with.stdout, without.stdout, "{gpu} {mode}: {with:#?}");
+        assert_eq!(with.code, Some(0), "{gpu} {mode}: {with:#?}");
+        let mut app = vec!["app"];
+        app.extend(sizes.iter().map(String::as_str));
+        let mut c = on_sim(gpu, &app, &pad);
+        c.env("LD_PRELOAD", preload());
+        let app = Run::from(c.output().unwrap());
+        assert_eq!(app.code, Some(0), "{app:#?}");
+        assert_eq!(
+            alive(&with),
+            alive(&app),
+            "{gpu} {mode}: {with:#?} {app:#?}"
+        );
+        assert!(
+            alive(&with).starts_with(&format!("padded {} ", sizes.len())),
+            "{gpu} {mode}: every allocation padded: {with:#?}"
+        );
+    }
+}
+
+#[test]
+fn debian_12s_libraries_allocations_are_treated_as_the_applications_on_a_simulated_rx_6900_xt() {
+    treated_as_the_applications("gfx1030", &[]);
+}
+
+/// The RX 5700 XT owner's usual workaround, HSA_OVERRIDE_GFX_VERSION=10.3.0,
+/// makes the GPU report gfx1030: the libraries load, and rocm-fix (which
+/// reads the real chip) treats their allocations as the program's.
+#[test]
+fn on_a_simulated_rx_5700_xt_debian_12s_libraries_abort_at_start_unless_it_reports_gfx1030() {
+    for mode in MODES {
+        let (without, with) = both(|| on_sim("gfx1010", &[mode], &[]), &[]);
+        for r in [&without, &with] {
+            assert!(r.aborted(), "{mode}: {r:#?}");
+            assert!(r.stderr.contains(MISSING), "{mode}: {r:#?}");
+            assert_eq!(r.stdout, "", "{mode}: {r:#?}");
+        }
+    }
+    treated_as_the_applications("gfx1010", &[("HSA_OVERRIDE_GFX_VERSION", "10.3.0")]);
+}
+
+/// A GPU rocm-fix leaves alone (a simulated RX 580, gfx803, which the
+/// libraries carry code for): output byte-identical in `auto` (passthrough)
+/// and `observe`, which counts every hooked call, the libraries' included.
+#[test]
+fn on_a_gpu_rocm_fix_leaves_alone_debian_12s_libraries_run_unchanged() {
+    for mode in MODES {
+        let log =
+            std::env::temp_dir().join(format!("debian-libs-{}-803-{mode}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let mut c = on_sim("gfx803", &[mode], &[]);
+        let without = Run::from(c.env("SIMGPU_CALL_LOG", &log).output().unwrap());
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        let hooked = text
+            .lines()
+            .filter(|l| l.contains("\"fn\":\"hipMalloc\"") || l.contains("\"fn\":\"hipFree\""))
+            .count();
+        assert_eq!(without.code, Some(0), "{mode}: {without:#?}");
+        assert_eq!(without.stdout, expected_stdout(mode), "{mode}");
+        for (m, expect) in [
+            ("auto", "rocm-fix: passthrough (mode auto".to_string()),
+            // + the runtime's own hsa_init, which it calls through its PLT
+            (
+                "observe",
+                format!(
+                    "rocm-fix: intercepted {} rewritten 0 protected 0 ",
+                    hooked + 1
+                ),
+            ),
+        ] {
+            let mut c = on_sim(
+                "gfx803",
+                &[mode],
+                &[("ROCM_FIX_MODE", m), ("ROCM_FIX_STATS", "1")],
+            );
+            let with = Run::from(c.env("LD_PRELOAD", preload()).output().unwrap());
+            assert_eq!(with.stdout, without.stdout, "{mode} {m}: {with:#?}");
+            assert_eq!(with.code, without.code, "{mode} {m}");
+            assert!(
+                with.stderr.contains(&expect),
+                "{mode} {m}: {expect}: {with:#?}"
+            );
+        }
+    }
+}
+
+/// Debian's real ROCm 5.2 runtime of this machine: no GPU, so each library
+/// fails in its own way, identically with the preload in `auto` and `observe`.
+#[test]
+fn debian_12s_libraries_on_debians_real_5_2_are_unchanged_by_the_preload() {
+    let real = |mode: &str, env: &[(&str, &str)]| {
+        let mut c = clean_command(&client());
+        c.env("LD_LIBRARY_PATH", lib_dir())
+            .arg(mode)
+            .envs(env.iter().copied());
+        Run::from(c.output().unwrap())
+    };
+    let ldd = Command::new("ldd")
+        .arg(client())
+        .env("LD_LIBRARY_PATH", lib_dir())
+        .output()
+        .unwrap();
+    let ldd = String::from_utf8_lossy(&ldd.stdout).to_string();
+    assert!(
+        ldd.contains("libamdhip64.so.5 => /") && !ldd.contains("simgpu"),
+        "Debian's runtime: {ldd}"
+    );
+    for mode in MODES {
+        let without = real(mode, &[]);
+        assert_eq!(without.code, Some(0), "{mode}: {without:#?}");
+        assert!(without.stdout.lines().count() >= 3, "{mode}: {without:#?}");
+        let pre = preload();
+        let pre = pre.to_str().unwrap();
+        for m in ["auto", "observe"] {
+            let with = real(
+                mode,
+                &[
+                    ("LD_PRELOAD", pre),
+                    ("ROCM_FIX_MODE", m),
+                    ("ROCM_FIX_STATS", "1"),
+                ],
+            );
+            assert_eq!(with.stdout, without.stdout, "{mode} {m}: {with:#?}");
+            assert_eq!(with.code, without.code, "{mode} {m}");
+            assert!(with.stderr.contains("rocm-fix: "), "{mode} {m}: {with:#?}");
+        }
+    }
+}
