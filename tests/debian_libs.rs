@@ -13,6 +13,13 @@
 //! code objects for gfx803, gfx900, gfx906, gfx908, gfx90a and gfx1030, none
 //! for gfx1010: on an RX 5700 XT ROCm 5.2 aborts at the first HIP call, with
 //! or without rocm-fix.
+//!
+//! Debian sid's rocBLAS 4.4 / hipBLAS 2.4 (ROCm 6.4.4, target/debs/libs-6.4)
+//! link libamdhip64.so.6 and need sid's C runtime: they run on the simulated
+//! 6.4 build through sid's own loader (unpacked beside them, never
+//! installed). A rocBLAS handle allocates a 32 MiB workspace for itself, which
+//! ends at a 2 MiB block's end: on the simulated RX 5700 XT it gets the sink,
+//! as the program's own 32 MiB `hipMalloc` does.
 
 mod common;
 use common::*;
@@ -23,10 +30,10 @@ use std::sync::OnceLock;
 const MODES: [&str; 4] = ["hipsparse", "rocsparse", "hiprand", "rocrand"];
 const MISSING: &str = "hipErrorNoBinaryForGpu: Unable to find code object for all current devices!";
 
-/// target/debs/libs-5.2/root, fetched once.
-fn libs() -> PathBuf {
+/// target/debs/libs-`release`, fetched once.
+fn fetched(release: &str) -> PathBuf {
     let out = Command::new(root().join("scripts/fetch-rocm-libs"))
-        .args(["--quiet", "5.2"])
+        .args(["--quiet", release])
         .output()
         .expect("scripts/fetch-rocm-libs");
     assert!(
@@ -34,7 +41,12 @@ fn libs() -> PathBuf {
         "fetch-rocm-libs: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("root")
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// target/debs/libs-5.2/root.
+fn libs() -> PathBuf {
+    fetched("5.2").join("root")
 }
 
 fn lib_dir() -> PathBuf {
@@ -127,7 +139,7 @@ fn alive(run: &Run) -> String {
     let line = run
         .stderr
         .lines()
-        .find(|l| l.starts_with("debian_libs: ") && l.contains(" alive: "))
+        .find(|l| l.starts_with("debian_") && l.contains(" alive: "))
         .unwrap_or_else(|| panic!("no counters: {run:#?}"));
     line.split(" alive: ").nth(1).unwrap().to_string()
 }
@@ -304,6 +316,172 @@ fn debian_12s_libraries_on_debians_real_5_2_are_unchanged_by_the_preload() {
             assert_eq!(with.stdout, without.stdout, "{mode} {m}: {with:#?}");
             assert_eq!(with.code, without.code, "{mode} {m}");
             assert!(with.stderr.contains("rocm-fix: "), "{mode} {m}: {with:#?}");
+        }
+    }
+}
+
+// ---- Debian sid's rocBLAS / hipBLAS (ROCm 6.4) ----
+
+const BLAS_MODES: [&str; 2] = ["rocblas", "hipblas"];
+const GNU: &str = "usr/lib/x86_64-linux-gnu";
+
+/// The rocBLAS/hipBLAS client, built with their real headers and those of
+/// Debian's 6.4.3 libamdhip64-dev (target/debs/6.4, scripts/fetch-rocm-debs).
+/// The sid libraries need glibc 2.38, which this machine's linker cannot
+/// check: their undefined symbols are left to sid's loader.
+fn blas_client() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let libs = fetched("6.4").join("root");
+            let hip = root().join("target/debs/6.4/root");
+            let dir = root().join("target/test-programs");
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = dir.join("debian_blas-6.4");
+            let tmp = dir.join(format!("debian_blas.{}.tmp", std::process::id()));
+            let st = Command::new("gcc")
+                .env_remove("LD_LIBRARY_PATH")
+                .args(["-std=gnu11", "-O1", "-Wall", "-Wextra", "-Werror"])
+                .arg("-D__HIP_PLATFORM_AMD__")
+                .arg(format!("-I{}", root().join("include").display()))
+                .arg(format!("-I{}", libs.join("usr/include").display()))
+                .arg(format!("-I{}", hip.join("usr/include").display()))
+                .arg("-o")
+                .arg(&tmp)
+                .arg(root().join("tests/programs/debian_blas.c"))
+                .arg(format!("-L{}", libs.join(GNU).display()))
+                .args(["-lhipblas", "-lrocblas"])
+                .arg(format!("-L{}", hip.join(GNU).display()))
+                .args(["-lamdhip64", "-ldl"])
+                .arg(format!("-Wl,-rpath-link,{}", libs.join(GNU).display()))
+                .arg("-Wl,--unresolved-symbols=ignore-in-shared-libs")
+                .output()
+                .expect("gcc");
+            assert!(
+                st.status.success(),
+                "gcc: {}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+            std::fs::rename(&tmp, &out).unwrap();
+            out
+        })
+        .clone()
+}
+
+/// The client on the simulated `gpu` of the 6.4 build, run by sid's loader:
+/// the simulated runtime first, then the sid libraries, then sid's C runtime.
+fn on_sim64(gpu: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let dir = fetched("6.4");
+    let sidlibc = dir.join("sidlibc").join(GNU);
+    let mut c = clean_command(&sidlibc.join("ld-linux-x86-64.so.2"));
+    let mut path = String::new();
+    for (k, v) in simgpu_env_for(gpu, "6.4") {
+        if k == "LD_LIBRARY_PATH" {
+            path = v;
+        } else {
+            c.env(k, v);
+        }
+    }
+    let path = format!(
+        "{path}:{}:{}",
+        dir.join("root").join(GNU).display(),
+        sidlibc.display()
+    );
+    c.arg("--library-path").arg(path).arg(blas_client());
+    c.args(args).envs(env.iter().copied());
+    c
+}
+
+fn blas_stdout(mode: &str) -> &'static str {
+    // sdot launches rocBLAS's kernel, which the simulated device cannot run
+    // (hipErrorNoBinaryForGpu): rocblas_status_arch_mismatch (15), which
+    // hipBLAS passes on as HIPBLAS_STATUS_UNKNOWN (11).
+    match mode {
+        "rocblas" => {
+            "hipMalloc -> 0\nrocblas_create_handle -> 0\n\
+             rocblas_get_device_memory_size -> 0 size 33554432\n\
+             rocblas_is_managing_device_memory -> 1\nrocblas_sdot -> 15\n\
+             rocblas_destroy_handle -> 0\nhipFree -> 0\n"
+        }
+        "hipblas" => {
+            "hipMalloc -> 0\nhipblasCreate -> 0\nhipblasSdot -> 11\nhipblasDestroy -> 0\nhipFree -> 0\n"
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn debian_sids_rocblas_workspace_gets_the_sink_as_the_applications_on_a_simulated_rx_5700_xt() {
+    for mode in BLAS_MODES {
+        let sizes = malloc_sizes(on_sim64("gfx1010", &[mode], &[]), mode);
+        // The program's 4 KiB, then the handle's own workspace.
+        assert_eq!(sizes, ["4096", "33554432"], "{mode}");
+        let stats = [("ROCM_FIX_STATS", "1")];
+        let (without, with) = both(|| on_sim64("gfx1010", &[mode], &stats), &[]);
+        assert_eq!(without.code, Some(0), "{mode}: {without:#?}");
+        assert_eq!(without.stdout, blas_stdout(mode), "{mode}");
+        assert_eq!(with.stdout, without.stdout, "{mode}: {with:#?}");
+        assert_eq!(with.code, Some(0), "{mode}: {with:#?}");
+        let mut app = vec!["app"];
+        app.extend(sizes.iter().map(String::as_str));
+        let mut c = on_sim64("gfx1010", &app, &stats);
+        let app = Run::from(c.env("LD_PRELOAD", preload()).output().unwrap());
+        assert_eq!(app.code, Some(0), "{app:#?}");
+        assert_eq!(alive(&with), alive(&app), "{mode}: {with:#?} {app:#?}");
+        // The workspace ends at its block's end: the sink (one per GPU, 64 KiB).
+        assert!(
+            alive(&with).starts_with("padded 1 padded_bytes 65536 "),
+            "{mode}: {with:#?}"
+        );
+    }
+    // ROCBLAS_STREAM_ORDER_ALLOC=1: the workspace comes from hipMallocAsync
+    // (and goes back with hipFreeAsync), which gets the sink too.
+    let env = [("ROCBLAS_STREAM_ORDER_ALLOC", "1"), ("ROCM_FIX_STATS", "1")];
+    let (without, with) = both(|| on_sim64("gfx1010", &["rocblas"], &env), &[]);
+    assert_eq!(with.stdout, without.stdout, "{with:#?}");
+    assert_eq!(with.stdout, blas_stdout("rocblas"), "{with:#?}");
+    assert!(alive(&with).starts_with("padded 1 "), "{with:#?}");
+}
+
+/// A GPU rocm-fix leaves alone (a simulated RX 7900 XTX, gfx1100, which sid's
+/// rocBLAS carries code for): byte-identical in `auto` and `observe`.
+#[test]
+fn on_a_gpu_rocm_fix_leaves_alone_debian_sids_rocblas_runs_unchanged() {
+    for mode in BLAS_MODES {
+        let log = std::env::temp_dir().join(format!(
+            "debian-blas-{}-1100-{mode}.log",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&log);
+        let mut c = on_sim64("gfx1100", &[mode], &[]);
+        let without = Run::from(c.env("SIMGPU_CALL_LOG", &log).output().unwrap());
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        let hooked = text
+            .lines()
+            .filter(|l| l.contains("\"fn\":\"hipMalloc\"") || l.contains("\"fn\":\"hipFree\""))
+            .count();
+        assert_eq!(without.code, Some(0), "{mode}: {without:#?}");
+        assert_eq!(without.stdout, blas_stdout(mode), "{mode}");
+        for (m, expect) in [
+            ("auto", "rocm-fix: passthrough (mode auto".to_string()),
+            (
+                "observe",
+                format!(
+                    "rocm-fix: intercepted {} rewritten 0 protected 0 ",
+                    hooked + 1
+                ),
+            ),
+        ] {
+            let env = [("ROCM_FIX_MODE", m), ("ROCM_FIX_STATS", "1")];
+            let mut c = on_sim64("gfx1100", &[mode], &env);
+            let with = Run::from(c.env("LD_PRELOAD", preload()).output().unwrap());
+            assert_eq!(with.stdout, without.stdout, "{mode} {m}: {with:#?}");
+            assert_eq!(with.code, without.code, "{mode} {m}");
+            assert!(
+                with.stderr.contains(&expect),
+                "{mode} {m}: {expect}: {with:#?}"
+            );
         }
     }
 }
