@@ -14,12 +14,13 @@
 //! for gfx1010: on an RX 5700 XT ROCm 5.2 aborts at the first HIP call, with
 //! or without rocm-fix.
 //!
-//! Debian sid's rocBLAS 4.4 / hipBLAS 2.4 (ROCm 6.4.4, target/debs/libs-6.4)
-//! link libamdhip64.so.6 and need sid's C runtime: they run on the simulated
-//! 6.4 build through sid's own loader (unpacked beside them, never
-//! installed). A rocBLAS handle allocates a 32 MiB workspace for itself, which
-//! ends at a 2 MiB block's end: on the simulated RX 5700 XT it gets the sink,
-//! as the program's own 32 MiB `hipMalloc` does.
+//! Debian sid's rocBLAS 4.4 / hipBLAS 2.4 (ROCm 6.4.4) and MIOpen 3.4
+//! (6.4.3), in target/debs/libs-6.4, link libamdhip64.so.6 and need sid's C
+//! runtime: they run on the simulated 6.4 build through sid's own loader
+//! (unpacked beside them, never installed). A rocBLAS handle (also the one
+//! miopenCreate makes) allocates a 32 MiB workspace for itself, which ends at a
+//! 2 MiB block's end: on the simulated RX 5700 XT it gets the sink, as the
+//! program's own 32 MiB `hipMalloc` does.
 
 mod common;
 use common::*;
@@ -322,10 +323,11 @@ fn debian_12s_libraries_on_debians_real_5_2_are_unchanged_by_the_preload() {
 
 // ---- Debian sid's rocBLAS / hipBLAS (ROCm 6.4) ----
 
-const BLAS_MODES: [&str; 2] = ["rocblas", "hipblas"];
+const BLAS_MODES: [&str; 3] = ["rocblas", "hipblas", "miopen"];
 const GNU: &str = "usr/lib/x86_64-linux-gnu";
 
-/// The rocBLAS/hipBLAS client, built with their real headers and those of
+/// The rocBLAS/hipBLAS/MIOpen client, built (C++: MIOpen's header needs it)
+/// with their real headers and those of
 /// Debian's 6.4.3 libamdhip64-dev (target/debs/6.4, scripts/fetch-rocm-debs).
 /// The sid libraries need glibc 2.38, which this machine's linker cannot
 /// check: their undefined symbols are left to sid's loader.
@@ -339,9 +341,17 @@ fn blas_client() -> PathBuf {
             std::fs::create_dir_all(&dir).unwrap();
             let out = dir.join("debian_blas-6.4");
             let tmp = dir.join(format!("debian_blas.{}.tmp", std::process::id()));
-            let st = Command::new("gcc")
+            let st = Command::new("g++")
                 .env_remove("LD_LIBRARY_PATH")
-                .args(["-std=gnu11", "-O1", "-Wall", "-Wextra", "-Werror"])
+                .args([
+                    "-x",
+                    "c++",
+                    "-std=gnu++17",
+                    "-O1",
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                ])
                 .arg("-D__HIP_PLATFORM_AMD__")
                 .arg(format!("-I{}", root().join("include").display()))
                 .arg(format!("-I{}", libs.join("usr/include").display()))
@@ -350,16 +360,16 @@ fn blas_client() -> PathBuf {
                 .arg(&tmp)
                 .arg(root().join("tests/programs/debian_blas.c"))
                 .arg(format!("-L{}", libs.join(GNU).display()))
-                .args(["-lhipblas", "-lrocblas"])
+                .args(["-lMIOpen", "-lhipblas", "-lrocblas"])
                 .arg(format!("-L{}", hip.join(GNU).display()))
                 .args(["-lamdhip64", "-ldl"])
                 .arg(format!("-Wl,-rpath-link,{}", libs.join(GNU).display()))
                 .arg("-Wl,--unresolved-symbols=ignore-in-shared-libs")
                 .output()
-                .expect("gcc");
+                .expect("g++");
             assert!(
                 st.status.success(),
-                "gcc: {}",
+                "g++: {}",
                 String::from_utf8_lossy(&st.stderr)
             );
             std::fs::rename(&tmp, &out).unwrap();
@@ -406,6 +416,9 @@ fn blas_stdout(mode: &str) -> &'static str {
         "hipblas" => {
             "hipMalloc -> 0\nhipblasCreate -> 0\nhipblasSdot -> 11\nhipblasDestroy -> 0\nhipFree -> 0\n"
         }
+        "miopen" => {
+            "miopenGetVersion -> 0 3.4.0\nmiopenCreate -> 0\nmiopenGetStream -> 0\nmiopenDestroy -> 0\n"
+        }
         _ => unreachable!(),
     }
 }
@@ -414,8 +427,14 @@ fn blas_stdout(mode: &str) -> &'static str {
 fn debian_sids_rocblas_workspace_gets_the_sink_as_the_applications_on_a_simulated_rx_5700_xt() {
     for mode in BLAS_MODES {
         let sizes = malloc_sizes(on_sim64("gfx1010", &[mode], &[]), mode);
-        // The program's 4 KiB, then the handle's own workspace.
-        assert_eq!(sizes, ["4096", "33554432"], "{mode}");
+        // The program's 4 KiB, then the handle's own workspace (MIOpen's
+        // handle creates a rocBLAS handle of its own).
+        let own: &[&str] = if mode == "miopen" {
+            &["33554432"]
+        } else {
+            &["4096", "33554432"]
+        };
+        assert_eq!(sizes, own, "{mode}");
         let stats = [("ROCM_FIX_STATS", "1")];
         let (without, with) = both(|| on_sim64("gfx1010", &[mode], &stats), &[]);
         assert_eq!(without.code, Some(0), "{mode}: {without:#?}");

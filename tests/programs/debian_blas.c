@@ -1,11 +1,12 @@
-/* A client of Debian sid's rocBLAS 4.4 / hipBLAS 2.4 (ROCm 6.4), built against
- * their real headers (target/debs/libs-6.4, scripts/fetch-rocm-libs 6.4) and
- * linked against them: each mode creates a handle (the library allocates its
- * device workspace inside), asks a call that uses the workspace, prints every
- * status on stdout, then rocm-fix's counters (when the preload is there) on
- * stderr while the handle is alive, then destroys it.
+/* A client of Debian sid's rocBLAS 4.4 / hipBLAS 2.4 / MIOpen 3.4 (ROCm 6.4),
+ * built (as C++) against their real headers (target/debs/libs-6.4,
+ * scripts/fetch-rocm-libs 6.4) and linked against them: each mode creates a
+ * handle (the library allocates its device workspace inside), makes a call
+ * that uses it, prints every status on stdout, then rocm-fix's counters (when
+ * the preload is there) on stderr while the handle is alive, then destroys it.
  *   rocblas | hipblas   rocblas_create_handle / hipblasCreate, then sdot of
  *                       1024 floats of ours (device memory), result on the host
+ *   miopen              miopenCreate (it creates a rocBLAS handle), its stream
  *   app SIZE…           the same counters after hipMalloc of SIZE… by the
  *                       program itself (the comparison). */
 #include <dlfcn.h>
@@ -16,6 +17,7 @@
 
 #include <hip/hip_runtime_api.h>
 #include <hipblas/hipblas.h>
+#include <miopen/miopen.h>
 #include <rocblas/rocblas.h>
 
 #include "rocm_fix.h"
@@ -60,6 +62,18 @@ int main(int argc, char **argv) {
       printf("hipblasDestroy -> %d\n", (int)hipblasDestroy(h));
     }
     printf("hipFree -> %d\n", (int)hipFree(x));
+  } else if (!strcmp(mode, "miopen")) {
+    size_t major = 0, minor = 0, patch = 0;
+    miopenStatus_t st = miopenGetVersion(&major, &minor, &patch);
+    printf("miopenGetVersion -> %d %zu.%zu.%zu\n", (int)st, major, minor, patch);
+    miopenHandle_t h = NULL;
+    st = miopenCreate(&h);
+    printf("miopenCreate -> %d\n", (int)st);
+    hipStream_t s = NULL;
+    st = miopenGetStream(h, &s);
+    printf("miopenGetStream -> %d\n", (int)st);
+    stats("handle alive");
+    printf("miopenDestroy -> %d\n", (int)miopenDestroy(h));
   } else if (!strcmp(mode, "app")) {
     void *p[16] = {0};
     int n = 0;
@@ -70,7 +84,7 @@ int main(int argc, char **argv) {
     stats("allocations alive");
     for (int i = 0; i < n; i++) printf("hipFree -> %d\n", (int)hipFree(p[i]));
   } else {
-    fprintf(stderr, "usage: debian_blas rocblas|hipblas|app SIZE...\n");
+    fprintf(stderr, "usage: debian_blas rocblas|hipblas|miopen|app SIZE...\n");
     return 2;
   }
   stats("end");
