@@ -423,3 +423,57 @@ fn a_gpu_fault_is_a_sticky_error_in_7x_and_an_abort_before() {
     let run = simwork_on("6.4", "0", &[], &steps);
     assert_rocr_page_fault(&run, 1);
 }
+
+/// A hipcc-built library registers its fat binary at load. clr 5.2 digests it
+/// at its first call (or at once when registered later) and aborts when it
+/// holds no code object for some GPU; from 5.5 on the miss is only logged and
+/// the launch fails (tests/simgpu/FAULT-MODEL.md, "code-object-digest").
+#[test]
+fn a_fat_binary_without_code_for_the_gpu_aborts_in_5_2_and_fails_the_launch_later() {
+    const MISSING: &str =
+        "hipErrorNoBinaryForGpu: Unable to find code object for all current devices!";
+    let run = |v: &str, args: &[&str]| {
+        let prog = program_with("fatbin", &[&format!("--simgpu={v}")]);
+        let mut cmd = clean_command(&prog);
+        cmd.envs(simgpu_env_for("gfx1010", v)).args(args);
+        Run::from(cmd.output().unwrap())
+    };
+    // The simulated RX 5700 XT's ISA is gfx1010:xnack-: an entry fits when it
+    // names the processor and sets no feature the agent does not have.
+    for fits in [
+        &["gfx1010"][..],
+        &["gfx1010:xnack-"],
+        &["gfx1030", "gfx1010"],
+    ] {
+        let r = run("5.2", fits);
+        assert_eq!(r.code, Some(0), "{fits:?}: {r:#?}");
+        assert!(r.stdout.contains("hipGetDeviceCount 0 1\n"), "{r:#?}");
+        assert!(r.stdout.contains("launch 209\n"), "{r:#?}");
+    }
+    for misses in [
+        &["gfx1030"][..],
+        &["gfx1010:xnack+"],
+        &["gfx1010:sramecc+"],
+        &["late", "gfx1030"],
+    ] {
+        let r = run("5.2", misses);
+        assert_eq!(r.signal, Some(6), "{misses:?}: {r:#?}");
+        assert!(r.stderr.contains(MISSING), "{misses:?}: {r:#?}");
+        assert!(!r.stdout.contains("launch"), "{misses:?}: {r:#?}");
+        // Registered before the first call: the abort comes with that call.
+        let at = if misses[0] == "late" {
+            "hipGetDeviceCount 0 1\n"
+        } else {
+            "registered\n"
+        };
+        assert!(r.stdout.ends_with(at), "{misses:?}: {r:#?}");
+    }
+    for v in ["6.4", "7.2"] {
+        for args in [&["gfx1030"][..], &["late", "gfx1030"]] {
+            let r = run(v, args);
+            assert_eq!(r.code, Some(0), "{v} {args:?}: {r:#?}");
+            assert!(r.stdout.contains("launch 209\n"), "{v}: {r:#?}");
+            assert!(!r.stderr.contains(MISSING), "{v}: {r:#?}");
+        }
+    }
+}

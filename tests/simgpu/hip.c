@@ -117,6 +117,7 @@ static hsa_status_t clr_fault_handler(const hsa_amd_event_t *ev, void *data) {
   return HSA_STATUS_SUCCESS;
 }
 
+static void platform_init(void);
 static void runtime_init(void) {
   if (hsa_init() != HSA_STATUS_SUCCESS) { init_error = hipErrorNoDevice; return; }
   hsa_iterate_agents(agent_cb, NULL);
@@ -126,6 +127,7 @@ static void runtime_init(void) {
    * through the exported (and so interposable) HSA function. */
   if (!cpu_fine.handle || hsa_amd_memory_pool_allocate(cpu_fine, 4096, 0, &internal_buffer) != HSA_STATUS_SUCCESS)
     init_error = hipErrorSharedObjectInitFailed;
+  if (init_error == hipSuccess) platform_init();
 }
 
 HIDDEN hipError_t ensure_init(void) {
@@ -425,25 +427,57 @@ EXPORT hipError_t hipMemAdvise(const void *ptr, size_t count, int advice, int de
   return ret(e);
 }
 
-EXPORT hipError_t hipMemcpy(void *dst, const void *src, size_t size, int kind) {
-  char ds[32], ss[32];
+static int stream_ok(hipStream_t s);
+
+/* hipMemcpy and hipMemcpyAsync check and copy alike (clr hip_memory.cpp: both
+ * go through ihipMemcpy, the async one on the stream's queue); the simulated
+ * device completes every copy at once, so the copy is a host memmove. */
+static hipError_t memcpy_impl(void *dst, const void *src, size_t size, int kind) {
   hipError_t e = ensure_init();
   if (e == hipSuccess && size && (!dst || !src)) e = hipErrorInvalidValue;
   if (e == hipSuccess && (kind < hipMemcpyHostToHost || kind > hipMemcpyDefault)) e = hipErrorInvalidValue;
   if (e == hipSuccess && size && (simgpu_hsa_range_state(dst, size) < 0 || simgpu_hsa_range_state(src, size) < 0))
     e = hipErrorInvalidValue;
   if (e == hipSuccess && size) memmove(dst, src, size);
+  return e;
+}
+
+EXPORT hipError_t hipMemcpy(void *dst, const void *src, size_t size, int kind) {
+  char ds[32], ss[32];
+  hipError_t e = memcpy_impl(dst, src, size, kind);
   calllog("hip", "hipMemcpy", e, "\"dst\":%s,\"src\":%s,\"size\":%zu,\"kind\":%d", PTRSTR(ds, dst), PTRSTR(ss, src), size,
           kind);
   return ret(e);
 }
 
-EXPORT hipError_t hipMemset(void *dst, int value, size_t size) {
-  char ds[32];
+EXPORT hipError_t hipMemcpyAsync(void *dst, const void *src, size_t size, int kind, hipStream_t stream) {
+  char ds[32], ss[32], ts[32];
+  hipError_t e = stream_ok(stream) ? memcpy_impl(dst, src, size, kind) : hipErrorInvalidValue;
+  calllog("hip", "hipMemcpyAsync", e, "\"dst\":%s,\"src\":%s,\"size\":%zu,\"kind\":%d,\"stream\":%s", PTRSTR(ds, dst),
+          PTRSTR(ss, src), size, kind, PTRSTR(ts, stream));
+  return ret(e);
+}
+
+/* hipMemset and hipMemsetAsync likewise (clr hip_memory.cpp ihipMemset). */
+static hipError_t memset_impl(void *dst, int value, size_t size) {
   hipError_t e = ensure_init();
   if (e == hipSuccess && size && simgpu_hsa_range_state(dst, size) != 1) e = hipErrorInvalidValue;
   if (e == hipSuccess && size) memset(dst, value, size);
+  return e;
+}
+
+EXPORT hipError_t hipMemset(void *dst, int value, size_t size) {
+  char ds[32];
+  hipError_t e = memset_impl(dst, value, size);
   calllog("hip", "hipMemset", e, "\"dst\":%s,\"value\":%d,\"size\":%zu", PTRSTR(ds, dst), value, size);
+  return ret(e);
+}
+
+EXPORT hipError_t hipMemsetAsync(void *dst, int value, size_t size, hipStream_t stream) {
+  char ds[32], ts[32];
+  hipError_t e = stream_ok(stream) ? memset_impl(dst, value, size) : hipErrorInvalidValue;
+  calllog("hip", "hipMemsetAsync", e, "\"dst\":%s,\"value\":%d,\"size\":%zu,\"stream\":%s", PTRSTR(ds, dst), value,
+          size, PTRSTR(ts, stream));
   return ret(e);
 }
 
@@ -832,26 +866,129 @@ EXPORT hipError_t hipDeviceGetAttribute(int *value, int attr, int device) {
 }
 
 /* ---- code objects ----
- * The simulated device executes no GPU code, so no code object ever matches
- * it. Registration works as in a hipcc-built program (clr registers lazily);
- * the launch of a registered kernel fails as clr fails when the fat binary has
+ * The simulated device executes no GPU code. Registration works as in a
+ * hipcc-built program, and fat binaries are digested at start-up as clr does
+ * (below: in 5.x a bundle with no code object for a GPU aborts); the launch of
+ * a registered kernel fails as clr fails when the fat binary has
  * no code object for the device: hipErrorNoBinaryForGpu (ROCm/clr
  * hipamd/src/hip_platform.cpp ihipLaunchKernel, hip_code_object.cpp "Unable to
  * find code object for all current devices"); an unregistered host function:
  * hipErrorInvalidDeviceFunction (the same ihipLaunchKernel). */
 
-#define MAX_FUNCS 4096
+/* A library such as rocSPARSE registers thousands of kernels: the table grows. */
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct { const void *host; void **module; char name[96]; } funcs[MAX_FUNCS];
-static int nfuncs;
+static struct func { const void *host; void **module; char name[96]; } *funcs;
+static int nfuncs, cap_funcs;
 
 /* The handle __hipRegisterFatBinary returns (a void **, as clang's stub expects). */
-struct fatbin { void *wrapper; };
+struct fatbin { const void *wrapper; struct fatbin *next; };
+static struct fatbin *fatbins; /* every registered one, under reg_lock */
+static int platform_ready;     /* PlatformState::init has run */
+
+/* ---- static code objects at start-up (clr's PlatformState::init) ----
+ * hip::init ends with PlatformState::init, which digests every fat binary
+ * registered so far, and a fat binary registered later is digested at once
+ * (StatCO::addFatBinary with `initialized`). Digesting extracts, from the
+ * clang offload bundle, a code object for every device (ExtractFatBinary(g_devices));
+ * a bundle entry fits a device when its target id names the agent's
+ * processor and any feature it sets (sramecc, xnack) has the agent's value
+ * (isCodeObjectCompatibleWithDevice; entry ids `hipv4-<triple>-<target id>`,
+ * getTripleTargetID). In 5.x a bundle with no code object for some device is
+ * fatal: `guarantee(false, "hipErrorNoBinaryForGpu: Unable to find code object
+ * for all current devices!")`, i.e. that line on stderr and abort()
+ * (ROCm/hipamd src/hip_platform.cpp PlatformState::init, src/hip_code_object.cpp
+ * extractCodeObjectFromFatBinary, src/hip_fatbin.cpp ExtractFatBinary, tag
+ * rocm-5.2.3; ROCm/ROCclr utils/debug.hpp guarantee, utils/debug.cpp
+ * report_fatal, rocm-5.2.3). From clr rocm-5.5.0 on the guarantee is gone: the
+ * miss is only logged (at AMD_LOG_LEVEL) and the device gets no code object, so
+ * a launch fails with hipErrorNoBinaryForGpu (ROCm/clr hipamd/src/hip_fatbin.cpp
+ * "still extract available images to those devices owning them", rocm-6.2.2 and
+ * amd-staging). Without a GPU g_devices is empty and nothing is digested. */
+#define HIP_FAT_MAGIC 0x48495046u /* __hipFatMAGIC2 */
+
+static uint64_t le64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* Splits a target id `gfxNNN[:sramecc±][:xnack±]` (getTargetIDValue). */
+static int target_id(const char *id, char *proc, size_t n, char *sramecc, char *xnack) {
+  size_t len = strcspn(id, ":");
+  if (len >= n) return 0;
+  memcpy(proc, id, len);
+  proc[len] = 0;
+  const char *f = id + len;
+  *sramecc = *xnack = ' ';
+  if (!strncmp(f, ":sramecc", 8)) { *sramecc = f[8]; f += 9; }
+  if (!strncmp(f, ":xnack", 6)) { *xnack = f[6]; f += 7; }
+  if ((*sramecc != ' ' && *sramecc != '+' && *sramecc != '-') || (*xnack != ' ' && *xnack != '+' && *xnack != '-'))
+    return 0;
+  return *f == 0;
+}
+
+/* isCodeObjectCompatibleWithDevice on two `amdgcn-amd-amdhsa--<target id>` strings. */
+static int code_object_fits(const char *co, const char *agent) {
+  static const char triple[] = "amdgcn-amd-amdhsa--";
+  if (!strcmp(co, agent)) return 1;
+  if (strncmp(co, triple, sizeof triple - 1) || strncmp(agent, triple, sizeof triple - 1)) return 0;
+  char cp[64], ap[64], cs, cx, as, ax;
+  if (!target_id(co + sizeof triple - 1, cp, sizeof cp, &cs, &cx) ||
+      !target_id(agent + sizeof triple - 1, ap, sizeof ap, &as, &ax))
+    return 0;
+  return !strcmp(cp, ap) && (cs == ' ' || cs == as) && (cx == ' ' || cx == ax);
+}
+
+static hsa_status_t isa_name_cb(hsa_isa_t isa, void *out) {
+  return hsa_isa_get_info_alt(isa, HSA_ISA_INFO_NAME, out) == HSA_STATUS_SUCCESS ? HSA_STATUS_INFO_BREAK
+                                                                                  : HSA_STATUS_SUCCESS;
+}
+
+/* Does the bundle hold a code object for the device's ISA? */
+static int bundle_fits(const unsigned char *b, const char *isa) {
+  uint64_t n = le64(b + 24);
+  const unsigned char *e = b + 32;
+  for (uint64_t i = 0; i < n && i < 4096; i++) {
+    uint64_t idlen = le64(e + 16);
+    char id[160] = {0};
+    if (idlen < sizeof id) memcpy(id, e + 24, idlen);
+    e += 24 + idlen;
+    /* code object v4+: the entry id is `hipv4-<triple target id>`; older
+     * `hip-` entries name the target in the ELF and do not occur in 5.x builds. */
+    if (!strncmp(id, "hipv4-", 6) && code_object_fits(id + 6, isa)) return 1;
+  }
+  return 0;
+}
+
+static void digest_fat_binary(const struct fatbin *f) {
+  if (rocm_version() >= 600) return; /* logged only, see above */
+  const struct { uint32_t magic, version; const unsigned char *binary; } *w = f->wrapper;
+  if (!w || w->magic != HIP_FAT_MAGIC || w->version != 1 || !w->binary) return; /* not registered by clr */
+  if (memcmp(w->binary, "__CLANG_OFFLOAD_BUNDLE__", 24)) return; /* a bare code object: used as is */
+  for (int d = 0; d < ndev; d++) {
+    char isa[96] = {0};
+    hsa_agent_iterate_isas(devs[d].agent, isa_name_cb, isa);
+    if (!bundle_fits(w->binary, isa)) {
+      fprintf(stderr, "hipErrorNoBinaryForGpu: Unable to find code object for all current devices!\n");
+      abort();
+    }
+  }
+}
+
+static void platform_init(void) {
+  pthread_mutex_lock(&reg_lock);
+  platform_ready = 1;
+  for (struct fatbin *f = fatbins; f; f = f->next) digest_fat_binary(f);
+  pthread_mutex_unlock(&reg_lock);
+}
 
 EXPORT void **__hipRegisterFatBinary(const void *wrapper) {
   char ps[32];
   struct fatbin *f = calloc(1, sizeof *f);
-  if (f) f->wrapper = (void *)wrapper;
+  if (f) {
+    f->wrapper = wrapper;
+    pthread_mutex_lock(&reg_lock);
+    f->next = fatbins;
+    fatbins = f;
+    if (platform_ready) digest_fat_binary(f);
+    pthread_mutex_unlock(&reg_lock);
+  }
   calllog("hip", "__hipRegisterFatBinary", 0, "\"wrapper\":%s", PTRSTR(ps, wrapper));
   return (void **)f;
 }
@@ -861,7 +998,15 @@ EXPORT void __hipRegisterFunction(void **module, const void *host, char *device_
   (void)device_fn; (void)thread_limit; (void)tid; (void)bid; (void)block; (void)grid; (void)wsize;
   char ps[32];
   pthread_mutex_lock(&reg_lock);
-  if (nfuncs < MAX_FUNCS) {
+  if (nfuncs == cap_funcs) {
+    int cap = cap_funcs ? 2 * cap_funcs : 256;
+    struct func *grown = realloc(funcs, (size_t)cap * sizeof *funcs);
+    if (grown) {
+      funcs = grown;
+      cap_funcs = cap;
+    }
+  }
+  if (nfuncs < cap_funcs) {
     funcs[nfuncs].host = host;
     funcs[nfuncs].module = module;
     snprintf(funcs[nfuncs].name, sizeof funcs[nfuncs].name, "%s", device_name ? device_name : "");
@@ -886,6 +1031,11 @@ EXPORT void __hipUnregisterFatBinary(void **module) {
   for (int i = 0; i < nfuncs;)
     if (funcs[i].module == module) funcs[i] = funcs[--nfuncs];
     else i++;
+  for (struct fatbin **f = &fatbins; *f; f = &(*f)->next)
+    if ((void **)*f == module) {
+      *f = (*f)->next;
+      break;
+    }
   pthread_mutex_unlock(&reg_lock);
   PTRSTR(ps, module);
   free(module);
@@ -967,7 +1117,6 @@ static const struct { unsigned mach; const char *name; } machs[] = {
   {0x45, "gfx1036"}, {0x41, "gfx1100"}, {0x46, "gfx1101"}, {0x47, "gfx1102"}, {0x44, "gfx1103"},
 };
 
-static uint64_t le64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 /* The size of an ELF64 image from its section header table (it is last in
  * what lld writes); 0 if it is not an ELF64 image. */

@@ -195,6 +195,8 @@ typedef int hipError_t;
 #define HSA_ISA_INFO_NAME_LENGTH 0
 #define HSA_ISA_INFO_NAME 1
 typedef struct hsa_isa_s { uint64_t handle; } hsa_isa_t;
+hsa_status_t hsa_agent_iterate_isas(hsa_agent_t agent, hsa_status_t (*cb)(hsa_isa_t, void *), void *data);
+hsa_status_t hsa_isa_get_info_alt(hsa_isa_t isa, uint32_t attribute, void *value);
 
 typedef struct simgpu_stream *hipStream_t;
 typedef struct simgpu_event *hipEvent_t;
