@@ -13,11 +13,12 @@
  *   global     dlopen(soname, RTLD_GLOBAL) + dlsym
  *   deepbind   dlopen(soname, RTLD_DEEPBIND) + dlsym; then the framework
  *              opened with RTLD_DEEPBIND (its PLT binds its own scope first)
- *   dlvsym     dlopen(soname, RTLD_LOCAL) + dlvsym(hipMalloc, hip_4.2)
+ *   dlvsym     dlopen(soname, RTLD_LOCAL) + dlvsym(hipMalloc, hip_4.2); a
+ *              version the runtime lacks; a function rocm-fix does not hook
  *   getproc    hipGetProcAddress, each flag and version argument
  *   twocopies  linked to the system copy; the private copy opened by path
- *              (as torch's _load_global_deps does) and used through dlsym;
- *              the framework loaded next
+ *              (as torch's _load_global_deps does) and used through dlsym
+ *              and dlvsym on its handle; the framework loaded next
  *   therock    nothing linked; the private copy preloaded by path with
  *              RTLD_GLOBAL (a TheRock package's init), then the framework */
 #define _GNU_SOURCE
@@ -73,6 +74,12 @@ int main(int argc, char **argv) {
     void *h = open_or_die(soname, RTLD_NOW | (!strcmp(mode, "global") ? RTLD_GLOBAL : RTLD_LOCAL));
     malloc_t f = !strcmp(mode, "dlvsym") ? (malloc_t)dlvsym(h, "hipMalloc", "hip_4.2") : (malloc_t)dlsym(h, "hipMalloc");
     step(mode, f);
+    if (!strcmp(mode, "dlvsym")) {
+      printf("dlvsym hip_0.0: %s\n", dlvsym(h, "hipMalloc", "hip_0.0") ? "found" : "null");
+      void *count = dlvsym(h, "hipGetDeviceCount", "hip_4.2");
+      printf("dlvsym hipGetDeviceCount: %s\n",
+             count && count == dlsym(h, "hipGetDeviceCount") ? "the runtime's" : "other");
+    }
   } else if (!strcmp(mode, "deepbind")) {
     void *h = open_or_die(soname, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     step("deepbind dlsym", (malloc_t)dlsym(h, "hipMalloc"));
@@ -103,6 +110,7 @@ int main(int argc, char **argv) {
     void *h = open_or_die(priv, RTLD_NOW | RTLD_LOCAL);
     printf("two copies: %s\n", h != dlopen(soname, RTLD_NOW | RTLD_NOLOAD) ? "yes" : "no");
     step("private copy (dlsym on its handle)", (malloc_t)dlsym(h, "hipMalloc"));
+    step("private copy (dlvsym on its handle)", (malloc_t)dlvsym(h, "hipMalloc", "hip_4.2"));
     void *f = open_or_die(fw, RTLD_NOW | RTLD_LOCAL);
     step("framework (RPATH $ORIGIN)", (malloc_t)dlsym(f, "fw_alloc"));
 #endif
