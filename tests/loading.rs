@@ -226,17 +226,20 @@ fn linked_and_dlopen_local_global_clients_are_seen_once_on_their_copy() {
 
 /// RTLD_DEEPBIND: a dlsym client is still seen (it calls our dlsym), but a
 /// library opened with RTLD_DEEPBIND binds its own PLT to the runtime in its
-/// own scope first, before any preload: that call is forwarded by nobody, it
-/// goes straight to the runtime, once. (README: not covered, and why.)
+/// own scope first, before any preload. On Debian's builds that call goes
+/// straight to the runtime, unseen, once. On AMD's builds the exported
+/// function dispatches through the API table, whose entry rocm-fix took over
+/// (src/preload/src/apitable.rs): seen, once.
 #[test]
-fn rtld_deepbind_libraries_bypass_the_preload_and_run_once() {
+fn rtld_deepbind_libraries_are_seen_through_the_api_table_on_amd_builds_only() {
     each_version(|b, v| {
         let (out, counts) = run(b, v, "deepbind");
+        let framework = if v.ends_with("-amd") { 1 } else { 0 };
         assert_lines(
             &out,
             &[
                 "deepbind dlsym: hipMalloc -> 0 padded +1",
-                "deepbind framework: hipMalloc -> 0 padded +0",
+                &format!("deepbind framework: hipMalloc -> 0 padded +{framework}"),
             ],
         );
         assert_eq!(counts, [2, 0], "deepbind on {v}");
@@ -439,11 +442,11 @@ fn amd_builds_hand_each_copy_s_table_to_a_profiler_and_rocm_fix_leaves_it_whole(
     });
 }
 
-/// The table reaches what the preload cannot: the call of a library opened
-/// with RTLD_DEEPBIND reaches the profiler's table entry (and runs once),
-/// while rocm-fix's PLT hook never sees it.
+/// With a profiler too (rocm-fix first: it takes the table over and passes
+/// it on): the profiler and rocm-fix each see both calls, the one of a
+/// library opened with RTLD_DEEPBIND included, and each runs once.
 #[test]
-fn on_amd_builds_the_table_sees_a_deepbind_library_s_call_that_the_preload_does_not() {
+fn on_amd_builds_a_deepbind_library_s_call_reaches_the_profiler_and_rocm_fix_once() {
     let prof = profiler();
     let fix = preload();
     each_version(|b, v| {
@@ -464,7 +467,7 @@ fn on_amd_builds_the_table_sees_a_deepbind_library_s_call_that_the_preload_does_
             &r.stdout,
             &[
                 "deepbind dlsym: hipMalloc -> 0 padded +1",
-                "deepbind framework: hipMalloc -> 0 padded +0",
+                "deepbind framework: hipMalloc -> 0 padded +1",
             ],
         );
         assert_eq!(counts, [2, 0], "{v}");
@@ -498,4 +501,65 @@ fn a_tool_symbol_without_a_table_receiver_aborts_on_amd_builds_only() {
             assert_eq!(counts, [1, 0], "{v}");
         }
     });
+}
+
+/// rocm-fix's receiver as rocprofiler-register calls it: no profiler, every
+/// library's table is "not taken" (non-zero), so ROCr's LoadTools still loads
+/// the HSA_TOOLS_LIB tools as without rocm-fix; a table that is not the HIP
+/// runtime's copy is left alone; with a profiler's receiver loaded, every
+/// answer is the profiler's.
+#[test]
+fn the_receiver_takes_only_the_hip_table_and_answers_as_the_profiler_would() {
+    let prog = program("receiver");
+    let prof = profiler();
+    let fix = preload();
+    let mut outs = Vec::new();
+    for (preloads, register_library) in [
+        (vec![], None),
+        (vec![fix.as_path()], None),
+        (
+            vec![fix.as_path(), prof.tool.as_path(), prof.sdk.as_path()],
+            None,
+        ),
+        // Not loaded, but named (ROCPROFILER_REGISTER_LIBRARY): loaded as
+        // rocprofiler-register would load it.
+        (vec![fix.as_path()], Some(prof.sdk.as_path())),
+    ] {
+        let mut c = clean_command(&prog);
+        c.env_remove("ROCP_TOOL_LIBRARIES")
+            .env_remove("ROCPROFILER_REGISTER_FORCE_LOAD")
+            .env_remove("ROCPROFILER_REGISTER_LIBRARY");
+        if let Some(lib) = register_library {
+            c.env("ROCPROFILER_REGISTER_LIBRARY", lib);
+        }
+        if !preloads.is_empty() {
+            let list: Vec<&str> = preloads.iter().map(|p| p.to_str().unwrap()).collect();
+            c.env("LD_PRELOAD", list.join(":"));
+        }
+        let r = Run::from(c.output().unwrap());
+        assert_eq!(r.code, Some(0), "{r:#?}");
+        outs.push(r.stdout);
+    }
+    assert_eq!(outs[0], "no receiver\n");
+    assert_lines(
+        &outs[1],
+        &[
+            "configure: NULL",
+            "hsa: 1",
+            "hip: 1",
+            "hip_compiler: 1",
+            "roctx: 1",
+            "table untouched: yes",
+        ],
+    );
+    let with_profiler = [
+        "configure: NULL",
+        "hsa: 0",
+        "hip: 0",
+        "hip_compiler: 0",
+        "roctx: 0",
+        "table untouched: yes",
+    ];
+    assert_lines(&outs[2], &with_profiler);
+    assert_lines(&outs[3], &with_profiler);
 }

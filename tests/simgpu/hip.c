@@ -516,7 +516,7 @@ EXPORT hipError_t hipExtGetLastError(void) {
 
 /* The names clr's ihipGetErrorName gives (hip_error.cpp), for the codes the
  * simulation returns; others are "hipErrorUnknown" as there. */
-EXPORT const char *hipGetErrorName(hipError_t error) {
+EXPORT_TABLED const char *TABLED(hipGetErrorName)(hipError_t error) {
   const char *s;
   switch (error) {
   case hipSuccess: s = "hipSuccess"; break;

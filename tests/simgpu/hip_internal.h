@@ -17,6 +17,7 @@
 #define TABLED(name) name##_impl
 HIDDEN hipError_t hipMalloc_impl(void **ptr, size_t size);
 HIDDEN hipError_t hipFree_impl(void *ptr);
+HIDDEN const char *hipGetErrorName_impl(hipError_t error);
 #else
 #define EXPORT_TABLED __attribute__((visibility("default")))
 #define TABLED(name) name

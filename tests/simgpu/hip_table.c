@@ -17,10 +17,12 @@
  *   ROCPROFILER_REGISTER_COMPUTE_VERSION_3(HIP_VERSION_MAJOR, HIP_VERSION_MINOR, 0)
  *   = 10000 * major + 100 * minor (hipamd/src/CMakeLists.txt);
  * - the table's layout: `size_t size` and then the function pointers, whose
- *   positions are frozen by HIP_ENFORCE_ABI (hipFree_fn 90, hipMalloc_fn 215;
- *   offset = 8 + 8 * position).
- * Modelled: hipMalloc and hipFree go through the table (the functions the
- * loading tests call); every other function of the simulation runs directly,
+ *   positions are frozen by HIP_ENFORCE_ABI (hipFree_fn 90, hipGetErrorName_fn
+ *   107, hipMalloc_fn 215; offset = 8 + 8 * position; 463 entries at that
+ *   commit, HIP_ENFORCE_ABI_VERSIONING).
+ * Modelled: hipMalloc, hipFree and hipGetErrorName go through the table (the
+ * functions the loading tests and rocm-fix's table route call; hipGetErrorName
+ * initialises nothing, hip_error.cpp); every other function runs directly,
  * as if its entry were never replaced. rocprofiler_register_import_hip is
  * hidden, as the real version script (hipamd/src/hip_hcc.map.in, `local: *`)
  * hides it.
@@ -33,8 +35,9 @@
 
 #define EXPORT __attribute__((visibility("default")))
 #define HIP_FREE_FN 90
+#define HIP_GET_ERROR_NAME_FN 107
 #define HIP_MALLOC_FN 215
-#define TABLE_FUNCTIONS 443 /* hipGetProcAddress_fn is 442 */
+#define TABLE_FUNCTIONS 463
 
 struct hip_dispatch_table {
   size_t size;
@@ -59,6 +62,7 @@ static void build_table(void) {
   table.size = sizeof table;
   table.fn[HIP_FREE_FN] = (void *)hipFree_impl;
   table.fn[HIP_MALLOC_FN] = (void *)hipMalloc_impl;
+  table.fn[HIP_GET_ERROR_NAME_FN] = (void *)hipGetErrorName_impl;
   void *tables[1] = {&table};
   register_id_t id = {0};
   (void)rocprofiler_register_library_api_table("hip", rocprofiler_register_import_hip,
@@ -76,5 +80,10 @@ EXPORT hipError_t hipMalloc(void **ptr, size_t size) {
 
 EXPORT hipError_t hipFree(void *ptr) {
   return ((hipError_t(*)(void *))dispatch()->fn[HIP_FREE_FN])(ptr);
+}
+#endif
+#ifdef SIMGPU_ROCPROFILER_REGISTER
+EXPORT const char *hipGetErrorName(hipError_t error) {
+  return ((const char *(*)(hipError_t))dispatch()->fn[HIP_GET_ERROR_NAME_FN])(error);
 }
 #endif

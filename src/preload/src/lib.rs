@@ -17,6 +17,7 @@
 #![no_std]
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
+mod apitable;
 mod realdl;
 
 #[path = "../../engine/abi.rs"]
@@ -265,7 +266,8 @@ fn arm_direct() {
     for (slot, id) in slots {
         // SAFETY: resolve takes any id and returns 0 when unknown.
         let f = unsafe { resolve(id as u32) };
-        if f != 0 {
+        // A slot already set is the API-table route's (apitable.rs).
+        if f != 0 && slot.load(Ordering::Acquire) == 0 {
             slot.store(f, Ordering::Release);
         }
     }
@@ -277,6 +279,9 @@ fn engine() -> &'static EngineHooks {
         // SAFETY: only ever set to a 'static table (the engine is never closed).
         return unsafe { &*p };
     }
+    // AMD's builds: their HIP table is handed over before the engine looks
+    // any real function up (apitable.rs).
+    apitable::before_engine();
     // SAFETY: load_engine only calls the loader and the engine's entry point.
     let table = match unsafe { load_engine() } {
         Some(t) => t,
@@ -610,8 +615,18 @@ static FALLBACK: EngineHooks = EngineHooks {
 #[no_mangle]
 pub unsafe extern "C" fn hipMalloc(ptr: *mut *mut c_void, size: usize) -> c_int {
     match D_HIP_MALLOC.load(Ordering::Relaxed) {
+        0 => {
+            let e = engine();
+            // The API-table route may have switched on while the engine
+            // loaded: then the call goes through the table (apitable.rs).
+            match D_HIP_MALLOC.load(Ordering::Relaxed) {
+                // SAFETY: the engine's hook of this exact signature.
+                0 => unsafe { (e.hip_malloc)(ptr, size) },
+                // SAFETY: the real function of this exact signature.
+                f => unsafe { core::mem::transmute::<usize, HipAlloc>(f)(ptr, size) },
+            }
+        }
         // SAFETY: the real function of this exact signature (arm_direct).
-        0 => unsafe { (engine().hip_malloc)(ptr, size) },
         f => unsafe { core::mem::transmute::<usize, HipAlloc>(f)(ptr, size) },
     }
 }
@@ -621,8 +636,16 @@ macro_rules! hook {
         #[no_mangle]
         pub unsafe extern "C" fn $name($($a: $t),*) -> c_int {
             match $d.load(Ordering::Relaxed) {
-                // SAFETY: the engine's hook of this exact signature.
-                0 => unsafe { (engine().$field)($($a),*) },
+                0 => {
+                    let e = engine();
+                    // As in hipMalloc: the API-table route may have switched on.
+                    match $d.load(Ordering::Relaxed) {
+                        // SAFETY: the engine's hook of this exact signature.
+                        0 => unsafe { (e.$field)($($a),*) },
+                        // SAFETY: the real function of this exact signature.
+                        f => unsafe { core::mem::transmute::<usize, $ty>(f)($($a),*) },
+                    }
+                }
                 // SAFETY: the real function of this exact signature (arm_direct).
                 f => unsafe { core::mem::transmute::<usize, $ty>(f)($($a),*) },
             }
@@ -675,8 +698,17 @@ hook!(
 #[no_mangle]
 pub unsafe extern "C" fn hipFree(ptr: *mut c_void) -> c_int {
     match D_HIP_FREE.load(Ordering::Relaxed) {
+        0 => {
+            let e = engine();
+            // As in hipMalloc: the API-table route may have switched on.
+            match D_HIP_FREE.load(Ordering::Relaxed) {
+                // SAFETY: the engine's hook of this exact signature.
+                0 => unsafe { (e.hip_free)(ptr) },
+                // SAFETY: the real function of this exact signature.
+                f => unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) },
+            }
+        }
         // SAFETY: the real function of this exact signature (arm_direct).
-        0 => unsafe { (engine().hip_free)(ptr) },
         f => unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) },
     }
 }

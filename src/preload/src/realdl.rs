@@ -58,6 +58,69 @@ pub fn real_dlvsym() -> usize {
     p
 }
 
+/// Calls `f` for each loaded object, in the loader's order, until it
+/// returns true.
+pub fn each_object_until(f: &mut dyn FnMut(&libc::dl_phdr_info) -> bool) {
+    unsafe extern "C" fn call(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info, and data is the
+        // closure below, alive for the whole iteration.
+        let (info, f) = unsafe {
+            (
+                &*info,
+                &mut *data.cast::<&mut dyn FnMut(&libc::dl_phdr_info) -> bool>(),
+            )
+        };
+        c_int::from(f(info))
+    }
+    let mut f = f;
+    // SAFETY: the callback only reads the loader's data for each object.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(call),
+            (&mut f as *mut &mut dyn FnMut(&libc::dl_phdr_info) -> bool).cast(),
+        )
+    };
+}
+
+/// The basename of a loaded object's name (empty for the executable).
+pub fn object_name(info: &libc::dl_phdr_info) -> &[u8] {
+    if info.dlpi_name.is_null() {
+        return &[];
+    }
+    // SAFETY: the loader's NUL-terminated file name.
+    unsafe { cstr(info.dlpi_name) }
+}
+
+/// Whether an object whose basename is `lib` is loaded.
+pub fn is_loaded(lib: &[u8]) -> bool {
+    let mut found = false;
+    each_object_until(&mut |info| {
+        found = same(basename(object_name(info)), lib);
+        found
+    });
+    found
+}
+
+/// The first definition of the function `name` (default version) in a
+/// loaded object, in the loader's order, other than the address `not`; 0
+/// if none.
+pub fn find_elsewhere(name: &[u8], not: usize) -> usize {
+    let mut addr = 0;
+    each_object_until(&mut |info| {
+        // SAFETY: a loaded object's headers and dynamic section.
+        let a = unsafe { lookup(info, name) };
+        if a != 0 && a != not {
+            addr = a;
+        }
+        addr != 0
+    });
+    addr
+}
+
 struct Search {
     name: &'static [u8],
     /// Where to look, in order of preference (basenames).
@@ -67,7 +130,7 @@ struct Search {
 
 /// Byte equality without a libc import (a slice `==` becomes a call to
 /// `bcmp`, one more symbol to resolve in every process).
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len()
         && (0..a.len()).all(|i| {
             // SAFETY: i < len of both slices.
@@ -79,7 +142,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The last path component of a NUL-terminated name.
-fn basename(name: &[u8]) -> &[u8] {
+pub fn basename(name: &[u8]) -> &[u8] {
     match name.iter().rposition(|&b| b == b'/') {
         Some(i) => &name[i + 1..],
         None => name,
