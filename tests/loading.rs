@@ -115,7 +115,7 @@ fn run_once(
     preloads: &[&Path],
     env: &[(&str, &Path)],
 ) -> (Run, [usize; 2]) {
-    let prog = if ["linked", "twocopies"].contains(&mode) {
+    let prog = if ["linked", "free", "twocopies"].contains(&mode) {
         &b.linked
     } else {
         &b.plain
@@ -221,6 +221,24 @@ fn linked_and_dlopen_local_global_clients_are_seen_once_on_their_copy() {
                 "{mode} on {v}: one call, on the system copy"
             );
         }
+    });
+}
+
+/// hipFree of a padded allocation, through the PLT (on AMD's builds through
+/// the table entry rocm-fix took over): the allocation leaves rocm-fix's
+/// books, and each call ran once on the runtime.
+#[test]
+fn a_padded_allocation_is_freed_once_and_leaves_the_books() {
+    each_version(|b, v| {
+        let (out, counts) = run(b, v, "free");
+        assert_lines(
+            &out,
+            &[
+                "free: hipMalloc -> 0 padded +1",
+                "free: hipFree -> 0, tracked 1 -> 0",
+            ],
+        );
+        assert_eq!(counts, [1, 0], "free on {v}");
     });
 }
 

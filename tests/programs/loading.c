@@ -9,6 +9,8 @@
  * program points it at $LOG_SYS before the system copy's first call and at
  * $LOG_PRIV before the private copy's, so each copy logs to its own file.
  *   linked     the executable's own PLT
+ *   free       the same, then hipFree of it: how many allocations rocm-fix
+ *              still tracks
  *   local      dlopen(soname, RTLD_LOCAL) + dlsym
  *   global     dlopen(soname, RTLD_GLOBAL) + dlsym
  *   deepbind   dlopen(soname, RTLD_DEEPBIND) + dlsym; then the framework
@@ -33,6 +35,7 @@ typedef int (*malloc_t)(void **, size_t);
 typedef int (*getproc_t)(const char *, void **, int, uint64_t, int *);
 #ifdef LINKED
 extern int hipMalloc(void **, size_t);
+extern int hipFree(void *);
 extern int hipGetDeviceCount(int *);
 #endif
 
@@ -44,11 +47,22 @@ static uint64_t padded(void) {
   return s.padded;
 }
 
+static void *last;
+
 static void step(const char *name, malloc_t f) {
   void *p = NULL;
   uint64_t before = padded();
   int r = f ? f(&p, 2 << 20) : -1;
+  last = p;
   printf("%s: hipMalloc -> %d padded +%llu\n", name, r, (unsigned long long)(padded() - before));
+}
+
+static __attribute__((unused)) uint64_t live(void) {
+  int (*get)(struct rocm_fix_stats *, size_t) =
+      (int (*)(struct rocm_fix_stats *, size_t))dlsym(RTLD_DEFAULT, "rocm_fix_get_stats");
+  struct rocm_fix_stats s = {0};
+  if (get) get(&s, sizeof s);
+  return s.live_allocations;
 }
 
 static void use_log(const char *var) {
@@ -102,6 +116,11 @@ int main(int argc, char **argv) {
 #ifdef LINKED
   } else if (!strcmp(mode, "linked")) {
     step("linked", hipMalloc);
+  } else if (!strcmp(mode, "free")) {
+    step("free", hipMalloc);
+    uint64_t tracked = live();
+    int r = hipFree(last);
+    printf("free: hipFree -> %d, tracked %llu -> %llu\n", r, (unsigned long long)tracked, (unsigned long long)live());
   } else if (!strcmp(mode, "twocopies")) {
     int n = 0;
     hipGetDeviceCount(&n); /* the system copy opens its log */

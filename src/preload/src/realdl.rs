@@ -111,6 +111,10 @@ pub fn is_loaded(lib: &[u8]) -> bool {
 pub fn find_elsewhere(name: &[u8], not: usize) -> usize {
     let mut addr = 0;
     each_object_until(&mut |info| {
+        // The vDSO: the kernel's, read-only, defines nothing of ours.
+        if object_name(info).starts_with(b"linux-vdso") {
+            return false;
+        }
         // SAFETY: a loaded object's headers and dynamic section.
         let a = unsafe { lookup(info, name) };
         if a != 0 && a != not {
