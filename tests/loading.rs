@@ -1,14 +1,16 @@
-//! How HIP gets loaded (issue 11), on the simulated .so.6 and .so.7 (Debian's
-//! builds and AMD's, whose exported functions dispatch through the API table
-//! they hand to rocprofiler-register): linked,
-//! dlopen RTLD_LOCAL / RTLD_GLOBAL / RTLD_DEEPBIND, dlvsym, hipGetProcAddress
-//! with each flag and version, two copies of the runtime in one process (a
-//! private one in a torch/lib-like folder, found through RPATH $ORIGIN or
-//! opened by path), and a TheRock-style package that preloads its runtime
-//! with RTLD_GLOBAL. For each: whether rocm-fix saw the call (its C API: an
-//! allocation on the simulated RX 5700 XT is padded once), which copy ran it
-//! (each copy logs to its own SIMGPU_CALL_LOG), and that it ran exactly once,
-//! the same copy as without the preload (tests/programs/loading.c).
+//! How HIP gets loaded (issue 11), on the simulated .so.6 and .so.7, in
+//! Debian's builds and in AMD's (6.4-amd, 7.2-amd: libamdhip64 links
+//! rocprofiler-register and its exported functions dispatch through the API
+//! table it hands over; tests/simgpu/hip_table.c): linked, dlopen RTLD_LOCAL /
+//! RTLD_GLOBAL / RTLD_DEEPBIND, dlvsym, hipGetProcAddress with each flag and
+//! version, two copies of the runtime in one process (a private one in a
+//! torch/lib-like folder, found through RPATH $ORIGIN or opened by path), a
+//! TheRock-style package that preloads its runtime with RTLD_GLOBAL, and a
+//! profiler the user runs (a rocprofv3 stand-in, before or after rocm-fix).
+//! For each: whether rocm-fix saw the call (its C API: an allocation on the
+//! simulated RX 5700 XT is padded once), which copy ran it (each copy logs to
+//! its own SIMGPU_CALL_LOG), and that it ran exactly once, the same copy as
+//! without the preload (tests/programs/loading.c).
 
 mod common;
 use common::*;
