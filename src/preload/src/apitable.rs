@@ -52,8 +52,11 @@ const NOT_TAKEN: c_int = 1;
 
 /// HipDispatchTable positions (clr `hipamd/src/hip_api_trace.cpp`,
 /// `HIP_ENFORCE_ABI(HipDispatchTable, …)`; frozen: new entries only go at the
-/// end), each with the real function it stands for, the hook's direct slot
-/// and our entry.
+/// end; all eight in `HIP_RUNTIME_API_TABLE_STEP_VERSION == 0`, the table's
+/// first layout, and each exported function of the eight dispatches through
+/// its entry in `hip_table_interface.cpp`), each with the real function it
+/// stands for, the hook's direct slot and our entry. An entry the table's
+/// `size` does not cover, or that is null, is left to the PLT hook.
 fn entries() -> [(usize, RealFn, &'static AtomicUsize, usize); 8] {
     [
         (
