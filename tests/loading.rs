@@ -1,12 +1,16 @@
-//! How HIP gets loaded (issue 11), on the simulated .so.6 and .so.7: linked,
-//! dlopen RTLD_LOCAL / RTLD_GLOBAL / RTLD_DEEPBIND, dlvsym, hipGetProcAddress
-//! with each flag and version, two copies of the runtime in one process (a
-//! private one in a torch/lib-like folder, found through RPATH $ORIGIN or
-//! opened by path), and a TheRock-style package that preloads its runtime
-//! with RTLD_GLOBAL. For each: whether rocm-fix saw the call (its C API: an
-//! allocation on the simulated RX 5700 XT is padded once), which copy ran it
-//! (each copy logs to its own SIMGPU_CALL_LOG), and that it ran exactly once,
-//! the same copy as without the preload (tests/programs/loading.c).
+//! How HIP gets loaded (issue 11), on the simulated .so.6 and .so.7, in
+//! Debian's builds and in AMD's (6.4-amd, 7.2-amd: libamdhip64 links
+//! rocprofiler-register and its exported functions dispatch through the API
+//! table it hands over; tests/simgpu/hip_table.c): linked, dlopen RTLD_LOCAL /
+//! RTLD_GLOBAL / RTLD_DEEPBIND, dlvsym, hipGetProcAddress with each flag and
+//! version, two copies of the runtime in one process (a private one in a
+//! torch/lib-like folder, found through RPATH $ORIGIN or opened by path), a
+//! TheRock-style package that preloads its runtime with RTLD_GLOBAL, and a
+//! profiler the user runs (a rocprofv3 stand-in, before or after rocm-fix).
+//! For each: whether rocm-fix saw the call (its C API: an allocation on the
+//! simulated RX 5700 XT is padded once), which copy ran it (each copy logs to
+//! its own SIMGPU_CALL_LOG), and that it ran exactly once, the same copy as
+//! without the preload (tests/programs/loading.c).
 
 mod common;
 use common::*;
@@ -38,6 +42,12 @@ fn build(version: &str) -> Built {
     std::fs::create_dir_all(&torchlib).unwrap();
     let so = format!("libamdhip64.so.{major}");
     std::fs::copy(lib.join(&so), torchlib.join(&so)).unwrap();
+    // AMD's builds: the wheel's runtime finds its rocprofiler-register
+    // through RUNPATH $ORIGIN.
+    let register = lib.join("librocprofiler-register.so.0");
+    if register.exists() {
+        std::fs::copy(&register, torchlib.join("librocprofiler-register.so.0")).unwrap();
+    }
     let src = |n: &str| root().join("tests/programs").join(n).into_os_string();
     let s = |x: &str| std::ffi::OsString::from(x);
     let fw = torchlib.join("libloading_fw.so").into_os_string();
@@ -97,37 +107,63 @@ fn mallocs(log: &Path) -> usize {
         .count()
 }
 
-/// Runs `mode` without and with the preload; returns (stdout with the preload,
-/// [system, private] hipMalloc counts), after checking that both runs made
-/// the same calls on the same copies and succeeded.
-fn run(b: &Built, version: &str, mode: &str) -> (String, [usize; 2]) {
-    let prog = if ["linked", "twocopies"].contains(&mode) {
+/// One run of `mode` with `preloads` (in LD_PRELOAD order) and `env`:
+/// (the run, [system, private] hipMalloc counts).
+fn run_once(
+    b: &Built,
+    version: &str,
+    mode: &str,
+    tag: &str,
+    preloads: &[&Path],
+    env: &[(&str, &Path)],
+) -> (Run, [usize; 2]) {
+    let prog = if ["linked", "free", "twocopies"].contains(&mode) {
         &b.linked
     } else {
         &b.plain
     };
-    let dir = tmpdir(&format!("loading-{version}-{mode}"));
+    let dir = tmpdir(&format!("loading-{version}-{mode}-{tag}"));
+    let (sys, private) = (dir.join("sys"), dir.join("priv"));
+    let mut c = clean_command(prog);
+    for (k, v) in simgpu_env_for("gfx1010", version) {
+        c.env(k, v);
+    }
+    // rocprofiler-register's settings: only what a test sets.
+    for k in [
+        "ROCP_TOOL_LIBRARIES",
+        "ROCPROFILER_REGISTER_LIBRARY",
+        "ROCPROFILER_REGISTER_FORCE_LOAD",
+        "ROCPROFILER_REGISTER_ENABLED",
+    ] {
+        c.env_remove(k);
+    }
+    c.env("HIP_SOVERSION", &version[..1])
+        .env("LOG_SYS", &sys)
+        .env("LOG_PRIV", &private)
+        .args([mode.as_ref(), b.torchlib.as_os_str()]);
+    if !preloads.is_empty() {
+        let list: Vec<&str> = preloads.iter().map(|p| p.to_str().unwrap()).collect();
+        c.env("LD_PRELOAD", list.join(":"));
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let r = Run::from(c.output().unwrap());
+    let counts = [mallocs(&sys), mallocs(&private)];
+    (r, counts)
+}
+
+/// Runs `mode` without and with the preload; returns (stdout with the preload,
+/// [system, private] hipMalloc counts), after checking that both runs made
+/// the same calls on the same copies and succeeded.
+fn run(b: &Built, version: &str, mode: &str) -> (String, [usize; 2]) {
+    let preload = preload();
     let mut counts = Vec::new();
     let mut outs = Vec::new();
-    for preload_on in [false, true] {
-        let (sys, private) = (
-            dir.join(format!("sys-{preload_on}")),
-            dir.join(format!("priv-{preload_on}")),
-        );
-        let mut c = clean_command(prog);
-        for (k, v) in simgpu_env_for("gfx1010", version) {
-            c.env(k, v);
-        }
-        c.env("HIP_SOVERSION", &version[..1])
-            .env("LOG_SYS", &sys)
-            .env("LOG_PRIV", &private)
-            .args([mode.as_ref(), b.torchlib.as_os_str()]);
-        if preload_on {
-            c.env("LD_PRELOAD", preload());
-        }
-        let r = Run::from(c.output().unwrap());
+    for (tag, preloads) in [("off", &[][..]), ("on", &[preload.as_path()][..])] {
+        let (r, c) = run_once(b, version, mode, tag, preloads, &[]);
         assert_eq!(r.code, Some(0), "{mode} on {version}: {r:#?}");
-        counts.push([mallocs(&sys), mallocs(&private)]);
+        counts.push(c);
         outs.push(r.stdout);
     }
     assert_eq!(
@@ -147,10 +183,15 @@ fn assert_lines(out: &str, expected: &[&str]) {
     assert_eq!(got, expected);
 }
 
-/// Built once per version for all tests of this process (they run in parallel).
+/// Built once per version for all tests of this process (they run in
+/// parallel). Debian's builds (6.4, 7.2) and AMD's (6.4-amd, 7.2-amd: the
+/// exported hipMalloc and hipFree dispatch through the API table handed to
+/// rocprofiler-register, no tool present): the same answers, so our hooks
+/// forwarding to an exported function that dispatches through the table do
+/// not make anything run twice.
 fn each_version(f: impl Fn(&Built, &str)) {
     static BUILT: std::sync::Mutex<Vec<(&str, &'static Built)>> = std::sync::Mutex::new(Vec::new());
-    for v in ["6.4", "7.2"] {
+    for v in ["6.4", "7.2", "6.4-amd", "7.2-amd"] {
         let b = {
             let mut built = BUILT.lock().unwrap();
             match built.iter().find(|(k, _)| *k == v) {
@@ -185,32 +226,63 @@ fn linked_and_dlopen_local_global_clients_are_seen_once_on_their_copy() {
     });
 }
 
+/// hipFree of a padded allocation, through the PLT (on AMD's builds through
+/// the table entry rocm-fix took over): the allocation leaves rocm-fix's
+/// books, and each call ran once on the runtime.
+#[test]
+fn a_padded_allocation_is_freed_once_and_leaves_the_books() {
+    each_version(|b, v| {
+        let (out, counts) = run(b, v, "free");
+        assert_lines(
+            &out,
+            &[
+                "free: hipMalloc -> 0 padded +1",
+                "free: hipFree -> 0, tracked 1 -> 0",
+            ],
+        );
+        assert_eq!(counts, [1, 0], "free on {v}");
+    });
+}
+
 /// RTLD_DEEPBIND: a dlsym client is still seen (it calls our dlsym), but a
 /// library opened with RTLD_DEEPBIND binds its own PLT to the runtime in its
-/// own scope first, before any preload: that call is forwarded by nobody, it
-/// goes straight to the runtime, once. (README: not covered, and why.)
+/// own scope first, before any preload. On Debian's builds that call goes
+/// straight to the runtime, unseen, once. On AMD's builds the exported
+/// function dispatches through the API table, whose entry rocm-fix took over
+/// (src/preload/src/apitable.rs): seen, once.
 #[test]
-fn rtld_deepbind_libraries_bypass_the_preload_and_run_once() {
+fn rtld_deepbind_libraries_are_seen_through_the_api_table_on_amd_builds_only() {
     each_version(|b, v| {
         let (out, counts) = run(b, v, "deepbind");
+        let framework = if v.ends_with("-amd") { 1 } else { 0 };
         assert_lines(
             &out,
             &[
                 "deepbind dlsym: hipMalloc -> 0 padded +1",
-                "deepbind framework: hipMalloc -> 0 padded +0",
+                &format!("deepbind framework: hipMalloc -> 0 padded +{framework}"),
             ],
         );
         assert_eq!(counts, [2, 0], "deepbind on {v}");
     });
 }
 
-/// dlvsym(handle, "hipMalloc", "hip_4.2") searches the runtime's own scope:
-/// the real function, not seen; it runs once.
+/// dlvsym(handle, "hipMalloc", "hip_4.2") searches the runtime's own scope,
+/// past any preload; the front's dlvsym hook hands back its hook for the
+/// function its hooks forward to: seen, once, on the system copy. A version
+/// the runtime lacks still finds nothing, and a function rocm-fix does not
+/// hook is the runtime's own.
 #[test]
-fn dlvsym_clients_get_the_real_function_and_it_runs_once() {
+fn dlvsym_clients_are_seen_once() {
     each_version(|b, v| {
         let (out, counts) = run(b, v, "dlvsym");
-        assert_lines(&out, &["dlvsym: hipMalloc -> 0 padded +0"]);
+        assert_lines(
+            &out,
+            &[
+                "dlvsym: hipMalloc -> 0 padded +1",
+                "dlvsym hip_0.0: null",
+                "dlvsym hipGetDeviceCount: the runtime's",
+            ],
+        );
         assert_eq!(counts, [1, 0], "dlvsym on {v}");
     });
 }
@@ -235,9 +307,9 @@ fn hip_get_proc_address_with_each_flag_and_version_is_seen_once() {
 
 /// Two runtimes in one process: the system copy (linked) and a private copy
 /// in a torch/lib-like folder opened by path. Calls bound to the system copy
-/// are seen; a call through dlsym on the private copy's own handle runs on
-/// the private copy, unseen (the hooks forward to the copy the global scope
-/// finds, so handing it our hook would move it to the other copy); the
+/// are seen; a call through dlsym or dlvsym on the private copy's own handle
+/// runs on the private copy, unseen (the hooks forward to the copy the global
+/// scope finds, so handing it our hook would move it to the other copy); the
 /// framework's DT_NEEDED resolves by soname to the copy loaded first, with
 /// or without the preload.
 #[test]
@@ -250,10 +322,11 @@ fn two_runtimes_in_one_process_each_call_runs_once_on_the_copy_it_was_bound_to()
                 "system copy (linked): hipMalloc -> 0 padded +1",
                 "two copies: yes",
                 "private copy (dlsym on its handle): hipMalloc -> 0 padded +0",
+                "private copy (dlvsym on its handle): hipMalloc -> 0 padded +0",
                 "framework (RPATH $ORIGIN): hipMalloc -> 0 padded +1",
             ],
         );
-        assert_eq!(counts, [2, 1], "twocopies on {v}");
+        assert_eq!(counts, [2, 2], "twocopies on {v}");
     });
 }
 
@@ -264,4 +337,249 @@ fn a_therock_style_rtld_global_preload_of_a_private_runtime_is_seen_on_that_copy
         assert_lines(&out, &["therock framework: hipMalloc -> 0 padded +1"]);
         assert_eq!(counts, [0, 1], "therock on {v}");
     });
+}
+
+// ---- AMD's builds: the API table and a profiler the user runs -------------------
+
+/// The profiler stand-in (tests/programs/profiler_stub.c): rocprofv3's two
+/// preloads, and the tool library alone (no SDK anywhere).
+struct Profiler {
+    tool: PathBuf,
+    sdk: PathBuf,
+    tool_alone: PathBuf,
+}
+
+fn profiler() -> &'static Profiler {
+    static BUILT: std::sync::OnceLock<Profiler> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = root().join("target/test-programs/profiler");
+        let alone = dir.join("alone");
+        std::fs::create_dir_all(&alone).unwrap();
+        let src = root()
+            .join("tests/programs/profiler_stub.c")
+            .into_os_string();
+        let s = |x: &str| std::ffi::OsString::from(x);
+        let p = Profiler {
+            tool: dir.join("librocprofiler-sdk-tool.so"),
+            sdk: dir.join("librocprofiler-sdk.so"),
+            tool_alone: alone.join("librocprofiler-sdk-tool.so"),
+        };
+        let common = [s("-shared"), s("-fPIC"), s("-Wall"), s("-Werror")];
+        let build = |out: &Path, extra: &[std::ffi::OsString]| {
+            let mut args: Vec<&std::ffi::OsStr> = common.iter().map(|a| a.as_os_str()).collect();
+            args.push(std::ffi::OsStr::new("-o"));
+            args.push(out.as_os_str());
+            args.push(&src);
+            args.extend(extra.iter().map(|a| a.as_os_str()));
+            gcc(&args);
+        };
+        build(&p.sdk, &[s("-DSDK")]);
+        // The real tool links the SDK (its rocprofiler_set_api_table).
+        build(
+            &p.tool,
+            &[
+                s("-DTOOL"),
+                s("-L"),
+                dir.clone().into_os_string(),
+                s("-l:librocprofiler-sdk.so"),
+                s(&format!("-Wl,-rpath,{}", dir.display())),
+            ],
+        );
+        build(&p.tool_alone, &[s("-DTOOL")]);
+        p
+    })
+}
+
+/// AMD's builds hand each runtime copy's API table to the profiler through
+/// rocprofiler-register (instance 0: the system copy, 1: the private copy
+/// registered with the same rocprofiler-register), and every call reaches the
+/// profiler through the table whatever bound it. With rocm-fix preloaded
+/// before the profiler's libraries (LD_PRELOAD=librocm_fix.so rocprofv3 …)
+/// or after them (/etc/ld.so.preload comes after LD_PRELOAD): the profiler
+/// gets the same tables and the same calls, rocm-fix pads what it pads
+/// without the profiler, and each copy runs each call once.
+#[test]
+fn amd_builds_hand_each_copy_s_table_to_a_profiler_and_rocm_fix_leaves_it_whole() {
+    let prof = profiler();
+    let fix = preload();
+    each_version(|b, v| {
+        let Some(release) = v.strip_suffix("-amd") else {
+            return;
+        };
+        // HIP_ROCP_REG_VERSION: 10000 * major + 100 * minor (tests/simgpu/hip_table.c).
+        let (major, minor) = release.split_once('.').unwrap();
+        let version = major.parse::<u32>().unwrap() * 10000 + minor.parse::<u32>().unwrap() * 100;
+        let mut logs = Vec::new();
+        for (tag, preloads) in [
+            ("prof", vec![prof.tool.as_path(), prof.sdk.as_path()]),
+            (
+                "fix-first",
+                vec![fix.as_path(), prof.tool.as_path(), prof.sdk.as_path()],
+            ),
+            (
+                "fix-last",
+                vec![prof.tool.as_path(), prof.sdk.as_path(), fix.as_path()],
+            ),
+        ] {
+            let log = tmpdir(&format!("profiler-{v}-{tag}")).join("profiler.log");
+            let (r, counts) = run_once(
+                b,
+                v,
+                "twocopies",
+                tag,
+                &preloads,
+                &[("PROFILER_LOG", log.as_path())],
+            );
+            assert_eq!(r.code, Some(0), "{tag} on {v}: {r:#?}");
+            let padded = if tag == "prof" { 0 } else { 1 };
+            assert_lines(
+                &r.stdout,
+                &[
+                    &format!("system copy (linked): hipMalloc -> 0 padded +{padded}"),
+                    "two copies: yes",
+                    "private copy (dlsym on its handle): hipMalloc -> 0 padded +0",
+                    "private copy (dlvsym on its handle): hipMalloc -> 0 padded +0",
+                    &format!("framework (RPATH $ORIGIN): hipMalloc -> 0 padded +{padded}"),
+                ],
+            );
+            assert_eq!(counts, [2, 2], "{tag} on {v}: each call once on its copy");
+            logs.push(call_log(&log));
+        }
+        assert_eq!(
+            logs[0],
+            [
+                format!("profiler: table hip version {version} instance 0"),
+                "profiler: hipMalloc instance 0".into(),
+                format!("profiler: table hip version {version} instance 1"),
+                "profiler: hipMalloc instance 1".into(),
+                "profiler: hipMalloc instance 1".into(),
+                "profiler: hipMalloc instance 0".into(),
+            ],
+            "{v}"
+        );
+        assert_eq!(logs[1], logs[0], "{v}: rocm-fix first");
+        assert_eq!(logs[2], logs[0], "{v}: rocm-fix last");
+    });
+}
+
+/// With a profiler too (rocm-fix first: it takes the table over and passes
+/// it on): the profiler and rocm-fix each see both calls, the one of a
+/// library opened with RTLD_DEEPBIND included, and each runs once.
+#[test]
+fn on_amd_builds_a_deepbind_library_s_call_reaches_the_profiler_and_rocm_fix_once() {
+    let prof = profiler();
+    let fix = preload();
+    each_version(|b, v| {
+        if !v.ends_with("-amd") {
+            return;
+        }
+        let log = tmpdir(&format!("profiler-deepbind-{v}")).join("profiler.log");
+        let (r, counts) = run_once(
+            b,
+            v,
+            "deepbind",
+            "prof",
+            &[fix.as_path(), prof.tool.as_path(), prof.sdk.as_path()],
+            &[("PROFILER_LOG", log.as_path())],
+        );
+        assert_eq!(r.code, Some(0), "{v}: {r:#?}");
+        assert_lines(
+            &r.stdout,
+            &[
+                "deepbind dlsym: hipMalloc -> 0 padded +1",
+                "deepbind framework: hipMalloc -> 0 padded +1",
+            ],
+        );
+        assert_eq!(counts, [2, 0], "{v}");
+        let calls = call_log(&log)
+            .iter()
+            .filter(|l| l.as_str() == "profiler: hipMalloc instance 0")
+            .count();
+        assert_eq!(calls, 2, "{v}: both calls went through the table");
+    });
+}
+
+/// Why a preload cannot simply declare itself a tool: rocprofiler-register
+/// takes a visible `rocprofiler_configure` for a tool, and a tool without a
+/// `rocprofiler_set_api_table` anywhere (no SDK installed) is fatal on AMD's
+/// builds; Debian's builds never look.
+#[test]
+fn a_tool_symbol_without_a_table_receiver_aborts_on_amd_builds_only() {
+    let prof = profiler();
+    each_version(|b, v| {
+        let (r, counts) = run_once(b, v, "linked", "alone", &[prof.tool_alone.as_path()], &[]);
+        if v.ends_with("-amd") {
+            assert_eq!(r.signal, Some(libc::SIGABRT), "{v}: {r:#?}");
+            assert!(
+                r.stderr.contains("rocprofiler_set_api_table not found"),
+                "{v}: {}",
+                r.stderr
+            );
+            assert_eq!(counts, [0, 0], "{v}");
+        } else {
+            assert_eq!(r.code, Some(0), "{v}: {r:#?}");
+            assert_eq!(counts, [1, 0], "{v}");
+        }
+    });
+}
+
+/// rocm-fix's receiver as rocprofiler-register calls it: no profiler, every
+/// library's table is "not taken" (non-zero), so ROCr's LoadTools still loads
+/// the HSA_TOOLS_LIB tools as without rocm-fix; a table that is not the HIP
+/// runtime's copy is left alone; with a profiler's receiver loaded, every
+/// answer is the profiler's.
+#[test]
+fn the_receiver_takes_only_the_hip_table_and_answers_as_the_profiler_would() {
+    let prog = program("receiver");
+    let prof = profiler();
+    let fix = preload();
+    let mut outs = Vec::new();
+    for (preloads, register_library) in [
+        (vec![], None),
+        (vec![fix.as_path()], None),
+        (
+            vec![fix.as_path(), prof.tool.as_path(), prof.sdk.as_path()],
+            None,
+        ),
+        // Not loaded, but named (ROCPROFILER_REGISTER_LIBRARY): loaded as
+        // rocprofiler-register would load it.
+        (vec![fix.as_path()], Some(prof.sdk.as_path())),
+    ] {
+        let mut c = clean_command(&prog);
+        c.env_remove("ROCP_TOOL_LIBRARIES")
+            .env_remove("ROCPROFILER_REGISTER_FORCE_LOAD")
+            .env_remove("ROCPROFILER_REGISTER_LIBRARY");
+        if let Some(lib) = register_library {
+            c.env("ROCPROFILER_REGISTER_LIBRARY", lib);
+        }
+        if !preloads.is_empty() {
+            let list: Vec<&str> = preloads.iter().map(|p| p.to_str().unwrap()).collect();
+            c.env("LD_PRELOAD", list.join(":"));
+        }
+        let r = Run::from(c.output().unwrap());
+        assert_eq!(r.code, Some(0), "{r:#?}");
+        outs.push(r.stdout);
+    }
+    assert_eq!(outs[0], "no receiver\n");
+    assert_lines(
+        &outs[1],
+        &[
+            "configure: NULL",
+            "hsa: 1",
+            "hip: 1",
+            "hip_compiler: 1",
+            "roctx: 1",
+            "table untouched: yes",
+        ],
+    );
+    let with_profiler = [
+        "configure: NULL",
+        "hsa: 0",
+        "hip: 0",
+        "hip_compiler: 0",
+        "roctx: 0",
+        "table untouched: yes",
+    ];
+    assert_lines(&outs[2], &with_profiler);
+    assert_lines(&outs[3], &with_profiler);
 }

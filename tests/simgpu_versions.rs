@@ -477,3 +477,39 @@ fn a_fat_binary_without_code_for_the_gpu_aborts_in_5_2_and_fails_the_launch_late
         }
     }
 }
+
+fn needed(path: &Path) -> Vec<String> {
+    let o = Command::new("readelf")
+        .args(["-d", "--wide"])
+        .arg(path)
+        .output()
+        .expect("readelf");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split('[').nth(1)?.trim_end_matches(']').to_string()))
+        .collect()
+}
+
+/// AMD's builds (6.4-amd, 7.2-amd) export exactly what Debian's builds of the
+/// same release export, and link librocprofiler-register.so.0 (found through
+/// RUNPATH $ORIGIN), which Debian's builds, like Debian's real libraries, do not.
+#[test]
+fn amd_builds_export_the_same_and_only_they_link_rocprofiler_register() {
+    for v in ["6.4", "7.2"] {
+        let so = format!("libamdhip64.so.{}", major(v));
+        let debian = simgpu_lib_for(v).join(&so);
+        let amd = simgpu_lib_for(&format!("{v}-amd")).join(&so);
+        assert_eq!(functions(&amd), functions(&debian), "{v}");
+        assert!(
+            needed(&amd).contains(&"librocprofiler-register.so.0".to_string()),
+            "{v}: {:?}",
+            needed(&amd)
+        );
+        assert!(
+            !needed(&debian).iter().any(|n| n.contains("rocprofiler")),
+            "{v}: {:?}",
+            needed(&debian)
+        );
+    }
+}

@@ -27,9 +27,15 @@ pub fn simgpu_env_for(spec: &str, version: &str) -> EnvVars {
     if let Some(v) = cache.lock().unwrap().get(&key) {
         return v.clone();
     }
+    // "7.2-amd": AMD's build of 7.2 (SIMGPU_BUILD=amd).
+    let (release, build) = match version.strip_suffix("-amd") {
+        Some(r) => (r, "amd"),
+        None => (version, ""),
+    };
     let out = Command::new(root().join("scripts/simgpu-env"))
         .arg(spec)
-        .env("SIMGPU_ROCM_VERSION", version)
+        .env("SIMGPU_ROCM_VERSION", release)
+        .env("SIMGPU_BUILD", build)
         .output()
         .expect("run scripts/simgpu-env");
     assert!(
@@ -55,7 +61,7 @@ pub fn simgpu_lib() -> PathBuf {
     simgpu_lib_at(None)
 }
 
-/// target/simgpu/lib-VERSION (5.2, 6.4, 7.2).
+/// target/simgpu/lib-VERSION (5.2, 6.4, 7.2; 6.4-amd, 7.2-amd: AMD's builds).
 pub fn simgpu_lib_for(version: &str) -> PathBuf {
     simgpu_lib_at(Some(version))
 }

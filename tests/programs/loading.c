@@ -9,15 +9,18 @@
  * program points it at $LOG_SYS before the system copy's first call and at
  * $LOG_PRIV before the private copy's, so each copy logs to its own file.
  *   linked     the executable's own PLT
+ *   free       the same, then hipFree of it: how many allocations rocm-fix
+ *              still tracks
  *   local      dlopen(soname, RTLD_LOCAL) + dlsym
  *   global     dlopen(soname, RTLD_GLOBAL) + dlsym
  *   deepbind   dlopen(soname, RTLD_DEEPBIND) + dlsym; then the framework
  *              opened with RTLD_DEEPBIND (its PLT binds its own scope first)
- *   dlvsym     dlopen(soname, RTLD_LOCAL) + dlvsym(hipMalloc, hip_4.2)
+ *   dlvsym     dlopen(soname, RTLD_LOCAL) + dlvsym(hipMalloc, hip_4.2); a
+ *              version the runtime lacks; a function rocm-fix does not hook
  *   getproc    hipGetProcAddress, each flag and version argument
  *   twocopies  linked to the system copy; the private copy opened by path
- *              (as torch's _load_global_deps does) and used through dlsym;
- *              the framework loaded next
+ *              (as torch's _load_global_deps does) and used through dlsym
+ *              and dlvsym on its handle; the framework loaded next
  *   therock    nothing linked; the private copy preloaded by path with
  *              RTLD_GLOBAL (a TheRock package's init), then the framework */
 #define _GNU_SOURCE
@@ -32,6 +35,7 @@ typedef int (*malloc_t)(void **, size_t);
 typedef int (*getproc_t)(const char *, void **, int, uint64_t, int *);
 #ifdef LINKED
 extern int hipMalloc(void **, size_t);
+extern int hipFree(void *);
 extern int hipGetDeviceCount(int *);
 #endif
 
@@ -43,11 +47,22 @@ static uint64_t padded(void) {
   return s.padded;
 }
 
+static void *last;
+
 static void step(const char *name, malloc_t f) {
   void *p = NULL;
   uint64_t before = padded();
   int r = f ? f(&p, 2 << 20) : -1;
+  last = p;
   printf("%s: hipMalloc -> %d padded +%llu\n", name, r, (unsigned long long)(padded() - before));
+}
+
+static __attribute__((unused)) uint64_t live(void) {
+  int (*get)(struct rocm_fix_stats *, size_t) =
+      (int (*)(struct rocm_fix_stats *, size_t))dlsym(RTLD_DEFAULT, "rocm_fix_get_stats");
+  struct rocm_fix_stats s = {0};
+  if (get) get(&s, sizeof s);
+  return s.live_allocations;
 }
 
 static void use_log(const char *var) {
@@ -73,6 +88,12 @@ int main(int argc, char **argv) {
     void *h = open_or_die(soname, RTLD_NOW | (!strcmp(mode, "global") ? RTLD_GLOBAL : RTLD_LOCAL));
     malloc_t f = !strcmp(mode, "dlvsym") ? (malloc_t)dlvsym(h, "hipMalloc", "hip_4.2") : (malloc_t)dlsym(h, "hipMalloc");
     step(mode, f);
+    if (!strcmp(mode, "dlvsym")) {
+      printf("dlvsym hip_0.0: %s\n", dlvsym(h, "hipMalloc", "hip_0.0") ? "found" : "null");
+      void *count = dlvsym(h, "hipGetDeviceCount", "hip_4.2");
+      printf("dlvsym hipGetDeviceCount: %s\n",
+             count && count == dlsym(h, "hipGetDeviceCount") ? "the runtime's" : "other");
+    }
   } else if (!strcmp(mode, "deepbind")) {
     void *h = open_or_die(soname, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     step("deepbind dlsym", (malloc_t)dlsym(h, "hipMalloc"));
@@ -95,6 +116,11 @@ int main(int argc, char **argv) {
 #ifdef LINKED
   } else if (!strcmp(mode, "linked")) {
     step("linked", hipMalloc);
+  } else if (!strcmp(mode, "free")) {
+    step("free", hipMalloc);
+    uint64_t tracked = live();
+    int r = hipFree(last);
+    printf("free: hipFree -> %d, tracked %llu -> %llu\n", r, (unsigned long long)tracked, (unsigned long long)live());
   } else if (!strcmp(mode, "twocopies")) {
     int n = 0;
     hipGetDeviceCount(&n); /* the system copy opens its log */
@@ -103,6 +129,7 @@ int main(int argc, char **argv) {
     void *h = open_or_die(priv, RTLD_NOW | RTLD_LOCAL);
     printf("two copies: %s\n", h != dlopen(soname, RTLD_NOW | RTLD_NOLOAD) ? "yes" : "no");
     step("private copy (dlsym on its handle)", (malloc_t)dlsym(h, "hipMalloc"));
+    step("private copy (dlvsym on its handle)", (malloc_t)dlvsym(h, "hipMalloc", "hip_4.2"));
     void *f = open_or_die(fw, RTLD_NOW | RTLD_LOCAL);
     step("framework (RPATH $ORIGIN)", (malloc_t)dlsym(f, "fw_alloc"));
 #endif

@@ -249,7 +249,7 @@ EXPORT hipError_t hipGetDevicePropertiesR0600(hipDeviceProp_tR0600 *prop, int de
 
 /* ---- memory ---- */
 
-EXPORT hipError_t hipMalloc(void **ptr, size_t size) {
+EXPORT_TABLED hipError_t TABLED(hipMalloc)(void **ptr, size_t size) {
   char ps[32];
   hipError_t e = ptr ? ensure_init() : hipErrorInvalidValue;
   if (e == hipSuccess) {
@@ -273,7 +273,7 @@ HIDDEN hipError_t free_any(void *ptr) {
   return hsa_amd_memory_pool_free(base) == HSA_STATUS_SUCCESS ? hipSuccess : hipErrorInvalidValue;
 }
 
-EXPORT hipError_t hipFree(void *ptr) {
+EXPORT_TABLED hipError_t TABLED(hipFree)(void *ptr) {
   char ps[32];
   hipError_t e = ensure_init();
   if (e == hipSuccess) e = free_any(ptr);
@@ -551,7 +551,7 @@ EXPORT hipError_t hipExtGetLastError(void) {
 
 /* The names clr's ihipGetErrorName gives (hip_error.cpp), for the codes the
  * simulation returns; others are "hipErrorUnknown" as there. */
-EXPORT const char *hipGetErrorName(hipError_t error) {
+EXPORT_TABLED const char *TABLED(hipGetErrorName)(hipError_t error) {
   const char *s;
   switch (error) {
   case hipSuccess: s = "hipSuccess"; break;

@@ -9,6 +9,20 @@
 #endif
 #define MAX_DEV 16
 
+/* AMD's builds (scripts/simgpu-build 6.4-amd, 7.2-amd; hip_table.c): the
+ * exported function dispatches through the API table, and the runtime's own
+ * implementation is hidden under NAME_impl. Debian's builds: the function itself. */
+#ifdef SIMGPU_ROCPROFILER_REGISTER
+#define EXPORT_TABLED HIDDEN
+#define TABLED(name) name##_impl
+HIDDEN hipError_t hipMalloc_impl(void **ptr, size_t size);
+HIDDEN hipError_t hipFree_impl(void *ptr);
+HIDDEN const char *hipGetErrorName_impl(hipError_t error);
+#else
+#define EXPORT_TABLED __attribute__((visibility("default")))
+#define TABLED(name) name
+#endif
+
 struct device {
   hsa_agent_t agent;
   hsa_amd_memory_pool_t coarse, ext_fine, fine; /* VRAM pools; handle 0 when absent */

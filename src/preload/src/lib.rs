@@ -4,17 +4,21 @@
 //! hands the call to the engine (`librocm_fix_engine.so`, the std crate at
 //! the repository root), which this front opens with dlopen on the first
 //! HIP/HSA call. Until then the front does nothing at all: no constructor,
-//! no allocation, no file, no thread, one imported symbol (dlvsym). If the
-//! engine cannot be loaded, every hook forwards to the real function.
+//! no allocation, no file, no thread, one imported symbol (dl_iterate_phdr,
+//! through which glibc's own dlvsym is found on the first lookup: realdl.rs).
+//! If the engine cannot be loaded, every hook forwards to the real function.
 //!
-//! Two hooks are naked trampolines: `dlsym` (so that `dlsym(RTLD_NEXT, …)`
-//! from other libraries reaches glibc with *their* return address, the
-//! recursion trap of interposers that wrap dlsym) and
+//! Three hooks are naked trampolines: `dlsym` and `dlvsym` (so that
+//! `dlsym(RTLD_NEXT, …)` from other libraries reaches glibc with *their*
+//! return address, the recursion trap of interposers that wrap dlsym) and
 //! `hsa_amd_memory_pool_allocate` (which passes its caller's return address
 //! on, so the engine can tell the runtime's own allocations from the
 //! application's).
 #![no_std]
 #![allow(non_snake_case, clippy::missing_safety_doc)]
+
+mod apitable;
+mod realdl;
 
 #[path = "../../engine/abi.rs"]
 #[allow(dead_code)]
@@ -61,6 +65,17 @@ unsafe fn copy_bytes(dst: *mut u8, src: *const u8, n: usize) {
 type DlsymFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
 type DlopenFn = unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void;
 type DladdrFn = unsafe extern "C" fn(*const c_void, *mut libc::Dl_info) -> c_int;
+type DlvsymFn = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char) -> *mut c_void;
+
+/// glibc's dlvsym (the front's own `dlvsym` is the hook below); null when
+/// it cannot be found.
+unsafe fn real_dlvsym(handle: *mut c_void, name: *const c_char, ver: *const c_char) -> *mut c_void {
+    match realdl::real_dlvsym() {
+        0 => core::ptr::null_mut(),
+        // SAFETY: glibc's dlvsym, read from libc's symbol table.
+        f => unsafe { core::mem::transmute::<usize, DlvsymFn>(f)(handle, name, ver) },
+    }
+}
 
 static REAL_DLSYM: AtomicUsize = AtomicUsize::new(0);
 static REAL_DLOPEN: AtomicUsize = AtomicUsize::new(0);
@@ -82,7 +97,7 @@ unsafe fn libc_fn_at(cache: &AtomicUsize, name: &[u8], ver: &[u8]) -> usize {
     let mut p = 0;
     for ver in [ver, b"GLIBC_2.2.5\0"] {
         // SAFETY: both strings are NUL-terminated constants.
-        p = unsafe { libc::dlvsym(libc::RTLD_NEXT, name.as_ptr().cast(), ver.as_ptr().cast()) }
+        p = unsafe { real_dlvsym(libc::RTLD_NEXT, name.as_ptr().cast(), ver.as_ptr().cast()) }
             as usize;
         if p != 0 {
             break;
@@ -137,7 +152,7 @@ unsafe extern "C" fn resolve(id: u32) -> usize {
     // SAFETY: NUL-terminated constants; handles come from the loader.
     let mut p = unsafe { real_dlsym(libc::RTLD_NEXT, n) } as usize;
     if p == 0 {
-        p = unsafe { libc::dlvsym(libc::RTLD_NEXT, n, v) } as usize;
+        p = unsafe { real_dlvsym(libc::RTLD_NEXT, n, v) } as usize;
     }
     let sonames: &[&[u8]] = match lib {
         Lib::Hip => &HIP_SONAMES,
@@ -150,7 +165,7 @@ unsafe extern "C" fn resolve(id: u32) -> usize {
         // SAFETY: as above. The NOLOAD reference is kept: the runtime stays loaded.
         let h = unsafe { real_dlopen(so.as_ptr().cast(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
         if !h.is_null() {
-            p = unsafe { libc::dlvsym(h, n, v) } as usize;
+            p = unsafe { real_dlvsym(h, n, v) } as usize;
             if p == 0 {
                 p = unsafe { real_dlsym(h, n) } as usize;
             }
@@ -253,7 +268,8 @@ fn arm_direct() {
     for (slot, id) in slots {
         // SAFETY: resolve takes any id and returns 0 when unknown.
         let f = unsafe { resolve(id as u32) };
-        if f != 0 {
+        // A slot already set is the API-table route's (apitable.rs).
+        if f != 0 && slot.load(Ordering::Acquire) == 0 {
             slot.store(f, Ordering::Release);
         }
     }
@@ -265,6 +281,9 @@ fn engine() -> &'static EngineHooks {
         // SAFETY: only ever set to a 'static table (the engine is never closed).
         return unsafe { &*p };
     }
+    // AMD's builds: their HIP table is handed over before the engine looks
+    // any real function up (apitable.rs).
+    apitable::before_engine();
     // SAFETY: load_engine only calls the loader and the engine's entry point.
     let table = match unsafe { load_engine() } {
         Some(t) => t,
@@ -313,8 +332,11 @@ fn arm_engine(t: &'static EngineHooks) {
         ),
         (&D_HIP_FREE_ASYNC, t.hip_free_async as usize),
     ];
+    // A slot the API-table route set (apitable.rs) keeps the exported
+    // function: a call through it passes a profiler's wrapper on its way to
+    // our table entry.
     for (slot, f) in slots {
-        slot.store(f, Ordering::Release);
+        let _ = slot.compare_exchange(0, f, Ordering::AcqRel, Ordering::Acquire);
     }
 }
 
@@ -626,10 +648,19 @@ static FALLBACK: EngineHooks = EngineHooks {
 #[no_mangle]
 pub unsafe extern "C" fn hipMalloc(ptr: *mut *mut c_void, size: usize) -> c_int {
     match D_HIP_MALLOC.load(Ordering::Relaxed) {
-        // SAFETY: the engine's hook of this exact signature.
-        0 => unsafe { (engine().hip_malloc)(ptr, size) },
+        0 => {
+            let e = engine();
+            // The API-table route may have switched on while the engine
+            // loaded: then the call goes through the table (apitable.rs).
+            match D_HIP_MALLOC.load(Ordering::Relaxed) {
+                // SAFETY: the engine's hook of this exact signature.
+                0 => unsafe { (e.hip_malloc)(ptr, size) },
+                // SAFETY: the real (exported) function of this exact signature.
+                f => unsafe { core::mem::transmute::<usize, HipAlloc>(f)(ptr, size) },
+            }
+        }
         // SAFETY: the real function or the engine's hook, of this exact
-        // signature (arm_direct, arm_engine).
+        // signature (arm_direct, arm_engine, apitable).
         f => unsafe { core::mem::transmute::<usize, HipAlloc>(f)(ptr, size) },
     }
 }
@@ -639,10 +670,18 @@ macro_rules! hook {
         #[no_mangle]
         pub unsafe extern "C" fn $name($($a: $t),*) -> c_int {
             match $d.load(Ordering::Relaxed) {
-                // SAFETY: the engine's hook of this exact signature.
-                0 => unsafe { (engine().$field)($($a),*) },
-                // SAFETY: the real function or the engine's hook, of this
-                // exact signature (arm_direct, arm_engine).
+                0 => {
+                    let e = engine();
+                    // As in hipMalloc: the API-table route may have switched on.
+                    match $d.load(Ordering::Relaxed) {
+                        // SAFETY: the engine's hook of this exact signature.
+                        0 => unsafe { (e.$field)($($a),*) },
+                        // SAFETY: the real (exported) function of this exact signature.
+                        f => unsafe { core::mem::transmute::<usize, $ty>(f)($($a),*) },
+                    }
+                }
+                // SAFETY: the real function or the engine's hook, of this exact
+        // signature (arm_direct, arm_engine, apitable).
                 f => unsafe { core::mem::transmute::<usize, $ty>(f)($($a),*) },
             }
         }
@@ -694,10 +733,18 @@ hook!(
 #[no_mangle]
 pub unsafe extern "C" fn hipFree(ptr: *mut c_void) -> c_int {
     match D_HIP_FREE.load(Ordering::Relaxed) {
-        // SAFETY: the engine's hook of this exact signature.
-        0 => unsafe { (engine().hip_free)(ptr) },
+        0 => {
+            let e = engine();
+            // As in hipMalloc: the API-table route may have switched on.
+            match D_HIP_FREE.load(Ordering::Relaxed) {
+                // SAFETY: the engine's hook of this exact signature.
+                0 => unsafe { (e.hip_free)(ptr) },
+                // SAFETY: the real (exported) function of this exact signature.
+                f => unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) },
+            }
+        }
         // SAFETY: the real function or the engine's hook, of this exact
-        // signature (arm_direct, arm_engine).
+        // signature (arm_direct, arm_engine, apitable).
         f => unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) },
     }
 }
@@ -1094,6 +1141,59 @@ unsafe extern "C" fn dlsym_impl(handle: *mut c_void, name: *const c_char) -> *mu
     // SAFETY: forwarding the caller's own arguments (a real handle: the
     // naked entry sent RTLD_DEFAULT and RTLD_NEXT to glibc directly).
     let found = unsafe { real_dlsym(handle, name) };
+    unsafe { swap_for_hook(name, found) }
+}
+
+/// dlvsym: as `dlsym`, RTLD_NEXT and RTLD_DEFAULT go straight to glibc with
+/// the original return address; a lookup on a handle
+/// (`dlvsym(h, "hipMalloc", "hip_4.2")`) goes through dlvsym_impl, which hands
+/// back our hook where glibc found the function our hooks forward to (so a
+/// private copy's own function, found on its own handle, stays its own).
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn dlvsym(
+    _handle: *mut c_void,
+    _name: *const c_char,
+    _version: *const c_char,
+) -> *mut c_void {
+    core::arch::naked_asm!(
+        "cmp rdi, -1",
+        "je 2f",
+        "test rdi, rdi",
+        "jz 2f",
+        "jmp {imp}",
+        "2:",
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "call {resolve}",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "test rax, rax",
+        "jz 4f",
+        "jmp rax",
+        "4:",
+        "xor eax, eax",
+        "ret",
+        imp = sym dlvsym_impl,
+        resolve = sym resolve_real_dlvsym,
+    )
+}
+
+/// Called from the naked `dlvsym`: three pushes after the call keep the
+/// stack 16-byte aligned for this call.
+unsafe extern "C" fn resolve_real_dlvsym() -> usize {
+    realdl::real_dlvsym()
+}
+
+unsafe extern "C" fn dlvsym_impl(
+    handle: *mut c_void,
+    name: *const c_char,
+    version: *const c_char,
+) -> *mut c_void {
+    // SAFETY: forwarding the caller's own arguments (a real handle).
+    let found = unsafe { real_dlvsym(handle, name, version) };
     unsafe { swap_for_hook(name, found) }
 }
 
