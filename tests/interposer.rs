@@ -782,6 +782,43 @@ fn pitched_and_stream_ordered_segments_get_a_sink_too() {
 }
 
 #[test]
+fn managed_memory_padding_counts_against_the_same_budget() {
+    // 1/32 of the 8 GiB is 256 MiB: two managed buffers padded by 128 MiB
+    // take it all; the third is kept exactly as asked, and the user is told once.
+    let env = [("ROCM_FIX_PAD", "128M"), ("ROCM_FIX_STATS", "1")];
+    let three = ["managed:4096:1", "managed:4096:1", "managed:4096:1"];
+    let (_, with) = both(simwork_cmd("gfx1010", &three), &env);
+    for i in 0..3 {
+        assert!(
+            with.stdout
+                .lines()
+                .nth(i)
+                .is_some_and(|l| l.ends_with("-> 0")),
+            "{with:#?}"
+        );
+    }
+    assert_eq!(
+        with.stderr
+            .matches("rocm-fix: padding stopped at 256 MiB")
+            .count(),
+        1,
+        "{with:#?}"
+    );
+    assert!(with.stderr.contains(" protected 2 "), "{with:#?}");
+    // Freed managed padding goes back: one buffer at a time, each is padded.
+    let cycle = [
+        "managed:4096:1",
+        "free:0",
+        "managed:4096:1",
+        "free:1",
+        "managed:4096:1",
+    ];
+    let (_, with) = both(simwork_cmd("gfx1010", &cycle), &env);
+    assert!(!with.stderr.contains("padding stopped"), "{with:#?}");
+    assert!(with.stderr.contains(" protected 3 "), "{with:#?}");
+}
+
+#[test]
 fn a_huge_rocm_fix_pad_never_takes_the_room_a_fitting_workload_needs() {
     // 2 MiB, an over-read past it, then all but 64 MiB of the 8 GiB: the two
     // allocations fit without rocm-fix.

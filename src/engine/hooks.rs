@@ -142,8 +142,20 @@ fn padded_alloc(
     let pad = st.cfg.pad_bytes;
     // HSA allocations (Kind::Hsa) return a status and keep no error state.
     let errors = LastError::before(kind != Kind::Hsa && (pad > 0 || rewritten));
-    if let Some(total) = (pad > 0).then(|| policy::padded_size(size, pad)).flatten() {
+    // Managed memory may live in VRAM: its padding counts against the same
+    // budget as device memory's (HSA system-memory pools' does not).
+    let budgeted = kind == Kind::Managed;
+    let padded = (pad > 0)
+        .then(|| policy::padded_size(size, pad))
+        .flatten()
+        .filter(|&total| {
+            !budgeted || padding_budget_allows(st, st.device_node(device), (total - size) as u64)
+        });
+    if let Some(total) = padded {
         let r = cx.real(|| alloc(total, rewritten));
+        if r != policy::HIP_SUCCESS && budgeted {
+            PADDED_VRAM.fetch_sub((total - size) as u64, Ordering::Relaxed);
+        }
         if r == policy::HIP_SUCCESS {
             stats::add(Stat::Padded, 1);
             stats::add(Stat::PaddedBytes, (total - size) as u64);
@@ -207,11 +219,15 @@ fn padding_budget_allows(st: &State, node: Option<u32>, pad: u64) -> bool {
     false
 }
 
-/// A freed padded buffer's padding leaves the budget. (A sink's buffer is
-/// not padding; an application's own HSA allocation keeps its share, which
-/// only makes the budget stricter.)
+/// A freed padded buffer's padding leaves the budget (device, fine-grained
+/// and managed memory are charged when padded). A sink's buffer is not
+/// padding; an application's own HSA allocation keeps its share of the budget
+/// after it is freed (the registry does not tell a VRAM pool's from a system
+/// pool's, and only the former was charged), which only makes it stricter.
 fn give_back_padding(a: &Alloc) {
-    if a.padding > 0 && matches!(a.kind, Kind::Device | Kind::ExtFine) && !crate::sink::owns(a.base)
+    if a.padding > 0
+        && matches!(a.kind, Kind::Device | Kind::ExtFine | Kind::Managed)
+        && !crate::sink::owns(a.base)
     {
         let _ = PADDED_VRAM.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
             Some(v.saturating_sub(a.padding))
