@@ -11,14 +11,7 @@ use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 
-/// Exit codes (documented in `--help` and README).
-pub const EXIT_OK: i32 = 0;
-/// doctor found problems worth acting on; triage found warnings.
-pub const EXIT_FINDINGS: i32 = 1;
-/// Bad usage, or input that is not what the command reads.
-pub const EXIT_USAGE: i32 = 2;
-/// Something failed on our side (a file we cannot read or write, no preload).
-pub const EXIT_ERROR: i32 = 3;
+pub use crate::exit::{EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 
 const EXIT_CODES: &str = "\
 Exit codes:

@@ -5,7 +5,8 @@
 //! (clap, clap_complete, clap_mangen, serde, serde_json). Never the engine: what the command knows about the engine's
 //! decisions comes from `rocm-fix-shared`.
 //!
-//! [`cli`] parses the arguments and dispatches; one module per subcommand:
+//! [`cli`] parses the arguments and dispatches ([`exit`]: the exit codes); one
+//! module per subcommand:
 //!
 //! - [`run`]: `rocm-fix run` / `rocm-fix-run`, the supervisor and retry ladder
 //! - [`doctor`]: `rocm-fix doctor`, the system report
@@ -24,6 +25,7 @@
 
 pub mod cli;
 pub mod doctor;
+pub mod exit;
 pub mod hipbin;
 pub mod input;
 pub mod json;

@@ -539,7 +539,7 @@ fn stats() -> Value {
 pub fn child(name: &str) -> i32 {
     let Some(probe) = PROBES.iter().find(|p| p.name == name) else {
         eprintln!("rocm-fix: validate: unknown probe '{name}'");
-        return crate::cli::EXIT_USAGE;
+        return crate::exit::EXIT_USAGE;
     };
     let mut result = json!({"outcome": "error"});
     let outcome = (|| -> Result<Value, Failed> {
@@ -590,7 +590,7 @@ pub fn child(name: &str) -> i32 {
     result["rocm_fix_stats"] = stats();
     println!("{RESULT_TAG}{result}");
     let _ = std::io::stdout().flush();
-    crate::cli::EXIT_OK
+    crate::exit::EXIT_OK
 }
 
 // ---------------------------------------------------------------------------
@@ -864,11 +864,11 @@ pub fn validate(opts: &Options) -> i32 {
             Ok(true) => {}
             Ok(false) => {
                 eprintln!("rocm-fix: validate: nothing was run");
-                return crate::cli::EXIT_OK;
+                return crate::exit::EXIT_OK;
             }
             Err(e) => {
                 eprintln!("rocm-fix: {e}");
-                return crate::cli::EXIT_USAGE;
+                return crate::exit::EXIT_USAGE;
             }
         }
     }
@@ -876,14 +876,14 @@ pub fn validate(opts: &Options) -> i32 {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");
-            return crate::cli::EXIT_ERROR;
+            return crate::exit::EXIT_ERROR;
         }
     };
     let bundle_path = match bundle::find().and_then(|p| bundle::load(&p).map(|(_, t)| (p, t))) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("rocm-fix: validate: {e}");
-            return crate::cli::EXIT_ERROR;
+            return crate::exit::EXIT_ERROR;
         }
     };
     if let Err(e) = std::fs::create_dir_all(&opts.report_dir) {
@@ -891,7 +891,7 @@ pub fn validate(opts: &Options) -> i32 {
             "rocm-fix: validate: cannot create {}: {e}",
             opts.report_dir.display()
         );
-        return crate::cli::EXIT_ERROR;
+        return crate::exit::EXIT_ERROR;
     }
     let doc = doctor::diagnose(&doctor::Options::from_system());
     let real_gfx = doc
@@ -1003,11 +1003,11 @@ pub fn validate(opts: &Options) -> i32 {
                 j.display(),
                 m.display()
             );
-            crate::cli::EXIT_OK
+            crate::exit::EXIT_OK
         }
         Err(e) => {
             eprintln!("rocm-fix: validate: {e}");
-            crate::cli::EXIT_ERROR
+            crate::exit::EXIT_ERROR
         }
     }
 }
