@@ -668,72 +668,100 @@ fn runtime_version() -> Option<i32> {
     })
 }
 
-unsafe extern "C" fn hip_host_alloc(
+/// The frame of the (ptr, size, flags) allocation hooks: a call that is not
+/// ours to decide (`leave`, not tracking, no pointer, nothing asked) is
+/// forwarded; on a GPU rocm-fix leaves alone the allocation is only recorded,
+/// as `kind`; on an active one, `body` decides, given the call's context, the
+/// real function, the device and the plain forward.
+fn flagged_alloc(
+    id: RealFn,
     ptr: *mut *mut c_void,
     size: usize,
     flags: u32,
-    caller: usize,
+    kind: Kind,
+    leave: bool,
+    body: impl FnOnce(&Call, &'static State, HipAllocFlags, i32, &dyn Fn() -> c_int) -> c_int,
 ) -> c_int {
-    let Some(f) = real_fn!(RealFn::HipHostAlloc, HipAllocFlags) else {
+    let Some(f) = real_fn!(id, HipAllocFlags) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
     let cx = Call::new();
     // SAFETY: the caller's arguments.
     let forward = || cx.real(|| unsafe { f(ptr, size, flags) });
     intercept(&cx, &forward, |st| {
-        if !st.tracking || ptr.is_null() || size == 0 {
+        if leave || !st.tracking || ptr.is_null() || size == 0 {
             return forward();
         }
         let dev = current_device(st);
         if !st.active_for(dev) {
-            // Host or device memory, depending on the release: not asked here
-            // (no call of our own on a GPU we do not work for).
-            return finish(forward(), ptr, size, Kind::Other, dev);
+            return finish(forward(), ptr, size, kind, dev);
         }
-        // Up to 6.2 hipHostAlloc returns coarse VRAM (clr hip_memory.cpp): nothing to
-        // rewrite, but it is device memory like hipMalloc's, so it is padded.
-        if runtime_version().is_none_or(|v| v < 60_300_000) {
-            return device_alloc(
-                &cx,
-                st,
-                ptr,
-                size,
-                Kind::Device,
-                dev,
-                st.device_node(dev),
-                st.granule,
-                false,
-                // SAFETY: the caller's pointer and flags, the size as decided.
-                |n, _| unsafe { f(ptr, n, flags) },
-                hip_free_ours,
-            );
-        }
-        if !crate::callers::may_rewrite(caller) {
-            return finish(forward(), ptr, size, Kind::Host, dev);
-        }
-        match (
-            policy::host_alloc_flags(flags),
-            real_fn!(RealFn::HipHostMalloc, HipAllocFlags),
-        ) {
-            (HostAlloc::UseHostMalloc(new), Some(hm)) => {
-                let errors = LastError::before(true);
-                // SAFETY: hipHostMalloc with the caller's pointer and size.
-                let r = cx.real(|| unsafe { hm(ptr, size, new) });
-                if r == policy::HIP_SUCCESS {
-                    stats::add(Stat::Rewritten, 1);
-                    record(ptr, size, 0, Kind::Host, -1);
-                    return r;
-                }
-                stats::add(Stat::Retried, 1);
-                let r = forward();
-                if r == policy::HIP_SUCCESS {
-                    errors.retried_ok();
-                }
-                r
-            }
-            _ => forward(),
-        }
+        body(&cx, st, f, dev, &forward)
     })
+}
+
+unsafe extern "C" fn hip_host_alloc(
+    ptr: *mut *mut c_void,
+    size: usize,
+    flags: u32,
+    caller: usize,
+) -> c_int {
+    // On a GPU rocm-fix leaves alone: host or device memory, depending on the
+    // release: not asked (no call of our own on a GPU we do not work for).
+    let id = RealFn::HipHostAlloc;
+    flagged_alloc(
+        id,
+        ptr,
+        size,
+        flags,
+        Kind::Other,
+        false,
+        |cx, st, f, dev, forward| {
+            // Up to 6.2 hipHostAlloc returns coarse VRAM (clr hip_memory.cpp): nothing to
+            // rewrite, but it is device memory like hipMalloc's, so it is padded.
+            if runtime_version().is_none_or(|v| v < 60_300_000) {
+                return device_alloc(
+                    cx,
+                    st,
+                    ptr,
+                    size,
+                    Kind::Device,
+                    dev,
+                    st.device_node(dev),
+                    st.granule,
+                    false,
+                    // SAFETY: the caller's pointer and flags, the size as decided.
+                    |n, _| unsafe { f(ptr, n, flags) },
+                    hip_free_ours,
+                );
+            }
+            if !crate::callers::may_rewrite(caller) {
+                return finish(forward(), ptr, size, Kind::Host, dev);
+            }
+            match (
+                policy::host_alloc_flags(flags),
+                real_fn!(RealFn::HipHostMalloc, HipAllocFlags),
+            ) {
+                (HostAlloc::UseHostMalloc(new), Some(hm)) => {
+                    let errors = LastError::before(true);
+                    // SAFETY: hipHostMalloc with the caller's pointer and size.
+                    let r = cx.real(|| unsafe { hm(ptr, size, new) });
+                    if r == policy::HIP_SUCCESS {
+                        stats::add(Stat::Rewritten, 1);
+                        record(ptr, size, 0, Kind::Host, -1);
+                        return r;
+                    }
+                    stats::add(Stat::Retried, 1);
+                    let r = forward();
+                    if r == policy::HIP_SUCCESS {
+                        errors.retried_ok();
+                    }
+                    r
+                }
+                _ => forward(),
+            }
+        },
+    )
 }
 
 unsafe extern "C" fn hip_ext_malloc_with_flags(
@@ -742,25 +770,14 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
     flags: u32,
     caller: usize,
 ) -> c_int {
-    let Some(f) = real_fn!(RealFn::HipExtMallocWithFlags, HipAllocFlags) else {
-        return policy::HIP_ERROR_NOT_INITIALIZED;
+    let kind = if flags == policy::HIP_DEVICE_MALLOC_DEFAULT {
+        Kind::Device
+    } else {
+        Kind::ExtFine
     };
-    let cx = Call::new();
-    // SAFETY: the caller's arguments.
-    let forward = || cx.real(|| unsafe { f(ptr, size, flags) });
-    intercept(&cx, &forward, |st| {
-        if !st.tracking || ptr.is_null() || size == 0 || flags == policy::HIP_MALLOC_SIGNAL_MEMORY {
-            return forward();
-        }
-        let dev = current_device(st);
-        let kind = if flags == policy::HIP_DEVICE_MALLOC_DEFAULT {
-            Kind::Device
-        } else {
-            Kind::ExtFine
-        };
-        if !st.active_for(dev) {
-            return finish(forward(), ptr, size, kind, dev);
-        }
+    let signal = flags == policy::HIP_MALLOC_SIGNAL_MEMORY;
+    let id = RealFn::HipExtMallocWithFlags;
+    flagged_alloc(id, ptr, size, flags, kind, signal, |cx, st, f, dev, _| {
         // A request the runtime would refuse is not turned into a success, and
         // RCCL's or OpenMP offload's uncached flags stay uncached.
         let new = if crate::callers::may_rewrite(caller)
@@ -771,7 +788,7 @@ unsafe extern "C" fn hip_ext_malloc_with_flags(
             flags
         };
         device_alloc(
-            &cx,
+            cx,
             st,
             ptr,
             size,
@@ -793,36 +810,32 @@ unsafe extern "C" fn hip_malloc_managed(
     flags: u32,
     caller: usize,
 ) -> c_int {
-    let Some(f) = real_fn!(RealFn::HipMallocManaged, HipAllocFlags) else {
-        return policy::HIP_ERROR_NOT_INITIALIZED;
-    };
-    let cx = Call::new();
-    // SAFETY: the caller's arguments.
-    let forward = || cx.real(|| unsafe { f(ptr, size, flags) });
-    intercept(&cx, &forward, |st| {
-        if !st.tracking || ptr.is_null() || size == 0 {
-            return forward();
-        }
-        let dev = current_device(st);
-        if !st.active_for(dev) {
-            return finish(forward(), ptr, size, Kind::Managed, dev);
-        }
-        // SAFETY: the caller's pointer and flags, a padded size.
-        let r = padded_alloc(
-            &cx,
-            st,
-            ptr,
-            size,
-            Kind::Managed,
-            dev,
-            false,
-            |n, _| unsafe { f(ptr, n, flags) },
-        );
-        if r == policy::HIP_SUCCESS && crate::callers::may_rewrite(caller) {
-            make_coarse(ptr, size, dev);
-        }
-        r
-    })
+    let id = RealFn::HipMallocManaged;
+    flagged_alloc(
+        id,
+        ptr,
+        size,
+        flags,
+        Kind::Managed,
+        false,
+        |cx, st, f, dev, _| {
+            // SAFETY: the caller's pointer and flags, a padded size.
+            let r = padded_alloc(
+                cx,
+                st,
+                ptr,
+                size,
+                Kind::Managed,
+                dev,
+                false,
+                |n, _| unsafe { f(ptr, n, flags) },
+            );
+            if r == policy::HIP_SUCCESS && crate::callers::may_rewrite(caller) {
+                make_coarse(ptr, size, dev);
+            }
+            r
+        },
+    )
 }
 
 /// Managed memory is coherent by KFD's default (amdkfd kfd_svm.c): ask for
