@@ -542,10 +542,11 @@ unsafe extern "C" fn hip_malloc_from_pool_async(
     shaped_alloc(&cx, &forward, || unsafe { *ptr }, || size)
 }
 
-unsafe extern "C" fn hip_free_async(ptr: *mut c_void, stream: *mut c_void) -> c_int {
-    let Some(f) = real_fn!(RealFn::HipFreeAsync, HipFreeAsyncFn) else {
-        return policy::HIP_ERROR_NOT_INITIALIZED;
-    };
+/// Every free's frame: count the call, take the buffer off the books (its
+/// padding back to the budget, its sink detached), then free it with `free`;
+/// if anything of ours panics before, the buffer is still freed.
+#[inline(always)]
+fn freeing<R>(ptr: *mut c_void, free: impl Fn() -> R) -> R {
     guarded(
         || {
             stats::add(Stat::Intercepted, 1);
@@ -555,33 +556,26 @@ unsafe extern "C" fn hip_free_async(ptr: *mut c_void, stream: *mut c_void) -> c_
                 }
                 crate::sink::detach(ptr as u64);
             }
-            // SAFETY: the caller's arguments.
-            unsafe { f(ptr, stream) }
+            free()
         },
-        // SAFETY: as above.
-        || unsafe { f(ptr, stream) },
+        &free,
     )
+}
+
+unsafe extern "C" fn hip_free_async(ptr: *mut c_void, stream: *mut c_void) -> c_int {
+    let Some(f) = real_fn!(RealFn::HipFreeAsync, HipFreeAsyncFn) else {
+        return policy::HIP_ERROR_NOT_INITIALIZED;
+    };
+    // SAFETY: the caller's arguments.
+    freeing(ptr, || unsafe { f(ptr, stream) })
 }
 
 unsafe fn free_with(id: RealFn, ptr: *mut c_void) -> c_int {
     let Some(f) = real_fn!(id, HipFreeFn) else {
         return policy::HIP_ERROR_NOT_INITIALIZED;
     };
-    guarded(
-        || {
-            stats::add(Stat::Intercepted, 1);
-            if state().tracking && !ptr.is_null() {
-                if let Some(a) = books().and_then(|r| r.remove(ptr as u64)) {
-                    give_back_padding(&a);
-                }
-                crate::sink::detach(ptr as u64);
-            }
-            // SAFETY: the caller's pointer.
-            unsafe { f(ptr) }
-        },
-        // SAFETY: as above.
-        || unsafe { f(ptr) },
-    )
+    // SAFETY: the caller's pointer.
+    freeing(ptr, || unsafe { f(ptr) })
 }
 
 unsafe extern "C" fn hip_free(ptr: *mut c_void) -> c_int {
@@ -1007,21 +1001,8 @@ unsafe extern "C" fn hsa_pool_free(ptr: *mut c_void, caller: usize) -> u32 {
         // SAFETY: the caller's pointer.
         return unsafe { f(ptr) };
     }
-    guarded(
-        || {
-            stats::add(Stat::Intercepted, 1);
-            if state().tracking && !ptr.is_null() {
-                if let Some(a) = books().and_then(|r| r.remove(ptr as u64)) {
-                    give_back_padding(&a);
-                }
-                crate::sink::detach(ptr as u64);
-            }
-            // SAFETY: the caller's pointer.
-            unsafe { f(ptr) }
-        },
-        // SAFETY: as above.
-        || unsafe { f(ptr) },
-    )
+    // SAFETY: the caller's pointer.
+    freeing(ptr, || unsafe { f(ptr) })
 }
 
 /// An application's own SVM attributes: a fine-grained (coherent) GLOBAL_FLAG
