@@ -19,13 +19,14 @@
 //!   calls every `rocprofiler_configure` it finds, then leaves us out);
 //! - `rocprofiler_set_api_table` takes over a few entries of the HIP table of
 //!   the runtime copy our hooks forward to, then passes every table on to a
-//!   profiler's receiver if one is loaded (or would have been loaded by
-//!   rocprofiler-register's own rules), and answers as that receiver does; with
-//!   no profiler it answers non-zero ("not taken"): ROCr's `LoadTools`
-//!   (`projects/rocr-runtime/runtime/hsa-runtime/core/runtime/runtime.cpp`)
-//!   skips the HSA_TOOLS_LIB tools (the ROCm debug agent, rocprofiler v1)
-//!   when the "hsa" registration succeeds, so answering success would change
-//!   what other tools the user runs get.
+//!   profiler's receiver if one is in the global scope (or would have been
+//!   loaded by rocprofiler-register's own rules), never another rocm-fix
+//!   front's before it, and answers as that receiver does; with no profiler
+//!   it answers each library what its caller treats as "no tools"
+//!   (`unprofiled_answer`).
+//!
+//! A second rocm-fix front in the process (another install's
+//! librocm_fix.so) stays inert (lib.rs `inert`) and takes no table.
 //!
 //! No call is handled twice: once the table entry is ours, the PLT hook of
 //! that function jumps straight to the exported function (which dispatches
