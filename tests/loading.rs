@@ -117,7 +117,7 @@ fn run_once(
     preloads: &[&Path],
     env: &[(&str, &Path)],
 ) -> (Run, [usize; 2]) {
-    let prog = if ["linked", "free", "twocopies"].contains(&mode) {
+    let prog = if ["linked", "free", "twocopies", "dlvdefault"].contains(&mode) {
         &b.linked
     } else {
         &b.plain
@@ -284,6 +284,50 @@ fn dlvsym_clients_are_seen_once() {
             ],
         );
         assert_eq!(counts, [1, 0], "dlvsym on {v}");
+    });
+}
+
+/// dlvsym(RTLD_DEFAULT or RTLD_NEXT, "hipMalloc", "hip_4.2") from the
+/// executable: glibc's versioned lookup passes over the front's unversioned
+/// hook, so the front's dlvsym answers with its hook where the front comes
+/// first: seen, once (before the fix: the runtime's own function, unseen).
+#[test]
+fn dlvsym_default_and_next_from_the_executable_are_seen_once() {
+    each_version(|b, v| {
+        let (out, counts) = run(b, v, "dlvdefault");
+        assert_lines(
+            &out,
+            &[
+                "dlvsym RTLD_DEFAULT: hipMalloc -> 0 padded +1",
+                "dlvsym RTLD_NEXT: hipMalloc -> 0 padded +1",
+                "dlvsym RTLD_DEFAULT hip_0.0: null",
+            ],
+        );
+        assert_eq!(counts, [2, 0], "dlvdefault on {v}");
+    });
+}
+
+/// RTLD_NEXT means "after the caller": a wrapper of the user's preloaded
+/// after rocm-fix that forwards with dlvsym(RTLD_NEXT, …) gets the runtime's
+/// function, not rocm-fix's hook (which would call the wrapper again): the
+/// call goes application → rocm-fix → wrapper → runtime, once.
+#[test]
+fn a_wrapper_after_rocm_fix_forwarding_with_dlvsym_rtld_next_reaches_the_runtime() {
+    let wrapper = program_with("next_wrapper", &["-shared"]);
+    let fix = preload();
+    each_version(|b, v| {
+        let (r, counts) = run_once(
+            b,
+            v,
+            "linked",
+            "wrapper",
+            &[fix.as_path(), wrapper.as_path()],
+            &[],
+        );
+        assert_eq!(r.code, Some(0), "{v}: {r:#?}");
+        assert_lines(&r.stdout, &["linked: hipMalloc -> 0 padded +1"]);
+        assert_eq!(r.stderr, "next_wrapper: hipMalloc -> 0\n", "{v}");
+        assert_eq!(counts, [1, 0], "{v}");
     });
 }
 
@@ -566,9 +610,11 @@ fn the_receiver_takes_only_the_hip_table_and_answers_as_the_profiler_would() {
         &[
             "configure: NULL",
             "hsa: 1",
-            "hip: 1",
-            "hip_compiler: 1",
-            "roctx: 1",
+            "hip: 0",
+            "hip_compiler: 0",
+            "roctx: 0",
+            "rccl: 0",
+            "rocdecode: 1",
             "table untouched: yes",
         ],
     );
@@ -578,8 +624,197 @@ fn the_receiver_takes_only_the_hip_table_and_answers_as_the_profiler_would() {
         "hip: 0",
         "hip_compiler: 0",
         "roctx: 0",
+        "rccl: 0",
+        "rocdecode: 0",
         "table untouched: yes",
     ];
     assert_lines(&outs[2], &with_profiler);
     assert_lines(&outs[3], &with_profiler);
+}
+
+// ---- two rocm-fix fronts, and the API-table route's race ------------------------
+
+/// Two different librocm_fix.so files preloaded (a distro package's in
+/// /etc/ld.so.preload and another install's in LD_PRELOAD): the first in the
+/// scope handles every call, the second stays inert and forwards unchanged,
+/// so each call is handled once: the runtime gets the same calls with the
+/// same sizes as with one front. Before the fix, on AMD's builds the two
+/// receivers passed the table to each other until the stack overflowed, and
+/// on Debian's builds both engines handled each call.
+#[test]
+fn a_second_rocm_fix_front_stays_inert_and_each_call_is_handled_once() {
+    let fix = preload();
+    let copy = tmpdir("second-front");
+    for f in ["librocm_fix.so", "librocm_fix_engine.so"] {
+        std::fs::copy(fix.parent().unwrap().join(f), copy.join(f)).unwrap();
+    }
+    let second = copy.join("librocm_fix.so");
+    each_version(|b, v| {
+        let mut logs = Vec::new();
+        for (tag, preloads) in [
+            ("one", vec![fix.as_path()]),
+            ("two", vec![fix.as_path(), second.as_path()]),
+            ("two-swapped", vec![second.as_path(), fix.as_path()]),
+        ] {
+            let (r, counts) = run_once(b, v, "free", tag, &preloads, &[]);
+            assert_eq!(r.code, Some(0), "{tag} on {v}: {r:#?}");
+            assert_lines(
+                &r.stdout,
+                &[
+                    "free: hipMalloc -> 0 padded +1",
+                    "free: hipFree -> 0, tracked 1 -> 0",
+                ],
+            );
+            assert_eq!(counts, [1, 0], "{tag} on {v}");
+            let dir = std::env::temp_dir().join(format!(
+                "rocm-fix-test-loading-{v}-free-{tag}-{}",
+                std::process::id()
+            ));
+            logs.push(masked_log(&dir.join("sys")));
+        }
+        assert!(
+            logs[0].iter().any(|l| l.contains("hipMalloc")),
+            "{v}: {:?}",
+            logs[0]
+        );
+        assert_eq!(
+            logs[1], logs[0],
+            "{v}: two fronts, the runtime's calls as with one"
+        );
+        assert_eq!(logs[2], logs[0], "{v}: the other order");
+    });
+}
+
+/// The same with a profiler (rocprofv3's preloads) after both fronts: the
+/// profiler still receives each table, once.
+#[test]
+fn two_fronts_and_a_profiler_on_amd_builds_the_profiler_gets_each_table_once() {
+    let prof = profiler();
+    let fix = preload();
+    let copy = tmpdir("second-front-prof");
+    for f in ["librocm_fix.so", "librocm_fix_engine.so"] {
+        std::fs::copy(fix.parent().unwrap().join(f), copy.join(f)).unwrap();
+    }
+    let second = copy.join("librocm_fix.so");
+    each_version(|b, v| {
+        if !v.ends_with("-amd") {
+            return;
+        }
+        let log = tmpdir(&format!("profiler-two-fronts-{v}")).join("profiler.log");
+        let (r, counts) = run_once(
+            b,
+            v,
+            "linked",
+            "two-fronts-prof",
+            &[
+                fix.as_path(),
+                second.as_path(),
+                prof.tool.as_path(),
+                prof.sdk.as_path(),
+            ],
+            &[("PROFILER_LOG", log.as_path())],
+        );
+        assert_eq!(r.code, Some(0), "{v}: {r:#?}");
+        assert_lines(&r.stdout, &["linked: hipMalloc -> 0 padded +1"]);
+        assert_eq!(counts, [1, 0], "{v}");
+        let tables = call_log(&log)
+            .iter()
+            .filter(|l| l.starts_with("profiler: table hip"))
+            .count();
+        assert_eq!(tables, 1, "{v}: {:?}", call_log(&log));
+    });
+}
+
+/// Thread A's first HIP call makes the runtime hand its table to rocm-fix's
+/// receiver, which takes entries over (slowed down by a dladdr that sleeps);
+/// meanwhile thread B's first hipMalloc loads the engine. B waits until the
+/// takeover is done, and every call runs once (tests/programs/table_race.c).
+/// Before the fix B's engine could keep the exported hipMalloc as its real
+/// function: hipMalloc recursed through the table until SIGSEGV.
+#[test]
+fn a_table_takeover_racing_the_engine_s_load_neither_loops_nor_deadlocks() {
+    let fix = preload();
+    for v in ["6.4-amd", "7.2-amd"] {
+        let lib = simgpu_lib_for(v);
+        let dir = root().join(format!("target/test-programs/table-race-{v}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = |n: &str| root().join("tests/programs").join(n).into_os_string();
+        let s = |x: &str| std::ffi::OsString::from(x);
+        let slow = dir.join("libslow_dladdr.so");
+        let map = format!(
+            "-Wl,--version-script={}",
+            root().join("tests/programs/slow_dladdr.map").display()
+        );
+        gcc(&[
+            &s("-shared"),
+            &s("-fPIC"),
+            &s("-o"),
+            slow.as_os_str(),
+            &src("slow_dladdr.c"),
+            &s(&map),
+            &s("-ldl"),
+        ]);
+        let prog = dir.join("table_race");
+        let so = format!("-l:libamdhip64.so.{}", &v[..1]);
+        gcc(&[
+            &s("-o"),
+            prog.as_os_str(),
+            &src("table_race.c"),
+            &s("-Wl,--no-as-needed"),
+            &s("-L"),
+            dir.as_os_str(),
+            &s("-lslow_dladdr"),
+            &s("-L"),
+            lib.as_os_str(),
+            &s(&so),
+            &s("-lpthread"),
+        ]);
+        let log = tmpdir(&format!("table-race-{v}")).join("calls");
+        for preload in [None, Some(fix.as_path())] {
+            let mut c = clean_command(&prog);
+            for (k, val) in simgpu_env_for("gfx1010", v) {
+                c.env(k, val);
+            }
+            let _ = std::fs::remove_file(&log);
+            c.env("SIMGPU_CALL_LOG", &log);
+            let path = format!(
+                "{}:{}",
+                dir.display(),
+                c.get_envs()
+                    .find(|(k, _)| *k == "LD_LIBRARY_PATH")
+                    .and_then(|(_, v)| v)
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            );
+            c.env("LD_LIBRARY_PATH", path);
+            if let Some(p) = preload {
+                c.env("LD_PRELOAD", p);
+            }
+            let (r, killed) = run_with_timeout(c, std::time::Duration::from_secs(60));
+            assert!(!killed, "{v}: deadlock: {r:#?}");
+            assert_eq!(r.code, Some(0), "{v} preload {preload:?}: {r:#?}");
+            let mut lines: Vec<&str> = r.stdout.lines().collect();
+            lines.sort();
+            assert_eq!(
+                lines,
+                [
+                    "A: hipSuccess",
+                    if preload.is_some() {
+                        "B: A inside the receiver: yes"
+                    } else {
+                        "B: A inside the receiver: no"
+                    },
+                    "B: hipMalloc 0 -> 0",
+                    "B: hipMalloc 1 -> 0",
+                    "B: hipMalloc 2 -> 0",
+                ],
+                "{v} preload {preload:?}"
+            );
+            assert_eq!(
+                mallocs(&log),
+                3,
+                "{v} preload {preload:?}: each hipMalloc once"
+            );
+        }
+    }
 }

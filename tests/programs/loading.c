@@ -17,6 +17,8 @@
  *              opened with RTLD_DEEPBIND (its PLT binds its own scope first)
  *   dlvsym     dlopen(soname, RTLD_LOCAL) + dlvsym(hipMalloc, hip_4.2); a
  *              version the runtime lacks; a function rocm-fix does not hook
+ *   dlvdefault dlvsym(RTLD_DEFAULT / RTLD_NEXT, hipMalloc, hip_4.2) from the
+ *              executable; a version the runtime lacks
  *   getproc    hipGetProcAddress, each flag and version argument
  *   twocopies  linked to the system copy; the private copy opened by path
  *              (as torch's _load_global_deps does) and used through dlsym
@@ -121,6 +123,10 @@ int main(int argc, char **argv) {
     uint64_t tracked = live();
     int r = hipFree(last);
     printf("free: hipFree -> %d, tracked %llu -> %llu\n", r, (unsigned long long)tracked, (unsigned long long)live());
+  } else if (!strcmp(mode, "dlvdefault")) {
+    step("dlvsym RTLD_DEFAULT", (malloc_t)dlvsym(RTLD_DEFAULT, "hipMalloc", "hip_4.2"));
+    step("dlvsym RTLD_NEXT", (malloc_t)dlvsym(RTLD_NEXT, "hipMalloc", "hip_4.2"));
+    printf("dlvsym RTLD_DEFAULT hip_0.0: %s\n", dlvsym(RTLD_DEFAULT, "hipMalloc", "hip_0.0") ? "found" : "null");
   } else if (!strcmp(mode, "twocopies")) {
     int n = 0;
     hipGetDeviceCount(&n); /* the system copy opens its log */

@@ -19,13 +19,14 @@
 //!   calls every `rocprofiler_configure` it finds, then leaves us out);
 //! - `rocprofiler_set_api_table` takes over a few entries of the HIP table of
 //!   the runtime copy our hooks forward to, then passes every table on to a
-//!   profiler's receiver if one is loaded (or would have been loaded by
-//!   rocprofiler-register's own rules), and answers as that receiver does; with
-//!   no profiler it answers non-zero ("not taken"): ROCr's `LoadTools`
-//!   (`projects/rocr-runtime/runtime/hsa-runtime/core/runtime/runtime.cpp`)
-//!   skips the HSA_TOOLS_LIB tools (the ROCm debug agent, rocprofiler v1)
-//!   when the "hsa" registration succeeds, so answering success would change
-//!   what other tools the user runs get.
+//!   profiler's receiver if one is in the global scope (or would have been
+//!   loaded by rocprofiler-register's own rules), never another rocm-fix
+//!   front's before it, and answers as that receiver does; with no profiler
+//!   it answers each library what its caller treats as "no tools"
+//!   (`unprofiled_answer`).
+//!
+//! A second rocm-fix front in the process (another install's
+//! librocm_fix.so) stays inert (lib.rs `inert`) and takes no table.
 //!
 //! No call is handled twice: once the table entry is ours, the PLT hook of
 //! that function jumps straight to the exported function (which dispatches
@@ -43,12 +44,77 @@
 use super::*;
 
 /// 0: undecided; 1: the engine came first (no table route in this process);
-/// 2: the table route is on.
+/// 2: the table route is on; any other value: a thread (its thread pointer)
+/// is taking the table over, and no engine may load until it is done: the
+/// engine caches the real functions it looks up, and one looked up while the
+/// entries are switched could be the exported function, which dispatches
+/// through the table back to the engine (endless recursion).
 static ROUTE: AtomicUsize = AtomicUsize::new(0);
+const UNDECIDED: usize = 0;
+const ENGINE_FIRST: usize = 1;
+const TABLE_ROUTE: usize = 2;
+/// The thread inside `rocprofiler_set_api_table` now (0: none): a receiver
+/// that calls us back on the same thread (another rocm-fix front, an older
+/// one that passes tables on to any receiver it finds) is answered at once.
+static FORWARDING: AtomicUsize = AtomicUsize::new(0);
+static REAL_SCHED_YIELD: AtomicUsize = AtomicUsize::new(0);
 static REAL_GETENV: AtomicUsize = AtomicUsize::new(0);
 
 /// rocprofiler_set_api_table's answer when no profiler took the table.
 const NOT_TAKEN: c_int = 1;
+
+/// The answer, with no profiler, for the table of library `name`. Any
+/// answer makes rocprofiler-register return SUCCESS (0) or
+/// ROCP_REG_ROCPROFILER_ERROR (non-zero) where it would have returned
+/// ROCP_REG_NO_TOOLS (ROCm/rocm-systems
+/// projects/rocprofiler-register/source/lib/rocprofiler-register/rocprofiler_register.cpp,
+/// commit 492f029de653). So each library gets the one its caller treats as
+/// it treats NO_TOOLS: "hsa" non-zero (ROCr's `Runtime::LoadTools`,
+/// projects/rocr-runtime/runtime/hsa-runtime/core/runtime/runtime.cpp,
+/// commit 1b1610fc2b2a, skips the HSA_TOOLS_LIB tools on SUCCESS alone);
+/// "hip" and "hip_compiler" 0 (clr ignores the status, hip_api_trace.cpp),
+/// "roctx" 0 (logged only), "rccl" 0 (RCCL WARNs on anything but SUCCESS
+/// and NO_TOOLS, ROCm/rccl src/misc/api_trace.cc); any other library
+/// non-zero, its caller unread.
+fn unprofiled_answer(name: &[u8]) -> c_int {
+    let zero: [&[u8]; 4] = [b"hip", b"hip_compiler", b"roctx", b"rccl"];
+    if zero.iter().any(|z| realdl::same(z, name)) {
+        0
+    } else {
+        NOT_TAKEN
+    }
+}
+
+/// The calling thread's thread pointer (x86_64: %fs:0 holds it, the TLS
+/// ABI's promise), an id no other live thread has. The front cannot import
+/// pthread_self.
+#[inline(always)]
+pub fn thread_id() -> usize {
+    let tp: usize;
+    // SAFETY: reads the TCB's self pointer, always mapped.
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    tp
+}
+
+/// Lets another thread run (sched_yield), or spins once if it is unknown.
+fn pause() {
+    type YieldFn = unsafe extern "C" fn() -> c_int;
+    // SAFETY: a NUL-terminated constant; glibc's sched_yield.
+    match unsafe { libc_fn_at(&REAL_SCHED_YIELD, b"sched_yield\0", b"GLIBC_2.2.5\0") } {
+        0 => core::hint::spin_loop(),
+        // SAFETY: sched_yield takes nothing.
+        f => {
+            let _ = unsafe { core::mem::transmute::<usize, YieldFn>(f)() };
+        }
+    }
+}
+
+/// Called by `engine()` when this front stays inert: no table is taken over.
+pub fn refuse() {
+    let _ = ROUTE.compare_exchange(UNDECIDED, ENGINE_FIRST, Ordering::AcqRel, Ordering::Acquire);
+}
 
 /// HipDispatchTable positions (clr `hipamd/src/hip_api_trace.cpp`,
 /// `HIP_ENFORCE_ABI(HipDispatchTable, …)`; frozen: new entries only go at the
@@ -154,9 +220,16 @@ unsafe extern "C" fn t_hip_free_async(p: *mut c_void, st: *mut c_void) -> c_int 
 
 /// Called by `engine()` before it first loads the engine: on AMD's builds
 /// (rocprofiler-register loaded), makes the HIP runtime hand over its table
-/// now, if it has not yet; then no table is taken over any more.
+/// now, if it has not yet; then no table is taken over any more. While
+/// another thread is taking a table over, waits for it to finish: that
+/// thread is inside the runtime's once-guard of the table (clr's
+/// `GetHipDispatchTable`), on which any HIP call of ours would wait too.
+/// The taking thread itself is never made to wait (a profiler's receiver
+/// may call a hook on it).
 pub fn before_engine() {
-    if ROUTE.load(Ordering::Acquire) == 0 && realdl::is_loaded(b"librocprofiler-register.so.0") {
+    if ROUTE.load(Ordering::Acquire) == UNDECIDED
+        && realdl::is_loaded(b"librocprofiler-register.so.0")
+    {
         let f = hip_function(b"hipGetErrorName\0");
         if f != 0 {
             // SAFETY: clr's `const char *hipGetErrorName(hipError_t)`; 0 is hipSuccess.
@@ -165,7 +238,22 @@ pub fn before_engine() {
             };
         }
     }
-    let _ = ROUTE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire);
+    let me = thread_id();
+    loop {
+        match ROUTE.load(Ordering::Acquire) {
+            UNDECIDED => {
+                if ROUTE
+                    .compare_exchange(UNDECIDED, ENGINE_FIRST, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            ENGINE_FIRST | TABLE_ROUTE => return,
+            taker if taker == me => return,
+            _ => pause(),
+        }
+    }
 }
 
 /// The runtime's exported function `name` (NUL-terminated), found as
@@ -207,8 +295,10 @@ fn object_of(addr: usize) -> usize {
 
 /// Takes over our entries of `table` if it is the table of the runtime copy
 /// our hooks forward to and the engine has not looked any real function up.
+/// The exported functions are looked up without the cache ([`find_real`]),
+/// so the cache only ever holds what the engine may keep.
 unsafe fn take_hip_table(table: *mut c_void) {
-    if table.is_null() || ROUTE.load(Ordering::Acquire) != 0 {
+    if table.is_null() || ROUTE.load(Ordering::Acquire) != UNDECIDED {
         return;
     }
     // SAFETY: clr's HipDispatchTable: `size_t size` (bytes), then the entries.
@@ -222,23 +312,24 @@ unsafe fn take_hip_table(table: *mut c_void) {
     let Some(malloc_slot) = slot(215) else { return };
     // SAFETY: inside the table (size checked).
     let entry = unsafe { core::ptr::read_volatile(malloc_slot) };
-    let exported = unsafe { resolve(RealFn::HipMalloc as u32) };
+    let exported = find_real(RealFn::HipMalloc as u32);
     let base = object_of(entry);
     if entry == 0 || base == 0 || base != object_of(exported) {
         return;
     }
+    // Claimed by this thread: engine() waits until the route is decided.
     if ROUTE
-        .compare_exchange(0, 2, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(UNDECIDED, thread_id(), Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
         return;
     }
+    let mut taken = false;
     for (pos, id, direct, ours) in entries() {
         let Some(s) = slot(pos) else { continue };
         // SAFETY: inside the table.
         let own = unsafe { core::ptr::read_volatile(s) };
-        // SAFETY: resolve takes any id.
-        let exported = unsafe { resolve(id as u32) };
+        let exported = find_real(id as u32);
         let Some(cache) = REAL_CACHE.get(id as usize) else {
             continue;
         };
@@ -251,7 +342,10 @@ unsafe fn take_hip_table(table: *mut c_void) {
         direct.store(exported, Ordering::Release);
         // SAFETY: inside the table; the runtime reads it with plain loads.
         unsafe { core::ptr::write_volatile(s, ours) };
+        taken = true;
     }
+    let decided = if taken { TABLE_ROUTE } else { UNDECIDED };
+    ROUTE.store(decided, Ordering::Release);
 }
 
 /// AT_SECURE (unknown counts as secure).
@@ -288,12 +382,43 @@ fn env_bool(name: &[u8], fallback: bool) -> bool {
     }
 }
 
+/// Whether `addr` is in a rocm-fix front (this one or another copy: every
+/// front defines `rocm_fix_get_stats`, the engine does not).
+fn in_a_front(addr: usize) -> bool {
+    realdl::object_defines(addr, b"rocm_fix_get_stats")
+}
+
+/// The definition of `name` (NUL-terminated) rocprofiler-register would see
+/// without rocm-fix: the first in the global scope (its weak reference and
+/// `dlsym(RTLD_DEFAULT)`) that is not a rocm-fix front's, else the first
+/// after this library (RTLD_NEXT); 0 if none. A definition after this library
+/// that is another front's is taken only if `later_front` (that front then
+/// looks past itself the same way). Never an object outside the global scope
+/// (a library opened with RTLD_LOCAL, another dlmopen namespace):
+/// rocprofiler-register does not see those either.
+fn global_definition(name: &[u8], later_front: bool) -> usize {
+    // SAFETY: a NUL-terminated constant; the program's handle.
+    let first = unsafe { real_dlsym(global_scope(), name.as_ptr().cast()) } as usize;
+    if first != 0 && !in_a_front(first) {
+        return first;
+    }
+    // SAFETY: as above; RTLD_NEXT is relative to this library, a preload.
+    let next = unsafe { real_dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) } as usize;
+    if next != 0 && (later_front || !in_a_front(next)) {
+        next
+    } else {
+        0
+    }
+}
+
 /// The profiler's receiver, if one is loaded, or would have been loaded by
 /// rocprofiler-register had we not been there (its rocp_load_rocprofiler_lib);
-/// 0 if none. Nothing is loaded in a secure-execution process.
+/// 0 if none. Nothing is loaded in a secure-execution process. Another
+/// rocm-fix front's receiver only if it comes after this one (it passes the
+/// table on past itself; one that passes it back, an older front, is
+/// answered at once by the re-entry guard).
 fn next_receiver() -> usize {
-    let ours = rocprofiler_set_api_table as *const () as usize;
-    let found = realdl::find_elsewhere(b"rocprofiler_set_api_table", ours);
+    let found = global_definition(b"rocprofiler_set_api_table\0", true);
     if found != 0 || secure() {
         return found;
     }
@@ -303,10 +428,7 @@ fn next_receiver() -> usize {
         b"ROCPROFILER_REGISTER_FORCE_LOAD\0",
         tool_libs || reg_lib.is_some(),
     );
-    let other_tool = realdl::find_elsewhere(
-        b"rocprofiler_configure",
-        rocprofiler_configure as *const () as usize,
-    ) != 0;
+    let other_tool = global_definition(b"rocprofiler_configure\0", false) != 0;
     if !(force || other_tool) {
         return 0;
     }
@@ -335,7 +457,12 @@ fn next_receiver() -> usize {
         return 0;
     }
     // SAFETY: a handle from dlopen, a NUL-terminated constant.
-    unsafe { real_dlsym(h, c"rocprofiler_set_api_table".as_ptr()) as usize }
+    let f = unsafe { real_dlsym(h, c"rocprofiler_set_api_table".as_ptr()) as usize };
+    if in_a_front(f) {
+        0
+    } else {
+        f
+    }
 }
 
 /// rocprofiler-sdk's tool entry point: rocm-fix is not an SDK tool (NULL).
@@ -358,17 +485,28 @@ pub unsafe extern "C" fn rocprofiler_set_api_table(
     tables: *mut *mut c_void,
     num_tables: u64,
 ) -> c_int {
-    if !name.is_null() && !tables.is_null() && num_tables >= 1 {
-        // SAFETY: the library's NUL-terminated name and its array of tables.
-        let n = unsafe { core::slice::from_raw_parts(name.cast::<u8>(), c_strlen(name)) };
-        if realdl::same(n, b"hip") {
-            unsafe { take_hip_table(*tables) };
-        }
+    let me = thread_id();
+    if FORWARDING.load(Ordering::Acquire) == me {
+        // Called back from the receiver we passed this table on to.
+        return NOT_TAKEN;
+    }
+    let guard = FORWARDING
+        .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    let n: &[u8] = if name.is_null() {
+        &[]
+    } else {
+        // SAFETY: the library's NUL-terminated name.
+        unsafe { core::slice::from_raw_parts(name.cast::<u8>(), c_strlen(name)) }
+    };
+    if !tables.is_null() && num_tables >= 1 && realdl::same(n, b"hip") && !inert() {
+        // SAFETY: the library's array of tables.
+        unsafe { take_hip_table(*tables) };
     }
     type SetApiTableFn =
         unsafe extern "C" fn(*const c_char, u64, u64, *mut *mut c_void, u64) -> c_int;
-    match next_receiver() {
-        0 => NOT_TAKEN,
+    let answer = match next_receiver() {
+        0 => unprofiled_answer(n),
         // SAFETY: a profiler's rocprofiler_set_api_table, of this signature.
         f => unsafe {
             core::mem::transmute::<usize, SetApiTableFn>(f)(
@@ -379,5 +517,9 @@ pub unsafe extern "C" fn rocprofiler_set_api_table(
                 num_tables,
             )
         },
+    };
+    if guard {
+        FORWARDING.store(0, Ordering::Release);
     }
+    answer
 }

@@ -18,6 +18,7 @@
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
 mod apitable;
+mod elfhash;
 mod realdl;
 
 #[path = "../../engine/abi.rs"]
@@ -108,9 +109,21 @@ unsafe fn libc_fn_at(cache: &AtomicUsize, name: &[u8], ver: &[u8]) -> usize {
 }
 
 /// Called from the naked `dlsym` when the real one is not known yet.
+/// glibc's dlsym: through glibc's dlvsym, else read from libc's own symbol
+/// table as dlvsym is (realdl.rs), so that a failure of one route never
+/// leaves every dlsym lookup of the process answering NULL.
 unsafe extern "C" fn resolve_real_dlsym() -> usize {
     // SAFETY: a NUL-terminated constant name.
-    unsafe { libc_fn(&REAL_DLSYM, b"dlsym\0") }
+    match unsafe { libc_fn(&REAL_DLSYM, b"dlsym\0") } {
+        0 => {
+            let p = realdl::libc_symbol(b"dlsym");
+            if p != 0 {
+                REAL_DLSYM.store(p, Ordering::Release);
+            }
+            p
+        }
+        p => p,
+    }
 }
 
 unsafe fn real_dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
@@ -134,15 +147,31 @@ unsafe fn real_dlopen(name: *const c_char, mode: c_int) -> *mut c_void {
 /// dlopen(RTLD_LOCAL), through an RTLD_NOLOAD handle (checked on Debian 12, glibc 2.36).
 /// Only successes are cached: the runtime may be loaded later.
 unsafe extern "C" fn resolve(id: u32) -> usize {
-    let (Some(&(name, ver, lib)), Some(cache)) =
-        (REAL.get(id as usize), REAL_CACHE.get(id as usize))
-    else {
+    let Some(cache) = REAL_CACHE.get(id as usize) else {
         return 0;
     };
     let cached = cache.load(Ordering::Acquire);
     if cached != 0 {
         return cached;
     }
+    let p = find_real(id);
+    // Only into an empty slot: the API-table route stores the runtime's own
+    // implementation there (apitable.rs), and a lookup that raced with it
+    // must not put the exported function back.
+    if p != 0 {
+        return match cache.compare_exchange(0, p, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => p,
+            Err(now) => now,
+        };
+    }
+    p
+}
+
+/// [`resolve`]'s lookup, without the cache: the exported function.
+fn find_real(id: u32) -> usize {
+    let Some(&(name, ver, lib)) = REAL.get(id as usize) else {
+        return 0;
+    };
     let (n, v) = (
         name.as_ptr().cast::<c_char>(),
         ver.as_ptr().cast::<c_char>(),
@@ -170,9 +199,6 @@ unsafe extern "C" fn resolve(id: u32) -> usize {
                 p = unsafe { real_dlsym(h, n) } as usize;
             }
         }
-    }
-    if p != 0 {
-        cache.store(p, Ordering::Release);
     }
     p
 }
@@ -281,16 +307,23 @@ fn engine() -> &'static EngineHooks {
         // SAFETY: only ever set to a 'static table (the engine is never closed).
         return unsafe { &*p };
     }
-    // AMD's builds: their HIP table is handed over before the engine looks
-    // any real function up (apitable.rs).
-    apitable::before_engine();
-    // SAFETY: load_engine only calls the loader and the engine's entry point.
-    let table = match unsafe { load_engine() } {
-        Some(t) => t,
-        None => {
-            // SAFETY: only glibc's getauxval and write, on constants.
-            unsafe { say_no_engine() };
-            &FALLBACK
+    let table = if inert() {
+        // Another rocm-fix front comes first: it handles every call, and
+        // ours (reached through its real functions) go on unchanged.
+        apitable::refuse();
+        &FALLBACK
+    } else {
+        // AMD's builds: their HIP table is handed over before the engine looks
+        // any real function up (apitable.rs).
+        apitable::before_engine();
+        // SAFETY: load_engine only calls the loader and the engine's entry point.
+        match unsafe { load_engine() } {
+            Some(t) => t,
+            None => {
+                // SAFETY: only glibc's getauxval and write, on constants.
+                unsafe { say_no_engine() };
+                &FALLBACK
+            }
         }
     };
     // Two threads may race here; both tables are valid, the first one wins.
@@ -310,6 +343,53 @@ fn engine() -> &'static EngineHooks {
         arm_engine(table);
     }
     table
+}
+
+static MAIN_HANDLE: AtomicUsize = AtomicUsize::new(0);
+
+/// A handle whose dlsym searches the global scope: the program's own
+/// (`dlopen(NULL)`; glibc looks a handle's symbols up in its map's local
+/// scope, and the program's is the global one). Not RTLD_DEFAULT: the front
+/// is linked `-Bsymbolic`, and glibc puts a DT_SYMBOLIC object first in its
+/// own scope, so RTLD_DEFAULT from here would find the front's own symbols.
+fn global_scope() -> *mut c_void {
+    let h = MAIN_HANDLE.load(Ordering::Acquire);
+    if h != 0 {
+        return h as *mut c_void;
+    }
+    // SAFETY: dlopen(NULL) opens nothing: the program's handle.
+    let h = unsafe { real_dlopen(core::ptr::null(), libc::RTLD_LAZY) };
+    if h.is_null() {
+        return libc::RTLD_DEFAULT;
+    }
+    MAIN_HANDLE.store(h as usize, Ordering::Release);
+    h
+}
+
+/// 0: not known yet; 1: this is the first rocm-fix front in the global
+/// scope; 2: another one comes first (two different librocm_fix.so files
+/// preloaded: a distro package's in /etc/ld.so.preload and another install's
+/// in LD_PRELOAD).
+static INERT: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether this front stays inert: another front's `rocm_fix_get_stats` is
+/// the first in the global scope (where the application's calls bind).
+/// That front's hooks reach ours as their real functions (RTLD_NEXT), so
+/// ours forward unchanged, or each call would be handled twice. Decided on
+/// the first HIP call, never at load time.
+fn inert() -> bool {
+    match INERT.load(Ordering::Acquire) {
+        1 => false,
+        2 => true,
+        _ => {
+            // SAFETY: a NUL-terminated constant; the program's handle.
+            let first = unsafe { real_dlsym(global_scope(), c"rocm_fix_get_stats".as_ptr()) };
+            let mine = rocm_fix_get_stats as *const () as usize;
+            let inert = !first.is_null() && first as usize != mine;
+            INERT.store(if inert { 2 } else { 1 }, Ordering::Release);
+            inert
+        }
+    }
 }
 
 /// An engine that works in this process: the hooks whose engine function
@@ -1144,11 +1224,15 @@ unsafe extern "C" fn dlsym_impl(handle: *mut c_void, name: *const c_char) -> *mu
     unsafe { swap_for_hook(name, found) }
 }
 
-/// dlvsym: as `dlsym`, RTLD_NEXT and RTLD_DEFAULT go straight to glibc with
-/// the original return address; a lookup on a handle
-/// (`dlvsym(h, "hipMalloc", "hip_4.2")`) goes through dlvsym_impl, which hands
-/// back our hook where glibc found the function our hooks forward to (so a
-/// private copy's own function, found on its own handle, stays its own).
+/// dlvsym: a lookup on a handle (`dlvsym(h, "hipMalloc", "hip_4.2")`) goes
+/// through dlvsym_impl, which hands back our hook where glibc found the
+/// function our hooks forward to (so a private copy's own function, found on
+/// its own handle, stays its own). RTLD_DEFAULT and RTLD_NEXT go to glibc
+/// with the original return address (the caller's scope), except where
+/// dlvsym_swap answers first: glibc's versioned lookup passes over the
+/// front's unversioned hooks (dlvsym asks for an exact version), so without
+/// it `dlvsym(RTLD_DEFAULT, "hipMalloc", "hip_4.2")` would find the runtime
+/// itself, unlike dlsym.
 #[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn dlvsym(
@@ -1166,6 +1250,13 @@ pub unsafe extern "C" fn dlvsym(
         "push rdi",
         "push rsi",
         "push rdx",
+        "mov rcx, qword ptr [rsp + 24]",
+        "call {swap}",
+        "test rax, rax",
+        "jz 3f",
+        "add rsp, 24",
+        "ret",
+        "3:",
         "call {resolve}",
         "pop rdx",
         "pop rsi",
@@ -1177,12 +1268,56 @@ pub unsafe extern "C" fn dlvsym(
         "xor eax, eax",
         "ret",
         imp = sym dlvsym_impl,
+        swap = sym dlvsym_swap,
         resolve = sym resolve_real_dlvsym,
     )
 }
 
+/// `dlvsym(RTLD_DEFAULT or RTLD_NEXT, name, version)` from `caller` (its
+/// return address): our hook where the front, had it defined `name` at
+/// `version`, would be what glibc finds, and glibc finds the function our
+/// hooks forward to; else 0 (glibc answers). RTLD_DEFAULT: the front comes
+/// before the runtime in the global scope. RTLD_NEXT means "after the
+/// caller": only a caller loaded before the front (the executable, an
+/// earlier preload) would find the front; one after it (a wrapper of the
+/// user's that forwards with RTLD_NEXT) gets glibc's answer, or our hook
+/// would call it back forever.
+unsafe extern "C" fn dlvsym_swap(
+    handle: *mut c_void,
+    name: *const c_char,
+    version: *const c_char,
+    caller: usize,
+) -> usize {
+    if name.is_null() || version.is_null() {
+        return 0;
+    }
+    // SAFETY: the caller's NUL-terminated name.
+    let n = unsafe { core::slice::from_raw_parts(name.cast::<u8>(), c_strlen(name)) };
+    if !(n.starts_with(b"hip") || n.starts_with(b"hsa_")) {
+        return 0;
+    }
+    let Some((id, hook)) = hook_for(n) else {
+        return 0;
+    };
+    if handle == libc::RTLD_NEXT {
+        let ours = realdl::position_of(dlvsym_swap as *const () as usize);
+        match (realdl::position_of(caller), ours) {
+            (Some(c), Some(o)) if c < o => {}
+            _ => return 0,
+        }
+    }
+    // What glibc finds past this front, at that version.
+    // SAFETY: the caller's NUL-terminated strings.
+    let found = unsafe { real_dlvsym(libc::RTLD_NEXT, name, version) } as usize;
+    if found != 0 && found == find_real(id as u32) {
+        hook
+    } else {
+        0
+    }
+}
+
 /// Called from the naked `dlvsym`: three pushes after the call keep the
-/// stack 16-byte aligned for this call.
+/// stack 16-byte aligned for this call (and for dlvsym_swap's).
 unsafe extern "C" fn resolve_real_dlvsym() -> usize {
     realdl::real_dlvsym()
 }

@@ -7,7 +7,8 @@
 //! global scope, this preload (glibc's `check_match` in elf/dl-lookup.c accepts
 //! an unversioned definition for a versioned reference). So the address is read
 //! from libc's own dynamic symbol table, once, on the first lookup: the loaded
-//! objects through `dl_iterate_phdr`, then a GNU-hash lookup of `dlvsym` in
+//! objects through `dl_iterate_phdr`, then a lookup of `dlvsym` (elfhash.rs:
+//! the GNU hash table, or the System V one where there is none) in
 //! `libc.so.6` (glibc 2.34+, where libdl was merged into libc) or, failing that,
 //! in `libdl.so.2`. Only the default version is taken (`dlvsym@@GLIBC_2.34`;
 //! the compat `dlvsym@GLIBC_2.2.5` is the same function today, but only the
@@ -16,13 +17,17 @@
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+pub use crate::elfhash::same;
+use crate::elfhash::{self, Tables};
+
 const DT_NULL: i64 = 0;
+const DT_HASH: i64 = 4;
 const DT_STRTAB: i64 = 5;
 const DT_SYMTAB: i64 = 6;
 const DT_GNU_HASH: i64 = 0x6fff_fef5;
 const DT_VERSYM: i64 = 0x6fff_fff0;
+const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
-const STT_FUNC: u8 = 2;
 
 #[repr(C)]
 struct Dyn {
@@ -39,23 +44,29 @@ pub fn real_dlvsym() -> usize {
     if cached != 0 {
         return cached;
     }
+    let p = libc_symbol(b"dlvsym");
+    if p != 0 {
+        REAL_DLVSYM.store(p, Ordering::Release);
+    }
+    p
+}
+
+/// The default-version function `name` of libc.so.6, else of libdl.so.2
+/// (glibc before 2.34 kept the dl functions there); 0 if neither has it.
+pub fn libc_symbol(name: &'static [u8]) -> usize {
     let mut found = Search {
-        name: b"dlvsym",
+        name,
         libs: [b"libc.so.6", b"libdl.so.2"],
         addr: [0; 2],
     };
     // SAFETY: the callback only reads the loader's data for each object,
     // and `found` outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(each_object), (&mut found as *mut Search).cast()) };
-    let p = if found.addr[0] != 0 {
+    if found.addr[0] != 0 {
         found.addr[0]
     } else {
         found.addr[1]
-    };
-    if p != 0 {
-        REAL_DLVSYM.store(p, Ordering::Release);
     }
-    p
 }
 
 /// Calls `f` for each loaded object, in the loader's order, until it
@@ -105,24 +116,42 @@ pub fn is_loaded(lib: &[u8]) -> bool {
     found
 }
 
-/// The first definition of the function `name` (default version) in a
-/// loaded object, in the loader's order, other than the address `not`; 0
-/// if none.
-pub fn find_elsewhere(name: &[u8], not: usize) -> usize {
-    let mut addr = 0;
+/// Whether `addr` lies in one of the loadable segments of `info`'s object.
+fn contains(info: &libc::dl_phdr_info, addr: usize) -> bool {
+    let base = info.dlpi_addr as usize;
+    (0..usize::from(info.dlpi_phnum)).any(|i| {
+        // SAFETY: dlpi_phnum headers at dlpi_phdr.
+        let ph = unsafe { &*info.dlpi_phdr.add(i) };
+        let lo = base.wrapping_add(ph.p_vaddr as usize);
+        ph.p_type == PT_LOAD && addr >= lo && addr - lo < ph.p_memsz as usize
+    })
+}
+
+/// The position, in the loader's order, of the object holding `addr`.
+pub fn position_of(addr: usize) -> Option<usize> {
+    let (mut i, mut at) = (0, None);
     each_object_until(&mut |info| {
-        // The vDSO: the kernel's, read-only, defines nothing of ours.
-        if object_name(info).starts_with(b"linux-vdso") {
+        if contains(info, addr) {
+            at = Some(i);
+        }
+        i += 1;
+        at.is_some()
+    });
+    at
+}
+
+/// Whether the object holding `addr` defines the function `name`.
+pub fn object_defines(addr: usize, name: &[u8]) -> bool {
+    let mut yes = false;
+    each_object_until(&mut |info| {
+        if !contains(info, addr) {
             return false;
         }
         // SAFETY: a loaded object's headers and dynamic section.
-        let a = unsafe { lookup(info, name) };
-        if a != 0 && a != not {
-            addr = a;
-        }
-        addr != 0
+        yes = unsafe { lookup(info, name) } != 0;
+        true
     });
-    addr
+    yes
 }
 
 struct Search {
@@ -130,19 +159,6 @@ struct Search {
     /// Where to look, in order of preference (basenames).
     libs: [&'static [u8]; 2],
     addr: [usize; 2],
-}
-
-/// Byte equality without a libc import (a slice `==` becomes a call to
-/// `bcmp`, one more symbol to resolve in every process).
-pub fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && (0..a.len()).all(|i| {
-            // SAFETY: i < len of both slices.
-            unsafe {
-                core::ptr::read_volatile(a.as_ptr().add(i))
-                    == core::ptr::read_volatile(b.as_ptr().add(i))
-            }
-        })
 }
 
 /// The last path component of a NUL-terminated name.
@@ -179,20 +195,8 @@ unsafe extern "C" fn each_object(
 
 /// A NUL-terminated string as bytes (without the NUL).
 unsafe fn cstr<'a>(s: *const c_char) -> &'a [u8] {
-    let mut n = 0;
-    // SAFETY: s is NUL-terminated (the caller's promise).
-    while unsafe { core::ptr::read_volatile(s.add(n)) } != 0 {
-        n += 1;
-    }
-    // SAFETY: n readable bytes at s.
-    unsafe { core::slice::from_raw_parts(s.cast::<u8>(), n) }
-}
-
-/// The GNU hash of a symbol name (the `DT_GNU_HASH` function: h*33 + c).
-fn gnu_hash(name: &[u8]) -> u32 {
-    name.iter().fold(5381u32, |h, &c| {
-        h.wrapping_mul(33).wrapping_add(u32::from(c))
-    })
+    // SAFETY: the caller's promise.
+    unsafe { elfhash::cstr(s) }
 }
 
 /// The address of the default-version function `name` defined by the object
@@ -221,66 +225,30 @@ unsafe fn lookup(info: &libc::dl_phdr_info, name: &[u8]) -> usize {
     if dynamic.is_null() {
         return 0;
     }
-    let (mut strtab, mut symtab, mut gnu_hash_at, mut versym) = (0, 0, 0, 0);
+    let mut t = Tables {
+        base,
+        strtab: 0,
+        symtab: 0,
+        gnu_hash: 0,
+        hash: 0,
+        versym: 0,
+    };
     let mut d = dynamic;
     loop {
         // SAFETY: the dynamic section ends with DT_NULL.
         let e = unsafe { &*d };
         match e.tag {
             DT_NULL => break,
-            DT_STRTAB => strtab = at(e.val),
-            DT_SYMTAB => symtab = at(e.val),
-            DT_GNU_HASH => gnu_hash_at = at(e.val),
-            DT_VERSYM => versym = at(e.val),
+            DT_STRTAB => t.strtab = at(e.val),
+            DT_SYMTAB => t.symtab = at(e.val),
+            DT_GNU_HASH => t.gnu_hash = at(e.val),
+            DT_HASH => t.hash = at(e.val),
+            DT_VERSYM => t.versym = at(e.val),
             _ => {}
         }
         // SAFETY: still inside the section (not past DT_NULL).
         d = unsafe { d.add(1) };
     }
-    if strtab == 0 || symtab == 0 || gnu_hash_at == 0 {
-        return 0;
-    }
-    // DT_GNU_HASH: nbuckets, symoffset, bloom_size, bloom_shift, the bloom
-    // words (64-bit), the buckets, then one chain word per symbol from
-    // symoffset on; the low bit of a chain word ends its chain.
-    let words = gnu_hash_at as *const u32;
-    // SAFETY: the header of the loaded object's hash table.
-    let (nbuckets, symoffset, bloom_size) =
-        unsafe { (*words, *words.add(1), *words.add(2) as usize) };
-    if nbuckets == 0 {
-        return 0;
-    }
-    let buckets = (gnu_hash_at + 16 + bloom_size * 8) as *const u32;
-    let chains = buckets.wrapping_add(nbuckets as usize);
-    let h = gnu_hash(name);
-    // SAFETY: h % nbuckets indexes the buckets.
-    let mut i = unsafe { *buckets.add((h % nbuckets) as usize) };
-    if i < symoffset {
-        return 0;
-    }
-    loop {
-        // SAFETY: i >= symoffset is a symbol of this chain.
-        let ch = unsafe { *chains.add((i - symoffset) as usize) };
-        if ch | 1 == h | 1 {
-            // SAFETY: symbol i of the object's table (Elf64_Sym).
-            let sym = unsafe { &*(symtab as *const libc::Elf64_Sym).add(i as usize) };
-            // SAFETY: st_name indexes the string table.
-            let sname = unsafe { cstr((strtab + sym.st_name as usize) as *const c_char) };
-            // The hidden bit marks a non-default version (dlvsym@GLIBC_2.2.5).
-            let hidden =
-                versym != 0 && unsafe { *(versym as *const u16).add(i as usize) } & 0x8000 != 0;
-            if same(sname, name)
-                && sym.st_shndx != 0
-                && sym.st_value != 0
-                && sym.st_info & 0xf == STT_FUNC
-                && !hidden
-            {
-                return base.wrapping_add(sym.st_value as usize);
-            }
-        }
-        if ch & 1 != 0 {
-            return 0;
-        }
-        i += 1;
-    }
+    // SAFETY: the loaded object's own tables.
+    unsafe { elfhash::lookup(&t, name) }
 }
