@@ -74,7 +74,8 @@ const NOT_TAKEN: c_int = 1;
 /// commit 1b1610fc2b2a, skips the HSA_TOOLS_LIB tools on SUCCESS alone);
 /// "hip" and "hip_compiler" 0 (clr ignores the status, hip_api_trace.cpp),
 /// "roctx" 0 (logged only), "rccl" 0 (RCCL WARNs on anything but SUCCESS
-/// and NO_TOOLS, ROCm/rccl src/misc/api_trace.cc); any other library
+/// and NO_TOOLS, ROCm/rccl src/misc/api_trace.cc, commit e6d2dfbbcc40,
+/// `RcclGetFunctionTable_impl`); any other library
 /// non-zero, its caller unread.
 fn unprofiled_answer(name: &[u8]) -> c_int {
     let zero: [&[u8]; 4] = [b"hip", b"hip_compiler", b"roctx", b"rccl"];
