@@ -99,6 +99,70 @@ pub fn thread_id() -> usize {
     tp
 }
 
+/// The process id, by the system call itself (no libc symbol to look up:
+/// the waiting loop in before_engine calls it).
+#[inline(always)]
+fn getpid() -> usize {
+    let pid: usize;
+    // SAFETY: getpid(2) (x86_64 number 39) takes nothing and cannot fail.
+    unsafe {
+        core::arch::asm!("syscall", inlateout("rax") 39usize => pid, out("rcx") _, out("r11") _, options(nostack, preserves_flags))
+    };
+    pid
+}
+
+/// The process that holds the claim on the route (set just before it).
+static CLAIM_PID: AtomicUsize = AtomicUsize::new(0);
+static REAL_SIGPROCMASK: AtomicUsize = AtomicUsize::new(0);
+
+/// Every signal blocked on this thread until dropped (sigprocmask, looked
+/// up when made); does nothing if glibc's sigprocmask cannot be found.
+struct SignalsBlocked {
+    old: [u64; 16],
+    set: bool,
+}
+
+type SigprocmaskFn = unsafe extern "C" fn(c_int, *const u64, *mut u64) -> c_int;
+
+impl SignalsBlocked {
+    fn new() -> SignalsBlocked {
+        let mut s = SignalsBlocked {
+            old: [0; 16],
+            set: false,
+        };
+        // SAFETY: a NUL-terminated constant; glibc's sigprocmask.
+        let f = unsafe { libc_fn_at(&REAL_SIGPROCMASK, b"sigprocmask\0", b"GLIBC_2.2.5\0") };
+        if f != 0 {
+            let all = [u64::MAX; 16];
+            // SAFETY: sigset_t is 128 bytes in glibc; both point to 16 u64.
+            s.set = unsafe {
+                core::mem::transmute::<usize, SigprocmaskFn>(f)(
+                    libc::SIG_BLOCK,
+                    all.as_ptr(),
+                    s.old.as_mut_ptr(),
+                )
+            } == 0;
+        }
+        s
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        let f = REAL_SIGPROCMASK.load(Ordering::Acquire);
+        if self.set && f != 0 {
+            // SAFETY: restores the mask new() saved.
+            unsafe {
+                core::mem::transmute::<usize, SigprocmaskFn>(f)(
+                    libc::SIG_SETMASK,
+                    self.old.as_ptr(),
+                    core::ptr::null_mut(),
+                )
+            };
+        }
+    }
+}
+
 /// Lets another thread run (sched_yield), or spins once if it is unknown.
 fn pause() {
     type YieldFn = unsafe extern "C" fn() -> c_int;
@@ -252,6 +316,13 @@ pub fn before_engine() {
             }
             ENGINE_FIRST | TABLE_ROUTE => return,
             taker if taker == me => return,
+            // A fork() caught the taking thread at work: it does not exist
+            // in this process, and what it stored is consistent (see
+            // take_hip_table); the route is decided as it stands.
+            taker if CLAIM_PID.load(Ordering::Acquire) != getpid() => {
+                let _ =
+                    ROUTE.compare_exchange(taker, TABLE_ROUTE, Ordering::AcqRel, Ordering::Acquire);
+            }
             _ => pause(),
         }
     }
@@ -318,15 +389,20 @@ unsafe fn take_hip_table(table: *mut c_void) {
     if entry == 0 || base == 0 || base != object_of(exported) {
         return;
     }
-    // Claimed by this thread: engine() waits until the route is decided.
-    if ROUTE
-        .compare_exchange(UNDECIDED, thread_id(), Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        return;
-    }
-    let mut taken = false;
-    for (pos, id, direct, ours) in entries() {
+    // Every lookup first (dlsym, dlvsym and dladdr take the loader's lock):
+    // a thread waiting for the claim below may hold that lock (a library
+    // constructor making its first HIP call inside dlopen), so the claim is
+    // held only for plain stores.
+    type Plan = (
+        *mut usize,
+        usize,
+        usize,
+        &'static AtomicUsize,
+        &'static AtomicUsize,
+        usize,
+    );
+    let mut plan: [Option<Plan>; 8] = [None; 8];
+    for ((pos, id, direct, ours), p) in entries().into_iter().zip(plan.iter_mut()) {
         let Some(s) = slot(pos) else { continue };
         // SAFETY: inside the table.
         let own = unsafe { core::ptr::read_volatile(s) };
@@ -337,16 +413,36 @@ unsafe fn take_hip_table(table: *mut c_void) {
         if own == 0 || own == ours || exported == 0 || object_of(own) != base {
             continue;
         }
-        // The engine's real function first, then the hook's direct jump,
-        // then the entry: each step leaves every path valid.
+        *p = Some((s, own, exported, cache, direct, ours));
+    }
+    if plan.iter().all(Option::is_none) {
+        return;
+    }
+    // No signal handler of this thread runs while it holds the claim (it
+    // would wait for itself); looked up before the claim too.
+    let mask = SignalsBlocked::new();
+    // Claimed by this thread: engine() waits until the route is decided.
+    CLAIM_PID.store(getpid(), Ordering::Release);
+    if ROUTE
+        .compare_exchange(UNDECIDED, thread_id(), Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    // The engine's real functions first, all of them, then the hooks'
+    // direct jumps and the entries: whatever point a fork() in another
+    // thread catches this at, every path in the child stays valid
+    // (before_engine lets the child go on).
+    for &(_, own, _, cache, _, _) in plan.iter().flatten() {
         cache.store(own, Ordering::Release);
+    }
+    for &(s, _, exported, _, direct, ours) in plan.iter().flatten() {
         direct.store(exported, Ordering::Release);
         // SAFETY: inside the table; the runtime reads it with plain loads.
         unsafe { core::ptr::write_volatile(s, ours) };
-        taken = true;
     }
-    let decided = if taken { TABLE_ROUTE } else { UNDECIDED };
-    ROUTE.store(decided, Ordering::Release);
+    ROUTE.store(TABLE_ROUTE, Ordering::Release);
+    drop(mask);
 }
 
 /// AT_SECURE (unknown counts as secure).
