@@ -818,3 +818,36 @@ fn a_table_takeover_racing_the_engine_s_load_neither_loops_nor_deadlocks() {
         }
     }
 }
+
+// ---- review2: two fronts on the other paths ---------------------------------------
+
+/// Two different librocm_fix.so files preloaded: every path that one front
+/// covers (dlsym on a handle, dlvsym with RTLD_DEFAULT/RTLD_NEXT, a library
+/// opened with RTLD_DEEPBIND on AMD's builds, hipGetProcAddress) must be
+/// seen exactly as with one front (README: "the first in the global scope
+/// handles every call").
+#[test]
+fn review2_two_fronts_cover_every_path_one_front_covers() {
+    let fix = preload();
+    let copy = tmpdir("review2-second-front");
+    for f in ["librocm_fix.so", "librocm_fix_engine.so"] {
+        std::fs::copy(fix.parent().unwrap().join(f), copy.join(f)).unwrap();
+    }
+    let second = copy.join("librocm_fix.so");
+    let failures = std::sync::Mutex::new(Vec::new());
+    each_version(|b, v| {
+        for mode in ["local", "global", "dlvsym", "dlvdefault", "deepbind", "getproc"] {
+            let (one, c1) = run_once(b, v, mode, "r2-one", &[fix.as_path()], &[]);
+            let (two, c2) = run_once(b, v, mode, "r2-two", &[fix.as_path(), second.as_path()], &[]);
+            assert_eq!(one.code, Some(0), "{mode} {v}: {one:#?}");
+            if one.stdout != two.stdout || c1 != c2 {
+                failures.lock().unwrap().push(format!(
+                    "{v} {mode}:\n one front:\n{}\n two fronts:\n{}",
+                    one.stdout, two.stdout
+                ));
+            }
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
