@@ -481,7 +481,7 @@ fn env_bool(name: &[u8], fallback: bool) -> bool {
 
 /// Whether `addr` is in a rocm-fix front (this one or another copy: every
 /// front defines `rocm_fix_get_stats`, the engine does not).
-fn in_a_front(addr: usize) -> bool {
+pub fn in_a_front(addr: usize) -> bool {
     realdl::object_defines(addr, b"rocm_fix_get_stats")
 }
 

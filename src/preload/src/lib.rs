@@ -180,6 +180,11 @@ fn find_real(id: u32) -> usize {
     // interposer listed after us (a shim of the user's) would be bypassed.
     // SAFETY: NUL-terminated constants; handles come from the loader.
     let mut p = unsafe { real_dlsym(libc::RTLD_NEXT, n) } as usize;
+    // Another rocm-fix front after this one (inert, or an older one that
+    // is not): look past it, to the runtime (its hooks are unversioned).
+    if p != 0 && apitable::in_a_front(p) {
+        p = 0;
+    }
     if p == 0 {
         p = unsafe { real_dlvsym(libc::RTLD_NEXT, n, v) } as usize;
     }
