@@ -731,65 +731,80 @@ fn two_fronts_and_a_profiler_on_amd_builds_the_profiler_gets_each_table_once() {
 /// takeover is done, and every call runs once (tests/programs/table_race.c).
 /// Before the fix B's engine could keep the exported hipMalloc as its real
 /// function: hipMalloc recursed through the table until SIGSEGV.
+/// `prog` built against AMD's build `v` with libslow_dladdr.so (a dladdr
+/// that sleeps on the thread that called slow_mark), in a folder of its own;
+/// and a command that runs it on the simulated gfx1010, logging the runtime's
+/// calls to `log`, with that folder on the library path.
+fn slowed_program(v: &str, prog: &str, log: &Path) -> (PathBuf, impl Fn(Option<&Path>) -> Command) {
+    let lib = simgpu_lib_for(v);
+    let dir = root().join(format!("target/test-programs/{prog}-{v}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = |n: &str| root().join("tests/programs").join(n).into_os_string();
+    let s = |x: &str| std::ffi::OsString::from(x);
+    let map = format!(
+        "-Wl,--version-script={}",
+        root().join("tests/programs/slow_dladdr.map").display()
+    );
+    let slow = dir.join("libslow_dladdr.so");
+    gcc(&[
+        &s("-shared"),
+        &s("-fPIC"),
+        &s("-o"),
+        slow.as_os_str(),
+        &src("slow_dladdr.c"),
+        &s(&map),
+        &s("-ldl"),
+    ]);
+    let exe = dir.join(prog);
+    let so = format!("-l:libamdhip64.so.{}", &v[..1]);
+    gcc(&[
+        &s("-o"),
+        exe.as_os_str(),
+        &src(&format!("{prog}.c")),
+        &s("-Wl,--no-as-needed"),
+        &s("-L"),
+        dir.as_os_str(),
+        &s("-lslow_dladdr"),
+        &s("-L"),
+        lib.as_os_str(),
+        &s(&so),
+        &s("-lpthread"),
+        &s("-ldl"),
+    ]);
+    let (v, log, folder) = (v.to_string(), log.to_path_buf(), dir.clone());
+    let cmd = move |preload: Option<&Path>| {
+        let mut c = clean_command(&exe);
+        for (k, val) in simgpu_env_for("gfx1010", &v) {
+            c.env(k, val);
+        }
+        let _ = std::fs::remove_file(&log);
+        c.env("SIMGPU_CALL_LOG", &log);
+        let path = format!(
+            "{}:{}",
+            folder.display(),
+            c.get_envs()
+                .find(|(k, _)| *k == "LD_LIBRARY_PATH")
+                .and_then(|(_, v)| v)
+                .map(|v| v.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        c.env("LD_LIBRARY_PATH", path);
+        if let Some(p) = preload {
+            c.env("LD_PRELOAD", p);
+        }
+        c
+    };
+    (dir, cmd)
+}
+
 #[test]
 fn a_table_takeover_racing_the_engine_s_load_neither_loops_nor_deadlocks() {
     let fix = preload();
     for v in ["6.4-amd", "7.2-amd"] {
-        let lib = simgpu_lib_for(v);
-        let dir = root().join(format!("target/test-programs/table-race-{v}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let src = |n: &str| root().join("tests/programs").join(n).into_os_string();
-        let s = |x: &str| std::ffi::OsString::from(x);
-        let slow = dir.join("libslow_dladdr.so");
-        let map = format!(
-            "-Wl,--version-script={}",
-            root().join("tests/programs/slow_dladdr.map").display()
-        );
-        gcc(&[
-            &s("-shared"),
-            &s("-fPIC"),
-            &s("-o"),
-            slow.as_os_str(),
-            &src("slow_dladdr.c"),
-            &s(&map),
-            &s("-ldl"),
-        ]);
-        let prog = dir.join("table_race");
-        let so = format!("-l:libamdhip64.so.{}", &v[..1]);
-        gcc(&[
-            &s("-o"),
-            prog.as_os_str(),
-            &src("table_race.c"),
-            &s("-Wl,--no-as-needed"),
-            &s("-L"),
-            dir.as_os_str(),
-            &s("-lslow_dladdr"),
-            &s("-L"),
-            lib.as_os_str(),
-            &s(&so),
-            &s("-lpthread"),
-        ]);
         let log = tmpdir(&format!("table-race-{v}")).join("calls");
+        let (_, cmd) = slowed_program(v, "table_race", &log);
         for preload in [None, Some(fix.as_path())] {
-            let mut c = clean_command(&prog);
-            for (k, val) in simgpu_env_for("gfx1010", v) {
-                c.env(k, val);
-            }
-            let _ = std::fs::remove_file(&log);
-            c.env("SIMGPU_CALL_LOG", &log);
-            let path = format!(
-                "{}:{}",
-                dir.display(),
-                c.get_envs()
-                    .find(|(k, _)| *k == "LD_LIBRARY_PATH")
-                    .and_then(|(_, v)| v)
-                    .map(|v| v.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            );
-            c.env("LD_LIBRARY_PATH", path);
-            if let Some(p) = preload {
-                c.env("LD_PRELOAD", p);
-            }
+            let c = cmd(preload);
             let (r, killed) = run_with_timeout(c, std::time::Duration::from_secs(60));
             assert!(!killed, "{v}: deadlock: {r:#?}");
             assert_eq!(r.code, Some(0), "{v} preload {preload:?}: {r:#?}");
@@ -819,7 +834,46 @@ fn a_table_takeover_racing_the_engine_s_load_neither_loops_nor_deadlocks() {
     }
 }
 
-// ---- review2: two fronts on the other paths ---------------------------------------
+/// The takeover against the loader's lock: while thread A's first HIP call
+/// hands the table over (its receiver's lookups take the loader's lock), the
+/// main thread dlopens a library whose constructor calls hsa_init, under that
+/// lock, which loads the engine. An HSA call must not make rocm-fix wait for
+/// the HIP table (it did: the engine's load waited for the takeover, whose
+/// lookups waited for the lock; tests/programs/loader_lock_race.c).
+#[test]
+fn an_hsa_call_under_the_loader_lock_does_not_wait_for_a_table_takeover() {
+    let fix = preload();
+    for v in ["6.4-amd", "7.2-amd"] {
+        let log = tmpdir(&format!("loader-lock-{v}")).join("calls");
+        let (dir, cmd) = slowed_program(v, "loader_lock_race", &log);
+        let ctor = dir.join("libctor_hsa_init.so");
+        let src = root().join("tests/programs/ctor_hsa_init.c");
+        let hsa = format!("{}/libhsa-runtime64.so.1", simgpu_lib_for(v).display());
+        gcc(&[
+            "-shared".as_ref(),
+            "-fPIC".as_ref(),
+            "-o".as_ref(),
+            ctor.as_os_str(),
+            src.as_os_str(),
+            hsa.as_ref(),
+        ]);
+        for preload in [None, Some(fix.as_path())] {
+            let mut c = cmd(preload);
+            c.arg(&ctor);
+            let (r, killed) = run_with_timeout(c, std::time::Duration::from_secs(60));
+            assert!(!killed, "{v} preload {preload:?}: deadlock: {r:#?}");
+            assert_eq!(r.code, Some(0), "{v} preload {preload:?}: {r:#?}");
+            for line in ["A: hipSuccess", "ctor: hsa_init -> 0", "main: dlopen ok"] {
+                assert!(r.stdout.contains(line), "{v} {line}: {r:#?}");
+            }
+            if preload.is_some() {
+                assert!(r.stdout.contains("A inside the receiver: yes"), "{r:#?}");
+            }
+        }
+    }
+}
+
+// ---- two fronts, on the paths other than the PLT -----------------------------------
 
 /// Two different librocm_fix.so files preloaded: every path that one front
 /// covers (dlsym on a handle, dlvsym with RTLD_DEFAULT/RTLD_NEXT, a library
@@ -827,18 +881,32 @@ fn a_table_takeover_racing_the_engine_s_load_neither_loops_nor_deadlocks() {
 /// seen exactly as with one front (README: "the first in the global scope
 /// handles every call").
 #[test]
-fn review2_two_fronts_cover_every_path_one_front_covers() {
+fn two_fronts_cover_every_path_one_front_covers() {
     let fix = preload();
-    let copy = tmpdir("review2-second-front");
+    let copy = tmpdir("second-front-paths");
     for f in ["librocm_fix.so", "librocm_fix_engine.so"] {
         std::fs::copy(fix.parent().unwrap().join(f), copy.join(f)).unwrap();
     }
     let second = copy.join("librocm_fix.so");
     let failures = std::sync::Mutex::new(Vec::new());
     each_version(|b, v| {
-        for mode in ["local", "global", "dlvsym", "dlvdefault", "deepbind", "getproc"] {
+        for mode in [
+            "local",
+            "global",
+            "dlvsym",
+            "dlvdefault",
+            "deepbind",
+            "getproc",
+        ] {
             let (one, c1) = run_once(b, v, mode, "r2-one", &[fix.as_path()], &[]);
-            let (two, c2) = run_once(b, v, mode, "r2-two", &[fix.as_path(), second.as_path()], &[]);
+            let (two, c2) = run_once(
+                b,
+                v,
+                mode,
+                "r2-two",
+                &[fix.as_path(), second.as_path()],
+                &[],
+            );
             assert_eq!(one.code, Some(0), "{mode} {v}: {one:#?}");
             if one.stdout != two.stdout || c1 != c2 {
                 failures.lock().unwrap().push(format!(

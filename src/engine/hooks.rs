@@ -1095,9 +1095,13 @@ static HOOKS: EngineHooks = EngineHooks {
 
 /// Gives the front the HIP runtime's code range and the real HSA allocate
 /// and free, so that the runtime's own nested calls skip the engine.
+/// The HIP runtime's code range, found from hipGetDevice: not from one of
+/// the functions AMD's builds dispatch through their API table, whose first
+/// lookup decides that route (the front's apitable.rs) and must happen in a
+/// HIP hook, not when the engine loads.
 fn tell_front_the_runtime(s: &FrontServices) {
     let (hip, alloc, free) = (
-        real(RealFn::HipMalloc),
+        real(RealFn::HipGetDevice),
         real(RealFn::HsaPoolAllocate),
         real(RealFn::HsaPoolFree),
     );

@@ -113,7 +113,7 @@ fn pools() -> &'static [PoolInfo] {
     }
     let learnt = learn();
     if learnt.is_empty() {
-        if real(RealFn::HsaIterateAgents) == 0 && real(RealFn::HipMalloc) != 0 {
+        if real(RealFn::HsaIterateAgents) == 0 && real(RealFn::HipGetDevice) != 0 {
             NO_HSA.store(true, Ordering::Relaxed);
         }
         return &[];

@@ -157,8 +157,10 @@ pub fn real(id: RealFn) -> usize {
     };
     // A miss is remembered only once the library is known to be loaded (its
     // first function resolved): before that, it may simply not be loaded yet.
+    // (Not hipMalloc: the front decides the API-table route when one of the
+    // table's functions is first looked up, which must happen in a HIP hook.)
     let anchor = match REAL.get(id as usize).map(|r| r.2) {
-        Some(Lib::Hip) => RealFn::HipMalloc,
+        Some(Lib::Hip) => RealFn::HipGetDevice,
         _ => RealFn::HsaInit,
     };
     let loaded = anchor != id

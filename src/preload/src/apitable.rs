@@ -33,10 +33,11 @@
 //! through the table, past a profiler's wrapper if one was installed over
 //! ours, to our entry), and the engine's "real" function becomes the
 //! runtime's own implementation that the entry held. That switch is only made
-//! before the engine has looked any real function up (the engine caches them):
-//! the first time the engine is about to load, a call to `hipGetErrorName`
-//! (which initialises nothing: clr `hip_error.cpp`) makes the runtime build
-//! and hand over its table first. Only entries whose hooks do not need their
+//! before any of those eight functions has been looked up (the engine keeps
+//! what it gets): the first lookup of one of them (in a HIP call, see
+//! [`decide_route`]) first calls `hipGetErrorName` (which initialises
+//! nothing: clr `hip_error.cpp`), so that the runtime builds and hands over
+//! its table, then decides the route for good. Only entries whose hooks do not need their
 //! caller's return address are taken (the entry is called by the runtime, not
 //! by the application). Another copy of the runtime (a torch/lib-like private
 //! one) keeps its table untouched: the engine forwards to one runtime.
@@ -100,7 +101,7 @@ pub fn thread_id() -> usize {
 }
 
 /// The process id, by the system call itself (no libc symbol to look up:
-/// the waiting loop in before_engine calls it).
+/// the waiting loop in decide_route calls it).
 #[inline(always)]
 fn getpid() -> usize {
     let pid: usize;
@@ -174,6 +175,16 @@ fn pause() {
             let _ = unsafe { core::mem::transmute::<usize, YieldFn>(f)() };
         }
     }
+}
+
+/// Whether `id` is one of the functions whose table entry the route takes.
+pub fn is_table_function(id: RealFn) -> bool {
+    entries().iter().any(|e| e.1 as u32 == id as u32)
+}
+
+/// The same for a raw id.
+pub fn is_table_function_id(id: u32) -> bool {
+    entries().iter().any(|e| e.1 as u32 == id)
 }
 
 /// Called by `engine()` when this front stays inert: no table is taken over.
@@ -283,7 +294,10 @@ unsafe extern "C" fn t_hip_free_async(p: *mut c_void, st: *mut c_void) -> c_int 
     unsafe { (engine().hip_free_async)(p, st) }
 }
 
-/// Called by `engine()` before it first loads the engine: on AMD's builds
+/// Called by `resolve` before it first looks up one of the table's
+/// functions (so in a HIP call: the engine looks them up in its HIP hooks
+/// only, never when it loads, which an HSA call or a library constructor
+/// holding the loader's lock may trigger): on AMD's builds
 /// (rocprofiler-register loaded), makes the HIP runtime hand over its table
 /// now, if it has not yet; then no table is taken over any more. While
 /// another thread is taking a table over, waits for it to finish: that
@@ -291,7 +305,7 @@ unsafe extern "C" fn t_hip_free_async(p: *mut c_void, st: *mut c_void) -> c_int 
 /// `GetHipDispatchTable`), on which any HIP call of ours would wait too.
 /// The taking thread itself is never made to wait (a profiler's receiver
 /// may call a hook on it).
-pub fn before_engine() {
+pub fn decide_route() {
     if ROUTE.load(Ordering::Acquire) == UNDECIDED
         && realdl::is_loaded(b"librocprofiler-register.so.0")
     {
@@ -432,7 +446,7 @@ unsafe fn take_hip_table(table: *mut c_void) {
     // The engine's real functions first, all of them, then the hooks'
     // direct jumps and the entries: whatever point a fork() in another
     // thread catches this at, every path in the child stays valid
-    // (before_engine lets the child go on).
+    // (decide_route lets the child go on).
     for &(_, own, _, cache, _, _) in plan.iter().flatten() {
         cache.store(own, Ordering::Release);
     }

@@ -154,6 +154,15 @@ unsafe extern "C" fn resolve(id: u32) -> usize {
     if cached != 0 {
         return cached;
     }
+    // A function AMD's builds dispatch through their API table: the route is
+    // decided before it is first looked up (the engine keeps what it gets).
+    if apitable::is_table_function_id(id) {
+        apitable::decide_route();
+        let now = cache.load(Ordering::Acquire);
+        if now != 0 {
+            return now;
+        }
+    }
     let p = find_real(id);
     // Only into an empty slot: the API-table route stores the runtime's own
     // implementation there (apitable.rs), and a lookup that raced with it
@@ -297,6 +306,10 @@ fn arm_direct() {
         (&D_HIP_FREE_ASYNC, RealFn::HipFreeAsync),
     ];
     for (slot, id) in slots {
+        // The API-table functions: their first call arms them (forward_armed).
+        if apitable::is_table_function(id) {
+            continue;
+        }
         // SAFETY: resolve takes any id and returns 0 when unknown.
         let f = unsafe { resolve(id as u32) };
         // A slot already set is the API-table route's (apitable.rs).
@@ -318,9 +331,6 @@ fn engine() -> &'static EngineHooks {
         apitable::refuse();
         &FALLBACK
     } else {
-        // AMD's builds: their HIP table is handed over before the engine looks
-        // any real function up (apitable.rs).
-        apitable::before_engine();
         // SAFETY: load_engine only calls the loader and the engine's entry point.
         match unsafe { load_engine() } {
             Some(t) => t,
@@ -400,27 +410,15 @@ fn inert() -> bool {
 /// An engine that works in this process: the hooks whose engine function
 /// has the real function's signature (no caller address to pass) jump to it
 /// straight, as passthrough jumps to the real one, without asking for the
-/// table on every call (the hot path: hipMalloc and hipFree, scripts/bench).
+/// table on every call (the hot path: hipMalloc and hipFree, scripts/bench;
+/// those arm themselves, table_hook_slow).
 fn arm_engine(t: &'static EngineHooks) {
-    let slots: [(&AtomicUsize, usize); 10] = [
-        (&D_HIP_MALLOC, t.hip_malloc as usize),
-        (&D_HIP_FREE, t.hip_free as usize),
+    // The API-table functions' slots arm themselves on their first call
+    // (table_hook_slow), after the route is decided.
+    for (slot, f) in [
         (&D_HIP_HOST_FREE, t.hip_host_free as usize),
         (&D_HIP_FREE_HOST, t.hip_free_host as usize),
-        (&D_HIP_MALLOC_PITCH, t.hip_malloc_pitch as usize),
-        (&D_HIP_MALLOC_3D, t.hip_malloc_3d as usize),
-        (&D_HIP_MEM_ALLOC_PITCH, t.hip_mem_alloc_pitch as usize),
-        (&D_HIP_MALLOC_ASYNC, t.hip_malloc_async as usize),
-        (
-            &D_HIP_MALLOC_FROM_POOL,
-            t.hip_malloc_from_pool_async as usize,
-        ),
-        (&D_HIP_FREE_ASYNC, t.hip_free_async as usize),
-    ];
-    // A slot the API-table route set (apitable.rs) keeps the exported
-    // function: a call through it passes a profiler's wrapper on its way to
-    // our table entry.
-    for (slot, f) in slots {
+    ] {
         let _ = slot.compare_exchange(0, f, Ordering::AcqRel, Ordering::Acquire);
     }
 }
@@ -549,6 +547,25 @@ macro_rules! forward {
         }
     };
 }
+/// The same for the functions AMD's builds dispatch through their API table:
+/// arm_direct leaves their hook's direct slot to the first call, which looks
+/// the real function up (and so decides the table route, apitable.rs) in a
+/// HIP call, not when the engine loads.
+macro_rules! forward_armed {
+    ($name:ident, $id:expr, $slot:ident, $err:expr, fn($($a:ident: $t:ty),*) -> $r:ty) => {
+        unsafe extern "C" fn $name($($a: $t),*) -> $r {
+            match real_fast($id) {
+                0 => $err,
+                f => {
+                    // A slot already set is the API-table route's.
+                    let _ = $slot.compare_exchange(0, f, Ordering::AcqRel, Ordering::Relaxed);
+                    // SAFETY: resolve returns the real function of this exact signature.
+                    unsafe { core::mem::transmute::<usize, unsafe extern "C" fn($($t),*) -> $r>(f)($($a),*) }
+                }
+            }
+        }
+    };
+}
 /// The same, for hooks that also receive their caller's return address.
 macro_rules! forward_with_caller {
     ($name:ident, $id:expr, $err:expr, fn($($a:ident: $t:ty),*) -> $r:ty) => {
@@ -561,15 +578,17 @@ macro_rules! forward_with_caller {
         }
     };
 }
-forward!(
+forward_armed!(
     fb_hip_malloc,
     RealFn::HipMalloc,
+    D_HIP_MALLOC,
     HIP_ERROR_NOT_INITIALIZED,
     fn(p: *mut *mut c_void, s: usize) -> c_int
 );
-forward!(
+forward_armed!(
     fb_hip_free,
     RealFn::HipFree,
+    D_HIP_FREE,
     HIP_ERROR_NOT_INITIALIZED,
     fn(p: *mut c_void) -> c_int
 );
@@ -640,39 +659,45 @@ forward_with_caller!(
     fn(pool: u64, size: usize, flags: u32, ptr: *mut *mut c_void) -> u32
 );
 
-forward!(
+forward_armed!(
     fb_hip_malloc_pitch,
     RealFn::HipMallocPitch,
+    D_HIP_MALLOC_PITCH,
     HIP_ERROR_NOT_INITIALIZED,
     fn(p: *mut *mut c_void, pitch: *mut usize, w: usize, h: usize) -> c_int
 );
-forward!(
+forward_armed!(
     fb_hip_malloc_3d,
     RealFn::HipMalloc3D,
+    D_HIP_MALLOC_3D,
     HIP_ERROR_NOT_INITIALIZED,
     fn(p: *mut HipPitchedPtr, e: HipExtent) -> c_int
 );
-forward!(
+forward_armed!(
     fb_hip_mem_alloc_pitch,
     RealFn::HipMemAllocPitch,
+    D_HIP_MEM_ALLOC_PITCH,
     HIP_ERROR_NOT_INITIALIZED,
     fn(p: *mut *mut c_void, pitch: *mut usize, w: usize, h: usize, e: u32) -> c_int
 );
-forward!(
+forward_armed!(
     fb_hip_malloc_async,
     RealFn::HipMallocAsync,
+    D_HIP_MALLOC_ASYNC,
     HIP_ERROR_NOT_INITIALIZED,
     fn(p: *mut *mut c_void, s: usize, st: *mut c_void) -> c_int
 );
-forward!(
+forward_armed!(
     fb_hip_malloc_from_pool,
     RealFn::HipMallocFromPoolAsync,
+    D_HIP_MALLOC_FROM_POOL,
     HIP_ERROR_NOT_INITIALIZED,
     fn(p: *mut *mut c_void, s: usize, pool: *mut c_void, st: *mut c_void) -> c_int
 );
-forward!(
+forward_armed!(
     fb_hip_free_async,
     RealFn::HipFreeAsync,
+    D_HIP_FREE_ASYNC,
     HIP_ERROR_NOT_INITIALIZED,
     fn(p: *mut c_void, st: *mut c_void) -> c_int
 );
@@ -728,47 +753,50 @@ static FALLBACK: EngineHooks = EngineHooks {
     hip_free_async: fb_hip_free_async,
 };
 
+/// The first call of a hook of one of the functions AMD's builds dispatch
+/// through their API table (its direct slot still empty): loads the engine,
+/// decides the table route now that a HIP call is under way (apitable.rs),
+/// and arms the slot with the engine's hook, unless the route set it to the
+/// exported function (then this call, too, passes a profiler's wrapper on
+/// its way to our table entry). Returns what to call. In passthrough the
+/// fallback arms the slot with the real function (forward_armed).
+#[cold]
+#[inline(never)]
+fn table_hook_slow(slot: &AtomicUsize, hook: impl Fn(&'static EngineHooks) -> usize) -> usize {
+    let e = engine();
+    apitable::decide_route();
+    if !core::ptr::eq(e, &FALLBACK) {
+        let _ = slot.compare_exchange(0, hook(e), Ordering::AcqRel, Ordering::Acquire);
+    }
+    match slot.load(Ordering::Acquire) {
+        0 => hook(e),
+        f => f,
+    }
+}
+
 // ---- the hooks ---------------------------------------------------------------------
 
 #[no_mangle]
 pub unsafe extern "C" fn hipMalloc(ptr: *mut *mut c_void, size: usize) -> c_int {
-    match D_HIP_MALLOC.load(Ordering::Relaxed) {
-        0 => {
-            let e = engine();
-            // The API-table route may have switched on while the engine
-            // loaded: then the call goes through the table (apitable.rs).
-            match D_HIP_MALLOC.load(Ordering::Relaxed) {
-                // SAFETY: the engine's hook of this exact signature.
-                0 => unsafe { (e.hip_malloc)(ptr, size) },
-                // SAFETY: the real (exported) function of this exact signature.
-                f => unsafe { core::mem::transmute::<usize, HipAlloc>(f)(ptr, size) },
-            }
-        }
-        // SAFETY: the real function or the engine's hook, of this exact
-        // signature (arm_direct, arm_engine, apitable).
-        f => unsafe { core::mem::transmute::<usize, HipAlloc>(f)(ptr, size) },
-    }
+    let f = match D_HIP_MALLOC.load(Ordering::Relaxed) {
+        0 => table_hook_slow(&D_HIP_MALLOC, |e| e.hip_malloc as usize),
+        f => f,
+    };
+    // SAFETY: the real function, the engine's hook or its fallback, all of
+    // this exact signature (arm_direct, table_hook_slow, apitable).
+    unsafe { core::mem::transmute::<usize, HipAlloc>(f)(ptr, size) }
 }
 /// The allocation entry points beyond hipMalloc that reach VRAM (issue 10).
 macro_rules! hook {
     ($name:ident, $field:ident, $d:ident, $ty:ty, fn($($a:ident: $t:ty),*)) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name($($a: $t),*) -> c_int {
-            match $d.load(Ordering::Relaxed) {
-                0 => {
-                    let e = engine();
-                    // As in hipMalloc: the API-table route may have switched on.
-                    match $d.load(Ordering::Relaxed) {
-                        // SAFETY: the engine's hook of this exact signature.
-                        0 => unsafe { (e.$field)($($a),*) },
-                        // SAFETY: the real (exported) function of this exact signature.
-                        f => unsafe { core::mem::transmute::<usize, $ty>(f)($($a),*) },
-                    }
-                }
-                // SAFETY: the real function or the engine's hook, of this exact
-        // signature (arm_direct, arm_engine, apitable).
-                f => unsafe { core::mem::transmute::<usize, $ty>(f)($($a),*) },
-            }
+            let f = match $d.load(Ordering::Relaxed) {
+                0 => table_hook_slow(&$d, |e| e.$field as usize),
+                f => f,
+            };
+            // SAFETY: as in hipMalloc.
+            unsafe { core::mem::transmute::<usize, $ty>(f)($($a),*) }
         }
     };
 }
@@ -817,21 +845,12 @@ hook!(
 
 #[no_mangle]
 pub unsafe extern "C" fn hipFree(ptr: *mut c_void) -> c_int {
-    match D_HIP_FREE.load(Ordering::Relaxed) {
-        0 => {
-            let e = engine();
-            // As in hipMalloc: the API-table route may have switched on.
-            match D_HIP_FREE.load(Ordering::Relaxed) {
-                // SAFETY: the engine's hook of this exact signature.
-                0 => unsafe { (e.hip_free)(ptr) },
-                // SAFETY: the real (exported) function of this exact signature.
-                f => unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) },
-            }
-        }
-        // SAFETY: the real function or the engine's hook, of this exact
-        // signature (arm_direct, arm_engine, apitable).
-        f => unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) },
-    }
+    let f = match D_HIP_FREE.load(Ordering::Relaxed) {
+        0 => table_hook_slow(&D_HIP_FREE, |e| e.hip_free as usize),
+        f => f,
+    };
+    // SAFETY: as in hipMalloc.
+    unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) }
 }
 /// hipHostMalloc, hipHostAlloc, hipMallocManaged, hipExtMallocWithFlags
 /// (ptr, size, flags): forward with the caller's return address as a fourth
