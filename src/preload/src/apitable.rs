@@ -54,10 +54,31 @@ static ROUTE: AtomicUsize = AtomicUsize::new(0);
 const UNDECIDED: usize = 0;
 const ENGINE_FIRST: usize = 1;
 const TABLE_ROUTE: usize = 2;
-/// The thread inside `rocprofiler_set_api_table` now (0: none): a receiver
-/// that calls us back on the same thread (another rocm-fix front, an older
-/// one that passes tables on to any receiver it finds) is answered at once.
-static FORWARDING: AtomicUsize = AtomicUsize::new(0);
+/// The registrations under way in `rocprofiler_set_api_table`, as (thread,
+/// tables) pairs: a receiver that calls us back with the same tables on the
+/// same thread (another rocm-fix front, an older one that passes tables on to
+/// any receiver it finds) is answered at once; another thread's
+/// registration, or another library's nested in a profiler's receiver, is
+/// not. Eight at once at most; beyond that a call goes on unguarded.
+static FORWARDING: [(AtomicUsize, AtomicUsize); 8] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 8];
+
+/// Whether this thread is already passing `tables` on.
+fn forwarding(me: usize, tables: usize) -> bool {
+    FORWARDING
+        .iter()
+        .any(|(t, x)| t.load(Ordering::Acquire) == me && x.load(Ordering::Acquire) == tables)
+}
+
+/// Records that this thread passes `tables` on; the slot to free, if any.
+fn start_forwarding(me: usize, tables: usize) -> Option<&'static (AtomicUsize, AtomicUsize)> {
+    let slot = FORWARDING.iter().find(|(t, _)| {
+        t.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    })?;
+    slot.1.store(tables, Ordering::Release);
+    Some(slot)
+}
 static REAL_SCHED_YIELD: AtomicUsize = AtomicUsize::new(0);
 static REAL_GETENV: AtomicUsize = AtomicUsize::new(0);
 
@@ -597,13 +618,11 @@ pub unsafe extern "C" fn rocprofiler_set_api_table(
     num_tables: u64,
 ) -> c_int {
     let me = thread_id();
-    if FORWARDING.load(Ordering::Acquire) == me {
-        // Called back from the receiver we passed this table on to.
+    if forwarding(me, tables as usize) {
+        // Called back from the receiver we passed these tables on to.
         return NOT_TAKEN;
     }
-    let guard = FORWARDING
-        .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok();
+    let guard = start_forwarding(me, tables as usize);
     let n: &[u8] = if name.is_null() {
         &[]
     } else {
@@ -629,8 +648,9 @@ pub unsafe extern "C" fn rocprofiler_set_api_table(
             )
         },
     };
-    if guard {
-        FORWARDING.store(0, Ordering::Release);
+    if let Some((t, x)) = guard {
+        x.store(0, Ordering::Release);
+        t.store(0, Ordering::Release);
     }
     answer
 }
