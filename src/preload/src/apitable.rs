@@ -138,38 +138,37 @@ static CLAIM_PID: AtomicUsize = AtomicUsize::new(0);
 static REAL_SIGPROCMASK: AtomicUsize = AtomicUsize::new(0);
 
 /// Every signal blocked on this thread until dropped (sigprocmask, looked
-/// up when made); does nothing if glibc's sigprocmask cannot be found.
-struct SignalsBlocked {
-    old: [u64; 16],
+/// up when made); does nothing if glibc's sigprocmask cannot be found. The
+/// old mask lives in the caller's frame (returning it by value would be
+/// copied with memcpy, an import the front must not have).
+struct SignalsBlocked<'a> {
+    old: &'a [u64; 16],
     set: bool,
 }
 
 type SigprocmaskFn = unsafe extern "C" fn(c_int, *const u64, *mut u64) -> c_int;
 
-impl SignalsBlocked {
-    fn new() -> SignalsBlocked {
-        let mut s = SignalsBlocked {
-            old: [0; 16],
-            set: false,
-        };
+impl<'a> SignalsBlocked<'a> {
+    fn new(old: &'a mut [u64; 16]) -> SignalsBlocked<'a> {
         // SAFETY: a NUL-terminated constant; glibc's sigprocmask.
         let f = unsafe { libc_fn_at(&REAL_SIGPROCMASK, b"sigprocmask\0", b"GLIBC_2.2.5\0") };
+        let mut set = false;
         if f != 0 {
             let all = [u64::MAX; 16];
             // SAFETY: sigset_t is 128 bytes in glibc; both point to 16 u64.
-            s.set = unsafe {
+            set = unsafe {
                 core::mem::transmute::<usize, SigprocmaskFn>(f)(
                     libc::SIG_BLOCK,
                     all.as_ptr(),
-                    s.old.as_mut_ptr(),
+                    old.as_mut_ptr(),
                 )
             } == 0;
         }
-        s
+        SignalsBlocked { old, set }
     }
 }
 
-impl Drop for SignalsBlocked {
+impl Drop for SignalsBlocked<'_> {
     fn drop(&mut self) {
         let f = REAL_SIGPROCMASK.load(Ordering::Acquire);
         if self.set && f != 0 {
@@ -428,34 +427,31 @@ unsafe fn take_hip_table(table: *mut c_void) {
     // a thread waiting for the claim below may hold that lock (a library
     // constructor making its first HIP call inside dlopen), so the claim is
     // held only for plain stores.
-    type Plan = (
-        *mut usize,
-        usize,
-        usize,
-        &'static AtomicUsize,
-        &'static AtomicUsize,
-        usize,
-    );
-    let mut plan: [Option<Plan>; 8] = [None; 8];
-    for ((pos, id, direct, ours), p) in entries().into_iter().zip(plan.iter_mut()) {
-        let Some(s) = slot(pos) else { continue };
-        // SAFETY: inside the table.
-        let own = unsafe { core::ptr::read_volatile(s) };
-        let exported = find_real(id as u32);
-        let Some(cache) = REAL_CACHE.get(id as usize) else {
+    // Per entry: the runtime's own function and the exported one (0: not
+    // taken). Plain word arrays: an array of tuples would be copied with
+    // memcpy, an import the front must not have (each costs start-up).
+    let table = entries();
+    let mut own = [0usize; 8];
+    let mut exported = [0usize; 8];
+    for (i, &(pos, id, _, ours)) in table.iter().enumerate() {
+        let (Some(s), Some(o), Some(x)) = (slot(pos), own.get_mut(i), exported.get_mut(i)) else {
             continue;
         };
-        if own == 0 || own == ours || exported == 0 || object_of(own) != base {
+        // SAFETY: inside the table.
+        let entry = unsafe { core::ptr::read_volatile(s) };
+        let real = find_real(id as u32);
+        if entry == 0 || entry == ours || real == 0 || object_of(entry) != base {
             continue;
         }
-        *p = Some((s, own, exported, cache, direct, ours));
+        (*o, *x) = (entry, real);
     }
-    if plan.iter().all(Option::is_none) {
+    if own.iter().all(|&o| o == 0) {
         return;
     }
     // No signal handler of this thread runs while it holds the claim (it
     // would wait for itself); looked up before the claim too.
-    let mask = SignalsBlocked::new();
+    let mut old_mask = [0u64; 16];
+    let mask = SignalsBlocked::new(&mut old_mask);
     // Claimed by this thread: engine() waits until the route is decided.
     CLAIM_PID.store(getpid(), Ordering::Release);
     if ROUTE
@@ -468,13 +464,17 @@ unsafe fn take_hip_table(table: *mut c_void) {
     // direct jumps and the entries: whatever point a fork() in another
     // thread catches this at, every path in the child stays valid
     // (decide_route lets the child go on).
-    for &(_, own, _, cache, _, _) in plan.iter().flatten() {
-        cache.store(own, Ordering::Release);
+    for (&(_, id, _, _), &o) in table.iter().zip(own.iter()) {
+        if let (true, Some(cache)) = (o != 0, REAL_CACHE.get(id as usize)) {
+            cache.store(o, Ordering::Release);
+        }
     }
-    for &(s, _, exported, _, direct, ours) in plan.iter().flatten() {
-        direct.store(exported, Ordering::Release);
-        // SAFETY: inside the table; the runtime reads it with plain loads.
-        unsafe { core::ptr::write_volatile(s, ours) };
+    for ((&(pos, _, direct, ours), &o), &x) in table.iter().zip(own.iter()).zip(exported.iter()) {
+        if let (true, Some(s)) = (o != 0, slot(pos)) {
+            direct.store(x, Ordering::Release);
+            // SAFETY: inside the table; the runtime reads it with plain loads.
+            unsafe { core::ptr::write_volatile(s, ours) };
+        }
     }
     ROUTE.store(TABLE_ROUTE, Ordering::Release);
     drop(mask);
