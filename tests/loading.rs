@@ -873,6 +873,44 @@ fn an_hsa_call_under_the_loader_lock_does_not_wait_for_a_table_takeover() {
     }
 }
 
+/// review3: the same race, but the constructor only looks hipMalloc up on a
+/// handle (dlsym(dlopen(NULL), "hipMalloc"), tests/programs/ctor_dlsym.c):
+/// without rocm-fix no HIP call is made under the loader's lock; the front's
+/// dlsym hook (swap_for_hook -> resolve -> decide_route) calls
+/// hipGetErrorName there, which waits on the runtime's once-guard held by
+/// thread A, whose receiver waits for the loader's lock: deadlock.
+#[test]
+fn review3_a_dlsym_under_the_loader_lock_does_not_wait_for_a_table_takeover() {
+    let fix = preload();
+    for v in ["6.4-amd", "7.2-amd"] {
+        let log = tmpdir(&format!("loader-lock-dlsym-{v}")).join("calls");
+        let (dir, cmd) = slowed_program(v, "loader_lock_race", &log);
+        let ctor = dir.join("libctor_dlsym.so");
+        let src = root().join("tests/programs/ctor_dlsym.c");
+        gcc(&[
+            "-shared".as_ref(),
+            "-fPIC".as_ref(),
+            "-o".as_ref(),
+            ctor.as_os_str(),
+            src.as_os_str(),
+            "-ldl".as_ref(),
+        ]);
+        for preload in [None, Some(fix.as_path())] {
+            let mut c = cmd(preload);
+            c.arg(&ctor);
+            let (r, killed) = run_with_timeout(c, std::time::Duration::from_secs(30));
+            assert!(!killed, "{v} preload {preload:?}: deadlock: {r:#?}");
+            assert_eq!(r.code, Some(0), "{v} preload {preload:?}: {r:#?}");
+            for line in ["A: hipSuccess", "ctor: dlsym hipMalloc -> found", "main: dlopen ok"] {
+                assert!(r.stdout.contains(line), "{v} {line}: {r:#?}");
+            }
+            if preload.is_some() {
+                assert!(r.stdout.contains("A inside the receiver: yes"), "{r:#?}");
+            }
+        }
+    }
+}
+
 // ---- two fronts, on the paths other than the PLT -----------------------------------
 
 /// Two different librocm_fix.so files preloaded: every path that one front
