@@ -1197,9 +1197,23 @@ unsafe fn swap_for_hook(name: *const c_char, found: *mut c_void) -> *mut c_void 
     if !(n.starts_with(b"hip") || n.starts_with(b"hsa_")) {
         return found;
     }
-    match hook_for(n) {
-        Some((id, hook)) if unsafe { resolve(id as u32) } == found as usize => hook as *mut c_void,
-        _ => found,
+    let Some((id, hook)) = hook_for(n) else {
+        return found;
+    };
+    // The API-table functions: compared with the exported function, not
+    // through resolve, which decides the table route (a HIP call): a lookup
+    // may run under the loader's lock (a library constructor), where waiting
+    // for the runtime's table once-guard can deadlock (apitable.rs).
+    let real = if apitable::is_table_function(id) {
+        find_real(id as u32)
+    } else {
+        // SAFETY: resolve takes any id.
+        unsafe { resolve(id as u32) }
+    };
+    if real == found as usize {
+        hook as *mut c_void
+    } else {
+        found
     }
 }
 
