@@ -901,7 +901,11 @@ fn review3_a_dlsym_under_the_loader_lock_does_not_wait_for_a_table_takeover() {
             let (r, killed) = run_with_timeout(c, std::time::Duration::from_secs(30));
             assert!(!killed, "{v} preload {preload:?}: deadlock: {r:#?}");
             assert_eq!(r.code, Some(0), "{v} preload {preload:?}: {r:#?}");
-            for line in ["A: hipSuccess", "ctor: dlsym hipMalloc -> found", "main: dlopen ok"] {
+            for line in [
+                "A: hipSuccess",
+                "ctor: dlsym hipMalloc -> found",
+                "main: dlopen ok",
+            ] {
                 assert!(r.stdout.contains(line), "{v} {line}: {r:#?}");
             }
             if preload.is_some() {
