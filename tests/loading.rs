@@ -873,14 +873,14 @@ fn an_hsa_call_under_the_loader_lock_does_not_wait_for_a_table_takeover() {
     }
 }
 
-/// review3: the same race, but the constructor only looks hipMalloc up on a
+/// The same race, but the constructor only looks hipMalloc up on a
 /// handle (dlsym(dlopen(NULL), "hipMalloc"), tests/programs/ctor_dlsym.c):
-/// without rocm-fix no HIP call is made under the loader's lock; the front's
-/// dlsym hook (swap_for_hook -> resolve -> decide_route) calls
-/// hipGetErrorName there, which waits on the runtime's once-guard held by
-/// thread A, whose receiver waits for the loader's lock: deadlock.
+/// without rocm-fix no HIP call is made under the loader's lock, and the
+/// front's dlsym hook must make none either (it once decided the table route
+/// there: hipGetErrorName waited on the runtime's once-guard held by thread
+/// A, whose receiver waited for the loader's lock: deadlock).
 #[test]
-fn review3_a_dlsym_under_the_loader_lock_does_not_wait_for_a_table_takeover() {
+fn a_dlsym_under_the_loader_lock_does_not_wait_for_a_table_takeover() {
     let fix = preload();
     for v in ["6.4-amd", "7.2-amd"] {
         let log = tmpdir(&format!("loader-lock-dlsym-{v}")).join("calls");

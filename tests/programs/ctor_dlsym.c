@@ -1,6 +1,6 @@
 /* A library whose constructor looks hipMalloc up on a handle (dlsym on the
  * program's handle): constructors run under glibc's loader lock, and
- * without rocm-fix this makes no HIP call at all (tests/loading.rs, review3). */
+ * without rocm-fix this makes no HIP call at all (tests/loading.rs). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdio.h>
