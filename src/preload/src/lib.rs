@@ -852,56 +852,99 @@ pub unsafe extern "C" fn hipFree(ptr: *mut c_void) -> c_int {
     // SAFETY: as in hipMalloc.
     unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) }
 }
-/// hipHostMalloc, hipHostAlloc, hipMallocManaged, hipExtMallocWithFlags
-/// (ptr, size, flags): forward with the caller's return address as a fourth
-/// argument (rcx), so that memory RCCL or OpenMP offload asked for stays
-/// coherent.
-#[unsafe(naked)]
-#[no_mangle]
-pub unsafe extern "C" fn hipHostMalloc(_ptr: *mut *mut c_void, _size: usize, _flags: u32) -> c_int {
-    core::arch::naked_asm!(
-        "mov rax, qword ptr [rip + {d}]",
-        "test rax, rax",
-        "jnz 2f",
-        "mov rcx, qword ptr [rsp]",
-        "jmp {imp}",
-        "2:",
-        "jmp rax",
-        d = sym D_HIP_HOST_MALLOC,
-        imp = sym host_malloc_impl
-    )
+/// A hook that passes its caller's return address to the engine as one more
+/// argument, in register `$reg` (the first free argument register): a naked
+/// trampoline (the return address is at [rsp] on entry) that jumps straight
+/// to the direct slot's function when it is set, else to `$imp`, which
+/// calls the engine's hook.
+macro_rules! caller_hook {
+    ($(#[$m:meta])* $name:ident($($a:ident: $t:ty),*) -> $r:ty,
+     $d:ident, $reg:literal, $imp:ident, $field:ident) => {
+        $(#[$m])*
+        #[unsafe(naked)]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
+            core::arch::naked_asm!(
+                "mov rax, qword ptr [rip + {d}]",
+                "test rax, rax",
+                "jnz 2f",
+                concat!("mov ", $reg, ", qword ptr [rsp]"),
+                "jmp {imp}",
+                "2:",
+                "jmp rax",
+                d = sym $d,
+                imp = sym $imp
+            )
+        }
+        unsafe extern "C" fn $imp($($a: $t,)* caller: usize) -> $r {
+            unsafe { (engine().$field)($($a,)* caller) }
+        }
+    };
 }
-unsafe extern "C" fn host_malloc_impl(
-    p: *mut *mut c_void,
-    s: usize,
-    f: u32,
-    caller: usize,
-) -> c_int {
-    unsafe { (engine().hip_host_malloc)(p, s, f, caller) }
+/// The same for the HSA allocate/free hooks, which every hipMalloc and
+/// hipFree reach again from inside the runtime: a call from the HIP
+/// runtime's own code (its range set by the engine, set_runtime) goes
+/// straight to the real function, before anything else is done.
+macro_rules! runtime_caller_hook {
+    ($(#[$m:meta])* $name:ident($($a:ident: $t:ty),*) -> $r:ty,
+     $d:ident, $reg:literal, $real:ident, $imp:ident, $field:ident) => {
+        $(#[$m])*
+        #[unsafe(naked)]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
+            core::arch::naked_asm!(
+                "mov rax, qword ptr [rip + {d}]",
+                "test rax, rax",
+                "jnz 2f",
+                concat!("mov ", $reg, ", qword ptr [rsp]"),
+                concat!("cmp ", $reg, ", qword ptr [rip + {lo}]"),
+                "jb 3f",
+                concat!("cmp ", $reg, ", qword ptr [rip + {hi}]"),
+                "jae 3f",
+                "mov rax, qword ptr [rip + {real}]",
+                "test rax, rax",
+                "jnz 2f",
+                "3:",
+                "jmp {imp}",
+                "2:",
+                "jmp rax",
+                d = sym $d,
+                lo = sym RT_LO,
+                hi = sym RT_HI,
+                real = sym $real,
+                imp = sym $imp
+            )
+        }
+        unsafe extern "C" fn $imp($($a: $t,)* caller: usize) -> $r {
+            unsafe { (engine().$field)($($a,)* caller) }
+        }
+    };
 }
-#[unsafe(naked)]
-#[no_mangle]
-pub unsafe extern "C" fn hipHostAlloc(_ptr: *mut *mut c_void, _size: usize, _flags: u32) -> c_int {
-    core::arch::naked_asm!(
-        "mov rax, qword ptr [rip + {d}]",
-        "test rax, rax",
-        "jnz 2f",
-        "mov rcx, qword ptr [rsp]",
-        "jmp {imp}",
-        "2:",
-        "jmp rax",
-        d = sym D_HIP_HOST_ALLOC,
-        imp = sym host_alloc_impl
-    )
-}
-unsafe extern "C" fn host_alloc_impl(
-    p: *mut *mut c_void,
-    s: usize,
-    f: u32,
-    caller: usize,
-) -> c_int {
-    unsafe { (engine().hip_host_alloc)(p, s, f, caller) }
-}
+caller_hook!(
+    /// hipHostMalloc, hipHostAlloc, hipMallocManaged, hipExtMallocWithFlags
+    /// (ptr, size, flags): the caller's return address as a fourth argument
+    /// (rcx), so that memory RCCL or OpenMP offload asked for stays coherent.
+    hipHostMalloc(p: *mut *mut c_void, s: usize, f: u32) -> c_int,
+    D_HIP_HOST_MALLOC, "rcx", host_malloc_impl, hip_host_malloc
+);
+caller_hook!(
+    hipHostAlloc(p: *mut *mut c_void, s: usize, f: u32) -> c_int,
+    D_HIP_HOST_ALLOC, "rcx", host_alloc_impl, hip_host_alloc
+);
+caller_hook!(
+    hipMallocManaged(p: *mut *mut c_void, s: usize, f: u32) -> c_int,
+    D_HIP_MALLOC_MANAGED, "rcx", managed_impl, hip_malloc_managed
+);
+caller_hook!(
+    hipExtMallocWithFlags(p: *mut *mut c_void, s: usize, f: u32) -> c_int,
+    D_HIP_EXT_MALLOC, "rcx", ext_malloc_impl, hip_ext_malloc_with_flags
+);
+caller_hook!(
+    /// hipMemAdvise(ptr, count, advice, device): the caller's return address
+    /// as a fifth argument (r8).
+    hipMemAdvise(p: *const c_void, c: usize, a: c_int, d: c_int) -> c_int,
+    D_HIP_MEM_ADVISE, "r8", mem_advise_impl, hip_mem_advise
+);
 #[no_mangle]
 pub unsafe extern "C" fn hipHostFree(ptr: *mut c_void) -> c_int {
     match D_HIP_HOST_FREE.load(Ordering::Relaxed) {
@@ -922,86 +965,6 @@ pub unsafe extern "C" fn hipFreeHost(ptr: *mut c_void) -> c_int {
         f => unsafe { core::mem::transmute::<usize, HipFreeFn>(f)(ptr) },
     }
 }
-#[unsafe(naked)]
-#[no_mangle]
-pub unsafe extern "C" fn hipMallocManaged(
-    _ptr: *mut *mut c_void,
-    _size: usize,
-    _flags: u32,
-) -> c_int {
-    core::arch::naked_asm!(
-        "mov rax, qword ptr [rip + {d}]",
-        "test rax, rax",
-        "jnz 2f",
-        "mov rcx, qword ptr [rsp]",
-        "jmp {imp}",
-        "2:",
-        "jmp rax",
-        d = sym D_HIP_MALLOC_MANAGED,
-        imp = sym managed_impl
-    )
-}
-unsafe extern "C" fn managed_impl(p: *mut *mut c_void, s: usize, f: u32, caller: usize) -> c_int {
-    unsafe { (engine().hip_malloc_managed)(p, s, f, caller) }
-}
-#[unsafe(naked)]
-#[no_mangle]
-pub unsafe extern "C" fn hipExtMallocWithFlags(
-    _ptr: *mut *mut c_void,
-    _size: usize,
-    _flags: u32,
-) -> c_int {
-    core::arch::naked_asm!(
-        "mov rax, qword ptr [rip + {d}]",
-        "test rax, rax",
-        "jnz 2f",
-        "mov rcx, qword ptr [rsp]",
-        "jmp {imp}",
-        "2:",
-        "jmp rax",
-        d = sym D_HIP_EXT_MALLOC,
-        imp = sym ext_malloc_impl
-    )
-}
-unsafe extern "C" fn ext_malloc_impl(
-    p: *mut *mut c_void,
-    s: usize,
-    f: u32,
-    caller: usize,
-) -> c_int {
-    unsafe { (engine().hip_ext_malloc_with_flags)(p, s, f, caller) }
-}
-/// hipMemAdvise(ptr, count, advice, device): the caller's return address as a
-/// fifth argument (r8).
-#[unsafe(naked)]
-#[no_mangle]
-pub unsafe extern "C" fn hipMemAdvise(
-    _ptr: *const c_void,
-    _count: usize,
-    _advice: c_int,
-    _device: c_int,
-) -> c_int {
-    core::arch::naked_asm!(
-        "mov rax, qword ptr [rip + {d}]",
-        "test rax, rax",
-        "jnz 2f",
-        "mov r8, qword ptr [rsp]",
-        "jmp {imp}",
-        "2:",
-        "jmp rax",
-        d = sym D_HIP_MEM_ADVISE,
-        imp = sym mem_advise_impl
-    )
-}
-unsafe extern "C" fn mem_advise_impl(
-    p: *const c_void,
-    c: usize,
-    a: c_int,
-    d: c_int,
-    caller: usize,
-) -> c_int {
-    unsafe { (engine().hip_mem_advise)(p, c, a, d, caller) }
-}
 #[no_mangle]
 pub unsafe extern "C" fn hsa_init() -> u32 {
     match D_HSA_INIT.load(Ordering::Relaxed) {
@@ -1010,73 +973,20 @@ pub unsafe extern "C" fn hsa_init() -> u32 {
         f => unsafe { core::mem::transmute::<usize, HsaInitFn>(f)() },
     }
 }
-/// hsa_amd_memory_pool_free(ptr): forwards with the caller's return address
-/// as a second argument (rsi), so frees the runtime makes itself skip the books.
-#[unsafe(naked)]
-#[no_mangle]
-pub unsafe extern "C" fn hsa_amd_memory_pool_free(_ptr: *mut c_void) -> u32 {
-    // A call from the HIP runtime's own code goes straight to the real
-    // function (hipFree's own free: already off the books).
-    core::arch::naked_asm!(
-        "mov rax, qword ptr [rip + {d}]",
-        "test rax, rax",
-        "jnz 2f",
-        "mov rsi, qword ptr [rsp]",
-        "cmp rsi, qword ptr [rip + {lo}]",
-        "jb 3f",
-        "cmp rsi, qword ptr [rip + {hi}]",
-        "jae 3f",
-        "mov rax, qword ptr [rip + {real}]",
-        "test rax, rax",
-        "jnz 2f",
-        "3:",
-        "jmp {imp}",
-        "2:",
-        "jmp rax",
-        d = sym D_HSA_POOL_FREE,
-        lo = sym RT_LO,
-        hi = sym RT_HI,
-        real = sym RT_POOL_FREE,
-        imp = sym pool_free_impl
-    )
-}
+runtime_caller_hook!(
+    /// hsa_amd_memory_pool_free(ptr): the caller's return address as a second
+    /// argument (rsi), so frees the runtime makes itself (hipFree's own free:
+    /// already off the books) go straight on.
+    hsa_amd_memory_pool_free(ptr: *mut c_void) -> u32,
+    D_HSA_POOL_FREE, "rsi", RT_POOL_FREE, pool_free_impl, hsa_pool_free
+);
 
-unsafe extern "C" fn pool_free_impl(ptr: *mut c_void, caller: usize) -> u32 {
-    unsafe { (engine().hsa_pool_free)(ptr, caller) }
-}
-
-/// hsa_amd_svm_attributes_set(ptr, size, list, count): forwards with the
-/// caller's return address as a fifth argument (r8).
-#[unsafe(naked)]
-#[no_mangle]
-pub unsafe extern "C" fn hsa_amd_svm_attributes_set(
-    _ptr: *mut c_void,
-    _size: usize,
-    _list: *mut [u64; 2],
-    _count: usize,
-) -> u32 {
-    core::arch::naked_asm!(
-        "mov rax, qword ptr [rip + {d}]",
-        "test rax, rax",
-        "jnz 2f",
-        "mov r8, qword ptr [rsp]",
-        "jmp {imp}",
-        "2:",
-        "jmp rax",
-        d = sym D_HSA_SVM_SET,
-        imp = sym svm_set_impl
-    )
-}
-
-unsafe extern "C" fn svm_set_impl(
-    ptr: *mut c_void,
-    size: usize,
-    list: *mut [u64; 2],
-    n: usize,
-    caller: usize,
-) -> u32 {
-    unsafe { (engine().hsa_svm_attributes_set)(ptr, size, list, n, caller) }
-}
+caller_hook!(
+    /// hsa_amd_svm_attributes_set(ptr, size, list, count): the caller's return
+    /// address as a fifth argument (r8).
+    hsa_amd_svm_attributes_set(ptr: *mut c_void, size: usize, list: *mut [u64; 2], n: usize) -> u32,
+    D_HSA_SVM_SET, "r8", svm_set_impl, hsa_svm_attributes_set
+);
 /// The C API (include/rocm_fix.h).
 #[no_mangle]
 pub unsafe extern "C" fn rocm_fix_get_stats(out: *mut c_void, size: usize) -> c_int {
@@ -1087,51 +997,13 @@ pub unsafe extern "C" fn rocm_fix_get_stats(out: *mut c_void, size: usize) -> c_
     unsafe { (table.get_stats)(out, size) }
 }
 
-/// hsa_amd_memory_pool_allocate(pool, size, flags, ptr): forwards with the
-/// caller's return address as a fifth argument (r8).
-#[unsafe(naked)]
-#[no_mangle]
-pub unsafe extern "C" fn hsa_amd_memory_pool_allocate(
-    _pool: u64,
-    _size: usize,
-    _flags: u32,
-    _ptr: *mut *mut c_void,
-) -> u32 {
-    // A call from the HIP runtime's own code (every hipMalloc) goes
-    // straight to the real function.
-    core::arch::naked_asm!(
-        "mov rax, qword ptr [rip + {d}]",
-        "test rax, rax",
-        "jnz 2f",
-        "mov r8, qword ptr [rsp]",
-        "cmp r8, qword ptr [rip + {lo}]",
-        "jb 3f",
-        "cmp r8, qword ptr [rip + {hi}]",
-        "jae 3f",
-        "mov rax, qword ptr [rip + {real}]",
-        "test rax, rax",
-        "jnz 2f",
-        "3:",
-        "jmp {imp}",
-        "2:",
-        "jmp rax",
-        d = sym D_HSA_POOL_ALLOCATE,
-        lo = sym RT_LO,
-        hi = sym RT_HI,
-        real = sym RT_POOL_ALLOCATE,
-        imp = sym pool_allocate_impl
-    )
-}
-
-unsafe extern "C" fn pool_allocate_impl(
-    pool: u64,
-    size: usize,
-    flags: u32,
-    ptr: *mut *mut c_void,
-    caller: usize,
-) -> u32 {
-    unsafe { (engine().hsa_pool_allocate)(pool, size, flags, ptr, caller) }
-}
+runtime_caller_hook!(
+    /// hsa_amd_memory_pool_allocate(pool, size, flags, ptr): the caller's
+    /// return address as a fifth argument (r8); the runtime's own calls
+    /// (every hipMalloc) go straight to the real function.
+    hsa_amd_memory_pool_allocate(pool: u64, size: usize, flags: u32, ptr: *mut *mut c_void) -> u32,
+    D_HSA_POOL_ALLOCATE, "r8", RT_POOL_ALLOCATE, pool_allocate_impl, hsa_pool_allocate
+);
 
 // ---- clients that bind without the dynamic linker -------------------------------------
 
