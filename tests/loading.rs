@@ -836,80 +836,47 @@ fn a_table_takeover_racing_the_engine_s_load_neither_loops_nor_deadlocks() {
 
 /// The takeover against the loader's lock: while thread A's first HIP call
 /// hands the table over (its receiver's lookups take the loader's lock), the
-/// main thread dlopens a library whose constructor calls hsa_init, under that
-/// lock, which loads the engine. An HSA call must not make rocm-fix wait for
-/// the HIP table (it did: the engine's load waited for the takeover, whose
-/// lookups waited for the lock; tests/programs/loader_lock_race.c).
+/// main thread dlopens a library whose constructor, under that lock, makes
+/// an HSA call (tests/programs/ctor_hsa_init.c: it loads rocm-fix's engine)
+/// or looks hipMalloc up on a handle (ctor_dlsym.c). Neither makes a HIP
+/// call without rocm-fix, and rocm-fix must make none there either: it once
+/// decided the table route at the engine's load and in its dlsym hook
+/// (hipGetErrorName waited on the runtime's once-guard held by thread A,
+/// whose receiver waited for the loader's lock: deadlock;
+/// tests/programs/loader_lock_race.c).
 #[test]
-fn an_hsa_call_under_the_loader_lock_does_not_wait_for_a_table_takeover() {
+fn a_constructor_under_the_loader_lock_does_not_wait_for_a_table_takeover() {
     let fix = preload();
     for v in ["6.4-amd", "7.2-amd"] {
         let log = tmpdir(&format!("loader-lock-{v}")).join("calls");
         let (dir, cmd) = slowed_program(v, "loader_lock_race", &log);
-        let ctor = dir.join("libctor_hsa_init.so");
-        let src = root().join("tests/programs/ctor_hsa_init.c");
         let hsa = format!("{}/libhsa-runtime64.so.1", simgpu_lib_for(v).display());
-        gcc(&[
-            "-shared".as_ref(),
-            "-fPIC".as_ref(),
-            "-o".as_ref(),
-            ctor.as_os_str(),
-            src.as_os_str(),
-            hsa.as_ref(),
-        ]);
-        for preload in [None, Some(fix.as_path())] {
-            let mut c = cmd(preload);
-            c.arg(&ctor);
-            let (r, killed) = run_with_timeout(c, std::time::Duration::from_secs(60));
-            assert!(!killed, "{v} preload {preload:?}: deadlock: {r:#?}");
-            assert_eq!(r.code, Some(0), "{v} preload {preload:?}: {r:#?}");
-            for line in ["A: hipSuccess", "ctor: hsa_init -> 0", "main: dlopen ok"] {
-                assert!(r.stdout.contains(line), "{v} {line}: {r:#?}");
-            }
-            if preload.is_some() {
-                assert!(r.stdout.contains("A inside the receiver: yes"), "{r:#?}");
-            }
-        }
-    }
-}
-
-/// The same race, but the constructor only looks hipMalloc up on a
-/// handle (dlsym(dlopen(NULL), "hipMalloc"), tests/programs/ctor_dlsym.c):
-/// without rocm-fix no HIP call is made under the loader's lock, and the
-/// front's dlsym hook must make none either (it once decided the table route
-/// there: hipGetErrorName waited on the runtime's once-guard held by thread
-/// A, whose receiver waited for the loader's lock: deadlock).
-#[test]
-fn a_dlsym_under_the_loader_lock_does_not_wait_for_a_table_takeover() {
-    let fix = preload();
-    for v in ["6.4-amd", "7.2-amd"] {
-        let log = tmpdir(&format!("loader-lock-dlsym-{v}")).join("calls");
-        let (dir, cmd) = slowed_program(v, "loader_lock_race", &log);
-        let ctor = dir.join("libctor_dlsym.so");
-        let src = root().join("tests/programs/ctor_dlsym.c");
-        gcc(&[
-            "-shared".as_ref(),
-            "-fPIC".as_ref(),
-            "-o".as_ref(),
-            ctor.as_os_str(),
-            src.as_os_str(),
-            "-ldl".as_ref(),
-        ]);
-        for preload in [None, Some(fix.as_path())] {
-            let mut c = cmd(preload);
-            c.arg(&ctor);
-            let (r, killed) = run_with_timeout(c, std::time::Duration::from_secs(30));
-            assert!(!killed, "{v} preload {preload:?}: deadlock: {r:#?}");
-            assert_eq!(r.code, Some(0), "{v} preload {preload:?}: {r:#?}");
-            for line in [
-                "A: hipSuccess",
-                "ctor: dlsym hipMalloc -> found",
-                "main: dlopen ok",
-            ] {
-                assert!(r.stdout.contains(line), "{v} {line}: {r:#?}");
-            }
-            if preload.is_some() {
-                assert!(r.stdout.contains("A inside the receiver: yes"), "{r:#?}");
+        for (ctor, link, says) in [
+            ("ctor_hsa_init", hsa.as_str(), "ctor: hsa_init -> 0"),
+            ("ctor_dlsym", "-ldl", "ctor: dlsym hipMalloc -> found"),
+        ] {
+            let lib = dir.join(format!("lib{ctor}.so"));
+            let src = root().join(format!("tests/programs/{ctor}.c"));
+            gcc(&[
+                "-shared".as_ref(),
+                "-fPIC".as_ref(),
+                "-o".as_ref(),
+                lib.as_os_str(),
+                src.as_os_str(),
+                link.as_ref(),
+            ]);
+            for preload in [None, Some(fix.as_path())] {
+                let mut c = cmd(preload);
+                c.arg(&lib);
+                let (r, killed) = run_with_timeout(c, std::time::Duration::from_secs(60));
+                assert!(!killed, "{v} {ctor} preload {preload:?}: deadlock: {r:#?}");
+                assert_eq!(r.code, Some(0), "{v} {ctor} preload {preload:?}: {r:#?}");
+                for line in ["A: hipSuccess", says, "main: dlopen ok"] {
+                    assert!(r.stdout.contains(line), "{v} {ctor} {line}: {r:#?}");
+                }
+                if preload.is_some() {
+                    assert!(r.stdout.contains("A inside the receiver: yes"), "{r:#?}");
+                }
             }
         }
     }
