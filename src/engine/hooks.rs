@@ -154,7 +154,7 @@ fn padded_alloc(
     if let Some(total) = padded {
         let r = cx.real(|| alloc(total, rewritten));
         if r != policy::HIP_SUCCESS && budgeted {
-            PADDED_VRAM.fetch_sub((total - size) as u64, Ordering::Relaxed);
+            release_padding((total - size) as u64);
         }
         if r == policy::HIP_SUCCESS {
             stats::add(Stat::Padded, 1);
@@ -201,7 +201,7 @@ fn padding_budget_allows(st: &State, node: Option<u32>, pad: u64) -> bool {
     if policy::within_padding_budget(vram, before, pad) {
         return true;
     }
-    PADDED_VRAM.fetch_sub(pad, Ordering::Relaxed);
+    release_padding(pad);
     static SAID: AtomicBool = AtomicBool::new(false);
     if !st.secure && !SAID.swap(true, Ordering::Relaxed) {
         eprintln!(
@@ -229,10 +229,15 @@ fn give_back_padding(a: &Alloc) {
         && matches!(a.kind, Kind::Device | Kind::ExtFine | Kind::Managed)
         && !crate::sink::owns(a.base)
     {
-        let _ = PADDED_VRAM.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-            Some(v.saturating_sub(a.padding))
-        });
+        release_padding(a.padding);
     }
+}
+
+/// Takes `pad` bytes off the padding budget (never below zero).
+fn release_padding(pad: u64) {
+    let _ = PADDED_VRAM.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(pad))
+    });
 }
 
 /// Frees, with the real hipFree, an allocation of ours the caller never saw
@@ -336,7 +341,7 @@ fn device_alloc(
             record(ptr, size, total - size, kind, device);
             return r2;
         }
-        PADDED_VRAM.fetch_sub((total - size) as u64, Ordering::Relaxed);
+        release_padding((total - size) as u64);
         stats::add(Stat::Retried, 1);
         // SAFETY: the caller's out-pointer: it gets the exact allocation back.
         unsafe { *ptr = exact };

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub fn home_shard() -> usize {
     // SAFETY: pthread_self has no preconditions.
     let me = unsafe { libc::pthread_self() } as u64;
-    ((me >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SHARD_BITS)) as usize
+    (mix(me) >> (64 - SHARD_BITS)) as usize
 }
 
 /// What made an allocation.
@@ -170,7 +170,7 @@ const MIN_CAP: usize = 8;
 
 /// Fibonacci hashing of the page number: base addresses are at least
 /// page-aligned, so the low 12 bits carry nothing; one multiply by 2^64/phi
-/// spreads the rest into the high bits, which [`home`] and the shard pick use.
+/// spreads the rest into the high bits, which [`home`] and [`home_shard`] use.
 fn mix(x: u64) -> u64 {
     (x >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }

@@ -199,7 +199,7 @@ fn pause() {
 
 /// Whether `id` is one of the functions whose table entry the route takes.
 pub fn is_table_function(id: RealFn) -> bool {
-    entries().iter().any(|e| e.1 as u32 == id as u32)
+    is_table_function_id(id as u32)
 }
 
 /// The same for a raw id.
@@ -329,7 +329,7 @@ pub fn decide_route() {
     if ROUTE.load(Ordering::Acquire) == UNDECIDED
         && realdl::is_loaded(b"librocprofiler-register.so.0")
     {
-        let f = hip_function(b"hipGetErrorName\0");
+        let f = find_by_name(b"hipGetErrorName\0", None, &HIP_SONAMES);
         if f != 0 {
             // SAFETY: clr's `const char *hipGetErrorName(hipError_t)`; 0 is hipSuccess.
             let _ = unsafe {
@@ -360,25 +360,6 @@ pub fn decide_route() {
             _ => pause(),
         }
     }
-}
-
-/// The runtime's exported function `name` (NUL-terminated), found as
-/// [`resolve`] finds the hooked ones, without caching.
-fn hip_function(name: &[u8]) -> usize {
-    let n = name.as_ptr().cast::<c_char>();
-    // SAFETY: NUL-terminated names; handles come from the loader.
-    let mut p = unsafe { real_dlsym(libc::RTLD_NEXT, n) } as usize;
-    for so in HIP_SONAMES {
-        if p != 0 {
-            break;
-        }
-        // SAFETY: as above; the NOLOAD reference keeps the runtime loaded.
-        let h = unsafe { real_dlopen(so.as_ptr().cast(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-        if !h.is_null() {
-            p = unsafe { real_dlsym(h, n) } as usize;
-        }
-    }
-    p
 }
 
 /// The load address of the object holding `addr` (dladdr), 0 if unknown.

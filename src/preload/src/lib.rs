@@ -181,10 +181,20 @@ fn find_real(id: u32) -> usize {
     let Some(&(name, ver, lib)) = REAL.get(id as usize) else {
         return 0;
     };
-    let (n, v) = (
-        name.as_ptr().cast::<c_char>(),
-        ver.as_ptr().cast::<c_char>(),
-    );
+    let sonames: &[&[u8]] = match lib {
+        Lib::Hip => &HIP_SONAMES,
+        Lib::Hsa => &HSA_SONAMES,
+    };
+    find_by_name(name, Some(ver), sonames)
+}
+
+/// The runtime's function `name` (NUL-terminated), at version `ver` where
+/// given: the next definition after this library, else in the first of
+/// `sonames` already loaded (opened with dlopen(RTLD_LOCAL), found through
+/// an RTLD_NOLOAD handle). Not cached.
+fn find_by_name(name: &[u8], ver: Option<&[u8]>, sonames: &[&[u8]]) -> usize {
+    let n = name.as_ptr().cast::<c_char>();
+    let v = ver.map(|v| v.as_ptr().cast::<c_char>());
     // Unversioned first: dlvsym skips unversioned definitions, so another
     // interposer listed after us (a shim of the user's) would be bypassed.
     // SAFETY: NUL-terminated constants; handles come from the loader.
@@ -194,13 +204,9 @@ fn find_real(id: u32) -> usize {
     if p != 0 && apitable::in_a_front(p) {
         p = 0;
     }
-    if p == 0 {
+    if let (0, Some(v)) = (p, v) {
         p = unsafe { real_dlvsym(libc::RTLD_NEXT, n, v) } as usize;
     }
-    let sonames: &[&[u8]] = match lib {
-        Lib::Hip => &HIP_SONAMES,
-        Lib::Hsa => &HSA_SONAMES,
-    };
     for so in sonames {
         if p != 0 {
             break;
@@ -208,7 +214,9 @@ fn find_real(id: u32) -> usize {
         // SAFETY: as above. The NOLOAD reference is kept: the runtime stays loaded.
         let h = unsafe { real_dlopen(so.as_ptr().cast(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
         if !h.is_null() {
-            p = unsafe { real_dlvsym(h, n, v) } as usize;
+            if let Some(v) = v {
+                p = unsafe { real_dlvsym(h, n, v) } as usize;
+            }
             if p == 0 {
                 p = unsafe { real_dlsym(h, n) } as usize;
             }
